@@ -1,0 +1,77 @@
+//! The command line: one clap command tree, one file per command group, and the exit
+//! codes. This is the only layer that prints or uses `anyhow`.
+//!
+//! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 3 invalid
+//! configuration.
+
+mod ca;
+mod config_check;
+mod demo;
+mod secret;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_INVALID_CONFIG: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "sealkit",
+    version,
+    about = "OAuth 2.0 Authority for sealed sites: DPoP and mTLS sender-constrained tokens"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the authority (HTTPS) with a configuration file
+    Serve(serve::ServeArgs),
+    /// Inspect configuration files
+    #[command(subcommand)]
+    Config(config_check::ConfigCommand),
+    /// Create (or reuse) a complete demo site and serve it
+    Demo(demo::DemoArgs),
+    /// Client secrets
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// The site's certificate authority (server and client certificates)
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+}
+
+/// Runs a parsed command line and turns its outcome into an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(cmd) => config_check::run(cmd),
+        Command::Demo(args) => demo::run(args),
+        Command::Secret(cmd) => secret::run(cmd),
+        Command::Ca(cmd) => {
+            crate::telemetry::init_cli_logging();
+            ca::run(cmd).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sealkit: {error:#}");
+            let code = match error.downcast_ref::<crate::config::ConfigError>() {
+                Some(_) => EXIT_INVALID_CONFIG,
+                None => EXIT_FAILURE,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A multi-threaded runtime using every core, for the commands that serve or call out.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

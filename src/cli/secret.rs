@@ -1,0 +1,21 @@
+//! `sealkit secret generate`: a new client secret and the hash to register.
+
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum SecretCommand {
+    /// Print a new random client secret (256 bits) and its `secretHash` for authority.yaml
+    Generate,
+}
+
+pub fn run(command: SecretCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SecretCommand::Generate => {
+            let secret = crate::secret::generate();
+            println!("secret:     {secret}");
+            println!("secretHash: {}", crate::secret::SecretHash::of(&secret));
+            eprintln!("Give the secret to the client once; register only the secretHash.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

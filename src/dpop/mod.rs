@@ -1,0 +1,353 @@
+//! DPoP proof validation (RFC 9449 §4.3) as a pure function of the proof, the request's
+//! method and URL, the current time and the settings.
+//!
+//! The checks are numbered after RFC 9449 §4.3 so a reader can hold the code against the
+//! RFC. What needs shared state is left to the caller, which owns the store: the server
+//! nonce (step 9) and the atomic jti claim (step 12) are checked by `server` *after* this
+//! function accepts the proof, so a proof that fails here never consumes a jti.
+//!
+//! This module does not know HTTP types; the caller passes the raw `DPoP` header values.
+
+pub mod jwk;
+
+use crate::config::{DpopSettings, ProofAlgorithm};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use josekit::jws::JwsVerifier;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The longest `DPoP` header accepted (an RSA-8192 key fits comfortably).
+pub const MAX_PROOF_BYTES: usize = 8 * 1024;
+
+/// Why a proof was refused. Every variant is `invalid_dpop_proof` on the wire; the text
+/// becomes the `error_description`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("exactly one DPoP header is allowed")]
+    NotExactlyOneHeader,
+    #[error("the DPoP proof is not a well-formed JWS: {0}")]
+    Malformed(&'static str),
+    #[error("the DPoP proof typ must be dpop+jwt")]
+    WrongType,
+    #[error("the DPoP proof alg is not one this authority accepts")]
+    AlgorithmNotAllowed,
+    #[error("the DPoP proof header has a crit member this authority does not understand")]
+    UnknownCritical,
+    #[error("{0}")]
+    Key(#[from] jwk::KeyError),
+    #[error("the DPoP proof signature does not verify with its jwk")]
+    BadSignature,
+    #[error("the DPoP proof lacks the {0} claim")]
+    MissingClaim(&'static str),
+    #[error("the DPoP proof htm does not match the request method")]
+    WrongMethod,
+    #[error("the DPoP proof htu does not match the endpoint URL")]
+    WrongTarget,
+    #[error("the DPoP proof iat is too old")]
+    TooOld,
+    #[error("the DPoP proof iat is in the future")]
+    FromTheFuture,
+    #[error("the DPoP proof ath does not match the access token")]
+    WrongAccessTokenHash,
+}
+
+/// What the request claims to be, for comparing against the proof.
+pub struct RequestFacts<'a> {
+    /// HTTP method, e.g. `POST`.
+    pub method: &'a str,
+    /// The endpoint this request was addressed to.
+    pub target: &'a EndpointUrl,
+    /// Unix seconds.
+    pub now: i64,
+    /// The access token presented with the proof, when there is one (resource requests).
+    pub access_token: Option<&'a str>,
+}
+
+/// A proof that passed every stateless check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedProof {
+    /// RFC 7638 thumbprint of the proof key, the token's `cnf.jkt`.
+    pub jkt: String,
+    pub jti: String,
+    pub iat: i64,
+    pub nonce: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProofHeader {
+    typ: Option<String>,
+    alg: Option<String>,
+    jwk: Option<Map<String, Value>>,
+    crit: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: Option<String>,
+    htm: Option<String>,
+    htu: Option<String>,
+    iat: Option<serde_json::Number>,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+/// An endpoint URL reduced to what RFC 3986 §6.2.2/§6.2.3 normalisation says is
+/// significant: lower-case scheme and host, explicit port, path with percent-encoded
+/// unreserved characters decoded and dot segments removed. Query and fragment are dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    scheme: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl EndpointUrl {
+    pub fn parse(text: &str) -> Option<EndpointUrl> {
+        let url = url::Url::parse(text).ok()?;
+        if url.cannot_be_a_base() || !url.username().is_empty() || url.password().is_some() {
+            return None;
+        }
+        Some(EndpointUrl {
+            scheme: url.scheme().to_string(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+            path: decode_unreserved(url.path()),
+        })
+    }
+}
+
+/// Decodes percent-encoded unreserved characters (RFC 3986 §2.3), which are equivalent to
+/// their literal form; normalises the hex case of the remaining escapes.
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = path.get(i + 1..i + 3).unwrap_or("");
+            let is_escape = hex.len() == 2 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            if let (true, Ok(value)) = (is_escape, u8::from_str_radix(hex, 16)) {
+                if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                    out.push(value as char);
+                } else {
+                    out.push('%');
+                    out.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// Parsed proof keys, keyed by their canonical JWK. Building an EC key from coordinates
+/// includes a point validation that costs about as much as a signature verification, and a
+/// client signs every proof with the same key, so this is worth caching. It is only a
+/// cache of public keys: dropping it changes no decision.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: RwLock<HashMap<(ProofAlgorithm, String), Arc<dyn JwsVerifier>>>,
+}
+
+const KEY_CACHE_CAPACITY: usize = 16_384;
+
+impl KeyCache {
+    fn verifier(
+        &self,
+        alg: ProofAlgorithm,
+        canonical: &str,
+        jwk: &Map<String, Value>,
+    ) -> Result<Arc<dyn JwsVerifier>, ProofError> {
+        let key = (alg, canonical.to_string());
+        if let Ok(keys) = self.keys.read() {
+            if let Some(v) = keys.get(&key) {
+                return Ok(v.clone());
+            }
+        }
+        let verifier = build_verifier(alg, jwk)?;
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= KEY_CACHE_CAPACITY {
+                keys.clear();
+            }
+            keys.insert(key, verifier.clone());
+        }
+        Ok(verifier)
+    }
+}
+
+fn build_verifier(
+    alg: ProofAlgorithm,
+    jwk: &Map<String, Value>,
+) -> Result<Arc<dyn JwsVerifier>, ProofError> {
+    use josekit::jws;
+    // Only the members that define the key go to the parser: `use`, `key_ops` or `alg`
+    // members were not part of the decision and must not make a valid key fail later.
+    let mut public = Map::new();
+    for name in ["kty", "crv", "x", "y", "n", "e"] {
+        if let Some(v) = jwk.get(name) {
+            public.insert(name.to_string(), v.clone());
+        }
+    }
+    let jwk = josekit::jwk::Jwk::from_map(public).map_err(|_| ProofError::BadSignature)?;
+    let verifier: Arc<dyn JwsVerifier> = match alg {
+        ProofAlgorithm::ES256 => Arc::new(
+            jws::ES256
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| ProofError::BadSignature)?,
+        ),
+        ProofAlgorithm::ES384 => Arc::new(
+            jws::ES384
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| ProofError::BadSignature)?,
+        ),
+        ProofAlgorithm::EdDSA => Arc::new(
+            jws::EdDSA
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| ProofError::BadSignature)?,
+        ),
+        ProofAlgorithm::PS256 => Arc::new(
+            jws::PS256
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| ProofError::BadSignature)?,
+        ),
+        ProofAlgorithm::RS256 => Arc::new(
+            jws::RS256
+                .verifier_from_jwk(&jwk)
+                .map_err(|_| ProofError::BadSignature)?,
+        ),
+    };
+    Ok(verifier)
+}
+
+/// base64url(SHA-256(access token)), the `ath` claim (RFC 9449 §4.2).
+pub fn access_token_hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Runs the stateless checks of RFC 9449 §4.3 on the `DPoP` header values of one request.
+pub fn validate_proof(
+    header_values: &[&[u8]],
+    request: &RequestFacts<'_>,
+    settings: &DpopSettings,
+    keys: &KeyCache,
+) -> Result<ValidatedProof, ProofError> {
+    // §4.3 (1): exactly one DPoP HTTP request header field.
+    let [proof] = header_values else {
+        return Err(ProofError::NotExactlyOneHeader);
+    };
+    if proof.len() > MAX_PROOF_BYTES {
+        return Err(ProofError::Malformed("too long"));
+    }
+    let proof = std::str::from_utf8(proof).map_err(|_| ProofError::Malformed("not ASCII"))?;
+
+    // §4.3 (2): the value is a single well-formed JWT (compact JWS, three parts).
+    let mut parts = proof.split('.');
+    let (Some(header_b64), Some(claims_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ProofError::Malformed("expected three dot-separated parts"));
+    };
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| ProofError::Malformed("header is not base64url"))?;
+    let claims_json = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .map_err(|_| ProofError::Malformed("payload is not base64url"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| ProofError::Malformed("signature is not base64url"))?;
+    let header: ProofHeader = serde_json::from_slice(&header_json)
+        .map_err(|_| ProofError::Malformed("header is not a JSON object"))?;
+    let claims: ProofClaims = serde_json::from_slice(&claims_json)
+        .map_err(|_| ProofError::Malformed("payload is not a JSON object"))?;
+
+    // §4.3 (4): typ is dpop+jwt.
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(ProofError::WrongType);
+    }
+    // §4.3 (5): alg is an asymmetric algorithm the server accepts (never none or a MAC:
+    // they are not representable in `ProofAlgorithm`).
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(ProofAlgorithm::parse)
+        .filter(|a| settings.allowed_algorithms.contains(a))
+        .ok_or(ProofError::AlgorithmNotAllowed)?;
+    // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
+    if header.crit.is_some() {
+        return Err(ProofError::UnknownCritical);
+    }
+    // §4.3 (7): jwk is a public key (no private member), of the type alg names.
+    let jwk = header.jwk.ok_or(ProofError::MissingClaim("jwk"))?;
+    let canonical = jwk::check_public_key(&jwk, alg)?;
+
+    // §4.3 (6): the signature verifies with the key in jwk.
+    let verifier = keys.verifier(alg, &canonical, &jwk)?;
+    let signing_input_len = header_b64.len() + 1 + claims_b64.len();
+    verifier
+        .verify(&proof.as_bytes()[..signing_input_len], &signature)
+        .map_err(|_| ProofError::BadSignature)?;
+
+    // §4.3 (3): all required claims are present.
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(ProofError::MissingClaim("jti"))?;
+    let htm = claims.htm.ok_or(ProofError::MissingClaim("htm"))?;
+    let htu = claims.htu.ok_or(ProofError::MissingClaim("htu"))?;
+    let iat = claims
+        .iat
+        .and_then(|n| {
+            n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
+        })
+        .ok_or(ProofError::MissingClaim("iat"))?;
+
+    // §4.3 (8): htm matches the method of the request.
+    if htm != request.method {
+        return Err(ProofError::WrongMethod);
+    }
+    // §4.3 (9): htu matches the target URI, ignoring query and fragment, after normalisation.
+    if EndpointUrl::parse(&htu).as_ref() != Some(request.target) {
+        return Err(ProofError::WrongTarget);
+    }
+    // §4.3 (11): iat within the acceptable window (lifetime + skew back, skew forward).
+    let skew = settings.clock_skew.as_secs() as i64;
+    let lifetime = settings.proof_lifetime.as_secs() as i64;
+    if iat > request.now.saturating_add(skew) {
+        return Err(ProofError::FromTheFuture);
+    }
+    if request.now.saturating_sub(iat) > lifetime + skew {
+        return Err(ProofError::TooOld);
+    }
+    // §4.3 (12)(a): with an access token, ath is its hash. (Key binding to the token's
+    // cnf is the caller's check: it owns the token.)
+    if let Some(token) = request.access_token {
+        match claims.ath {
+            Some(ath) if ath == access_token_hash(token) => {}
+            Some(_) => return Err(ProofError::WrongAccessTokenHash),
+            None => return Err(ProofError::MissingClaim("ath")),
+        }
+    }
+
+    Ok(ValidatedProof {
+        jkt: jwk::thumbprint_of_canonical(&canonical),
+        jti,
+        iat,
+        nonce: claims.nonce,
+    })
+}
+
+#[cfg(test)]
+mod tests;

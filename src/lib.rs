@@ -1,0 +1,24 @@
+//! sealkit: an OAuth 2.0 Authority appliance for sealed (air-gapped) sites.
+//!
+//! It issues sender-constrained access tokens (DPoP, RFC 9449; mutual-TLS certificate
+//! binding, RFC 8705) over rustls, keeps nonces, replay claims and token records in an
+//! embedded sled store, and is operated entirely through the `sealkit` command line.
+//!
+//! Data flows one way: `server` → (`policy`, `dpop`) → `token` → `store`. Nothing below
+//! `server` knows HTTP; nothing below `cli` prints.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod ca;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod dpop;
+pub mod policy;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod token;

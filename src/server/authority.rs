@@ -1,0 +1,155 @@
+//! The authority's shared state for one running configuration: settings, signing key,
+//! store, metrics, server nonce, restart fence and bypass state. Handlers borrow it.
+
+use crate::clock::Clock;
+use crate::config::{BypassWindow, Settings};
+use crate::dpop::{EndpointUrl, KeyCache};
+use crate::store::{PreviousShutdown, SenderStore, StoreError};
+use crate::telemetry::events;
+use crate::telemetry::metrics::Metrics;
+use crate::token::SigningKey;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The server nonce handed out on responses. One nonce is current at a time and every
+/// nonce stays valid for its full TTL, so concurrent clients never invalidate each other's;
+/// a new one is minted when the current one has used half its TTL.
+struct CurrentNonce {
+    value: String,
+    minted_at: i64,
+}
+
+pub struct Authority {
+    pub settings: Arc<Settings>,
+    pub signing_key: SigningKey,
+    pub store: Arc<dyn SenderStore>,
+    pub metrics: Arc<Metrics>,
+    pub keys: KeyCache,
+    pub clock: Clock,
+    nonce: Mutex<Option<CurrentNonce>>,
+    /// After an unclean shutdown, until this instant (Unix seconds) every DPoP proof must
+    /// carry a nonce minted by this run (see `store` on crash safety).
+    fence_until: i64,
+    bypass: RwLock<Option<BypassWindow>>,
+    pub discovery: Bytes,
+    pub jwks: Bytes,
+    /// The token endpoint, normalised for comparing against DPoP `htu`.
+    pub token_url: EndpointUrl,
+}
+
+impl Authority {
+    /// Builds the state and opens a run in the store (detecting an unclean previous end).
+    pub async fn start(
+        settings: Arc<Settings>,
+        signing_key: SigningKey,
+        store: Arc<dyn SenderStore>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Authority, super::ServerError> {
+        let token_url =
+            EndpointUrl::parse(&settings.token_endpoint).ok_or(super::ServerError::Issuer)?;
+        let previous = store.begin_run().await?;
+        let now = clock.now();
+        let fence_until = if previous == PreviousShutdown::Unclean {
+            let until = now + settings.dpop.replay_window.as_secs() as i64;
+            tracing::warn!(
+                event = events::STORE_FENCE,
+                until,
+                "previous run ended uncleanly: DPoP proofs need a fresh server nonce until the replay window has passed"
+            );
+            until
+        } else {
+            0
+        };
+        let discovery = Bytes::from(
+            serde_json::to_vec(&super::meta::discovery_document(&settings)).unwrap_or_default(),
+        );
+        let jwks = Bytes::from(serde_json::to_vec(&signing_key.jwks()).unwrap_or_default());
+        let authority = Authority {
+            bypass: RwLock::new(settings.dpop.bypass.clone()),
+            settings,
+            signing_key,
+            store,
+            metrics,
+            keys: KeyCache::default(),
+            clock,
+            nonce: Mutex::new(None),
+            fence_until,
+            discovery,
+            jwks,
+            token_url,
+        };
+        if let Some(window) = authority.active_bypass() {
+            authority.metrics.bypass_active.set(1);
+            tracing::warn!(event = events::BYPASS_STARTED, until = window.until, reason = %window.reason, source = "config");
+        }
+        Ok(authority)
+    }
+
+    /// Whether the restart fence is up (nonces required for every proof).
+    pub fn fence_active(&self) -> bool {
+        self.clock.now() < self.fence_until
+    }
+
+    /// The nonce to hand out now, minting and storing a new one when due.
+    pub async fn current_nonce(&self) -> Result<String, StoreError> {
+        let now = self.clock.now();
+        let ttl = self.settings.dpop.nonce_ttl.as_secs() as i64;
+        if let Ok(guard) = self.nonce.lock() {
+            if let Some(current) = guard.as_ref() {
+                if now - current.minted_at < ttl / 2 {
+                    return Ok(current.value.clone());
+                }
+            }
+        }
+        let value = crate::secret::generate();
+        self.store.put_nonce(&value, now + ttl).await?;
+        if let Ok(mut guard) = self.nonce.lock() {
+            *guard = Some(CurrentNonce {
+                value: value.clone(),
+                minted_at: now,
+            });
+        }
+        Ok(value)
+    }
+
+    /// The active bypass window, if one is on and not expired.
+    pub fn active_bypass(&self) -> Option<BypassWindow> {
+        let now = self.clock.now();
+        self.bypass
+            .read()
+            .ok()
+            .and_then(|b| b.clone())
+            .filter(|w| w.until > now)
+    }
+
+    /// Turns a bypass on (until `until`) or off (`None`), with the audit event.
+    pub fn set_bypass(&self, window: Option<BypassWindow>, source: &str) {
+        if let Ok(mut guard) = self.bypass.write() {
+            match &window {
+                Some(w) => {
+                    tracing::warn!(event = events::BYPASS_STARTED, until = w.until, reason = %w.reason, source);
+                    self.metrics.bypass_active.set(1);
+                }
+                None if guard.is_some() => {
+                    tracing::warn!(event = events::BYPASS_ENDED, cause = "ended early", source);
+                    self.metrics.bypass_active.set(0);
+                }
+                None => {}
+            }
+            *guard = window;
+        }
+    }
+
+    /// Ends an expired bypass (called by the housekeeping task), with the audit event.
+    pub fn expire_bypass(&self) {
+        let now = self.clock.now();
+        if let Ok(mut guard) = self.bypass.write() {
+            if guard.as_ref().is_some_and(|w| w.until <= now) {
+                *guard = None;
+                self.metrics.bypass_active.set(0);
+                tracing::warn!(event = events::BYPASS_ENDED, cause = "expired");
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The one place OAuth errors become HTTP responses: status code, `error` code,
+//! `WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`.
+//!
+//! Handlers return [`OAuthError`]; nothing else in the server chooses an error status.
+
+use super::response::{json_response, Response};
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+/// An error answered to a client. `Display` prints the RFC error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// RFC 6749 §5.2.
+    #[error("invalid_request")]
+    InvalidRequest(String),
+    /// RFC 6749 §5.2: 401; `basic_challenge` when the client used the Authorization header.
+    #[error("invalid_client")]
+    InvalidClient {
+        description: String,
+        basic_challenge: bool,
+    },
+    /// RFC 6749 §5.2.
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    /// RFC 6749 §5.2.
+    #[error("invalid_scope")]
+    InvalidScope(String),
+    /// RFC 6749 §5.2.
+    #[error("unauthorized_client")]
+    UnauthorizedClient(String),
+    /// RFC 9449 §8: the client must (re)try with this server nonce.
+    #[error("use_dpop_nonce")]
+    UseDpopNonce { description: String, nonce: String },
+    /// RFC 9449 §7.1: a proof that failed a check (400) or was replayed (401).
+    #[error("invalid_dpop_proof")]
+    InvalidDpopProof {
+        description: String,
+        replayed: bool,
+        algs: String,
+    },
+    /// RFC 6750 §3.1: a token that is not (or no longer) acceptable for this sender.
+    #[error("invalid_token")]
+    InvalidToken {
+        description: String,
+        scheme: &'static str,
+    },
+    /// RFC 6749 §5.2 / RFC 9110: the store cannot answer; fail closed.
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable,
+    #[error("not_found")]
+    NotFound,
+    #[error("method_not_allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("invalid_request")]
+    PayloadTooLarge,
+}
+
+impl OAuthError {
+    /// The response for this error.
+    pub fn into_response(self) -> Response {
+        let code = self.to_string();
+        let (status, description) = match &self {
+            Self::InvalidRequest(d) => (StatusCode::BAD_REQUEST, d.clone()),
+            Self::InvalidClient { description, .. } => {
+                (StatusCode::UNAUTHORIZED, description.clone())
+            }
+            Self::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "only the client_credentials grant is supported".to_string(),
+            ),
+            Self::InvalidScope(d) | Self::UnauthorizedClient(d) => {
+                (StatusCode::BAD_REQUEST, d.clone())
+            }
+            Self::UseDpopNonce { description, .. } => {
+                (StatusCode::BAD_REQUEST, description.clone())
+            }
+            Self::InvalidDpopProof {
+                description,
+                replayed,
+                ..
+            } => (
+                if *replayed {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                description.clone(),
+            ),
+            Self::InvalidToken { description, .. } => {
+                (StatusCode::UNAUTHORIZED, description.clone())
+            }
+            Self::TemporarilyUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the authority cannot check this request right now; retry shortly".to_string(),
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "no such endpoint".to_string()),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed".to_string(),
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large".to_string(),
+            ),
+        };
+        let mut response = json_response(
+            status,
+            &json!({"error": code, "error_description": description}),
+        );
+        let headers = response.headers_mut();
+        match &self {
+            Self::InvalidClient {
+                basic_challenge: true,
+                ..
+            } => {
+                headers.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"sealkit\""),
+                );
+            }
+            Self::UseDpopNonce { nonce, .. } => {
+                if let Ok(value) = HeaderValue::from_str(nonce) {
+                    headers.insert("dpop-nonce", value);
+                }
+            }
+            Self::InvalidDpopProof {
+                replayed: true,
+                algs,
+                ..
+            } => {
+                if let Ok(value) = HeaderValue::from_str(&format!(
+                    "DPoP error=\"invalid_dpop_proof\", algs=\"{algs}\""
+                )) {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+            Self::InvalidToken { scheme, .. } => {
+                if let Ok(value) =
+                    HeaderValue::from_str(&format!("{scheme} error=\"invalid_token\""))
+                {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+            Self::TemporarilyUnavailable => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::MethodNotAllowed(allow) => {
+                headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        response
+    }
+}

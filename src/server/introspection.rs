@@ -1,0 +1,135 @@
+//! `POST /introspect` (RFC 7662, with RFC 9449 §6.2 and RFC 8705 `cnf`) and
+//! `POST /revoke` (RFC 7009).
+//!
+//! A token is active only if this authority signed it, its record is known, it is not
+//! revoked and not expired. Anything else is `{"active": false}` and nothing more.
+
+use super::authority::Authority;
+use super::error::OAuthError;
+use super::request::{authenticate_client, Form};
+use super::response::{json_response, Response};
+use crate::store::TokenId;
+use crate::telemetry::events;
+use crate::telemetry::metrics::ReasonLabel;
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+
+fn inactive() -> Response {
+    json_response(StatusCode::OK, &json!({"active": false}))
+}
+
+pub async fn introspect(
+    authority: &Authority,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let (caller, _) = authenticate_client(&authority.settings, headers, &form)?;
+    if !caller.may_introspect {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client may not introspect tokens".into(),
+        ));
+    }
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let Some(claims) = authority.signing_key.verify(token) else {
+        return Ok(inactive());
+    };
+    let record = match authority.store.get_token(TokenId::of(token)).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(inactive()),
+        Err(e) => {
+            authority.metrics.store_errors.inc();
+            tracing::error!(event = events::STORE_ERROR, error = %e);
+            return Err(OAuthError::TemporarilyUnavailable);
+        }
+    };
+    let now = authority.clock.now();
+    if record.revoked || record.exp <= now {
+        return Ok(inactive());
+    }
+    // sealkit extension (RFC 8705 §3 for resource servers that see the certificate
+    // themselves): the caller passes the thumbprint it saw; a mismatch is inactive.
+    if let Some(seen) = form.get("cnf_x5t_s256") {
+        if record.sender_certificate.as_deref() != Some(seen) {
+            authority
+                .metrics
+                .mtls_mismatch
+                .get_or_create(&ReasonLabel {
+                    reason: "thumbprint-mismatch",
+                })
+                .inc();
+            tracing::warn!(
+                event = events::SENDER_CONSTRAINT,
+                client = %record.client_id, decision = "inactive", reason = "thumbprint-mismatch",
+                caller = %caller.id,
+            );
+            return Ok(inactive());
+        }
+    }
+    let mut cnf = serde_json::Map::new();
+    if let Some(jkt) = &record.cnf_jkt {
+        cnf.insert("jkt".into(), json!(jkt));
+    }
+    if let Some(x5t) = &record.sender_certificate {
+        cnf.insert("x5t#S256".into(), json!(x5t));
+    }
+    let mut body = json!({
+        "active": true,
+        "scope": record.scope,
+        "client_id": record.client_id,
+        "sub": claims.sub,
+        "aud": record.audience,
+        "iss": claims.iss,
+        "exp": record.exp,
+        "iat": record.iat,
+        "jti": record.jti,
+        "tenant": record.tenant,
+        "token_type": record.token_type,
+    });
+    if !cnf.is_empty() {
+        body["cnf"] = serde_json::Value::Object(cnf);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub async fn revoke(
+    authority: &Authority,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let form = Form::parse(headers, body)?;
+    let (caller, _) = authenticate_client(&authority.settings, headers, &form)?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    let id = TokenId::of(token);
+    let fail = |e: crate::store::StoreError| {
+        authority.metrics.store_errors.inc();
+        tracing::error!(event = events::STORE_ERROR, error = %e);
+        OAuthError::TemporarilyUnavailable
+    };
+    // RFC 7009 §2.1: only the client the token was issued to may revoke it; for any other
+    // caller the answer is the same 200 as for an unknown token, so nothing is revealed.
+    match authority.store.get_token(id).await.map_err(fail)? {
+        Some(record) if record.client_id == caller.id => {
+            if !record.revoked {
+                authority.store.revoke_token(id).await.map_err(fail)?;
+                tracing::info!(
+                    event = events::TOKEN_REVOKED,
+                    client = %record.client_id, tenant = %record.tenant, token_jti = %record.jti,
+                );
+            }
+        }
+        Some(record) => {
+            tracing::warn!(
+                event = events::TOKEN_REVOKED,
+                decision = "ignored", reason = "not-the-owner",
+                caller = %caller.id, owner = %record.client_id,
+            );
+        }
+        None => {}
+    }
+    Ok(json_response(StatusCode::OK, &json!({})))
+}

@@ -1,0 +1,75 @@
+//! The public, read-only endpoints: discovery metadata (RFC 8414), `/jwks`, `/health`,
+//! `/ready` and `/metrics`.
+
+use super::authority::Authority;
+use super::response::{json_response, public_json, text, Response};
+use crate::config::Settings;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+/// RFC 8414 metadata; also served as `openid-configuration` for clients that only look there.
+pub fn discovery_document(settings: &Settings) -> Value {
+    let issuer = &settings.issuer;
+    let secret_methods = ["client_secret_basic", "client_secret_post"];
+    let mut doc = json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": secret_methods,
+        "introspection_endpoint_auth_methods_supported": secret_methods,
+        "revocation_endpoint_auth_methods_supported": secret_methods,
+        "dpop_signing_alg_values_supported": settings.dpop.allowed_algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+    });
+    if settings.tls_client_ca.is_some() {
+        doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+    }
+    doc
+}
+
+pub fn discovery(authority: &Authority) -> Response {
+    public_json(authority.discovery.clone())
+}
+
+pub fn jwks(authority: &Authority) -> Response {
+    public_json(authority.jwks.clone())
+}
+
+pub fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Ready when the store accepts a write and reads it back; reports the bypass state so a
+/// forgotten drill is visible to whatever polls readiness.
+pub async fn ready(authority: &Authority) -> Response {
+    let store = authority.store.probe().await;
+    let bypass = authority.active_bypass();
+    let body = json!({
+        "ready": store.is_ok(),
+        "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "signingKey": authority.signing_key.kid(),
+        "config": "valid",
+        "restartFence": authority.fence_active(),
+        "bypass": match &bypass {
+            Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
+            None => json!({"active": false}),
+        },
+    });
+    let status = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+pub fn metrics(authority: &Authority) -> Response {
+    text(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        authority.metrics.render(),
+    )
+}

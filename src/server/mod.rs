@@ -1,0 +1,404 @@
+//! The HTTPS server: rustls listener, one task per connection (peer certificate captured
+//! once, at the handshake), routing, limits and timeouts, housekeeping, graceful shutdown.
+//!
+//! Handlers live in their own modules and return `Result<Response, OAuthError>`; the
+//! mapping of errors to HTTP is `error.rs` alone. Nothing below this module knows HTTP.
+
+pub mod authority;
+pub mod error;
+mod introspection;
+pub mod meta;
+mod request;
+mod response;
+pub mod tls;
+mod token_endpoint;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::store::sled_store::SledStore;
+use crate::store::SenderStore;
+use crate::telemetry::events;
+use crate::telemetry::metrics::{EndpointLabel, KindLabel, Metrics};
+use crate::token::SigningKey;
+use authority::Authority;
+use bytes::Bytes;
+use error::OAuthError;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use response::Response;
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("the configured issuer does not give a usable token endpoint URL")]
+    Issuer,
+}
+
+/// What is known about the connection a request arrived on, fixed at the handshake.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub peer: SocketAddr,
+    /// `x5t#S256` of the verified client certificate (RFC 8705 §3.1), if one was presented.
+    pub client_certificate_thumbprint: Option<String>,
+}
+
+/// base64url(SHA-256(DER)) of a certificate: its `x5t#S256`.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+/// A server started in this process, stopped with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub authority: Arc<Authority>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Options a test or benchmark may change; `serve` uses the defaults.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    pub clock: Clock,
+}
+
+/// Opens the store and key, builds the authority and starts serving on `listener`.
+pub async fn start(
+    settings: Settings,
+    listener: TcpListener,
+    options: StartOptions,
+) -> Result<RunningServer, ServerError> {
+    let settings = Arc::new(settings);
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServerError::Io {
+        context: format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        ),
+        source,
+    })?;
+    let tls_config = tls::server_config(&settings)?;
+    let signing_key = SigningKey::load_or_create(&settings.data_dir)?;
+    let store: Arc<dyn SenderStore> = Arc::new(SledStore::open(&settings.data_dir.join("store"))?);
+    let metrics = Arc::new(Metrics::new());
+    let authority = Arc::new(
+        Authority::start(settings.clone(), signing_key, store, metrics, options.clock).await?,
+    );
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        context: "listener address".into(),
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let mut tasks = Vec::new();
+    let metrics_addr = match settings.metrics_listen {
+        Some(metrics_listen) => {
+            let metrics_listener =
+                TcpListener::bind(metrics_listen)
+                    .await
+                    .map_err(|source| ServerError::Io {
+                        context: format!("cannot listen on {metrics_listen} for metrics"),
+                        source,
+                    })?;
+            let bound = metrics_listener.local_addr().ok();
+            tasks.push(tokio::spawn(serve_metrics(
+                metrics_listener,
+                authority.clone(),
+                shutdown_rx.clone(),
+            )));
+            bound
+        }
+        None => None,
+    };
+    tasks.push(tokio::spawn(housekeeping(
+        authority.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(accept_loop(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls_config),
+        authority.clone(),
+        shutdown_rx,
+    )));
+    tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.signing_key.kid());
+    Ok(RunningServer {
+        addr,
+        metrics_addr,
+        authority,
+        shutdown,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (up to 10 s), closes the store cleanly.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.authority.store.end_run().await?;
+        tracing::info!(event = events::SERVER_STOPPED, addr = %self.addr);
+        Ok(())
+    }
+}
+
+/// `sealkit serve`: binds, serves until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(settings: Settings) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            context: format!("cannot listen on {}", settings.listen),
+            source,
+        })?;
+    let server = start(settings, listener, StartOptions::default()).await?;
+    println!("sealkit listening on https://{}", server.addr);
+    wait_for_termination().await;
+    server.shutdown().await
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    authority: Arc<Authority>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = authority.settings.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(event = events::CONNECTION_ERROR, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(tcp); // over the connection cap: refuse rather than queue without bound
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let authority = authority.clone();
+        let watcher = graceful.watcher();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let context = Arc::new(ConnectionContext {
+                peer,
+                client_certificate_thumbprint: tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(|leaf| certificate_thumbprint(leaf.as_ref())),
+            });
+            let service = service_fn(move |request| {
+                let authority = authority.clone();
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(dispatch(&authority, &context, request).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .max_headers(64)
+                .keep_alive(true);
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %e);
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Routes one request and records its latency.
+async fn dispatch(
+    authority: &Authority,
+    connection: &ConnectionContext,
+    request: Request<Incoming>,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let (endpoint, result): (&'static str, Result<Response, OAuthError>) = match path {
+        "/token" | "/introspect" | "/revoke" => {
+            let endpoint = match path {
+                "/token" => "token",
+                "/introspect" => "introspect",
+                _ => "revoke",
+            };
+            if parts.method != Method::POST {
+                (endpoint, Err(OAuthError::MethodNotAllowed("POST")))
+            } else {
+                match read_body(body, authority.settings.limits.max_body_bytes).await {
+                    Err(e) => (endpoint, Err(e)),
+                    Ok(body) => {
+                        let result = match endpoint {
+                            "token" => {
+                                token_endpoint::handle(authority, connection, &parts.headers, &body)
+                                    .await
+                            }
+                            "introspect" => {
+                                introspection::introspect(authority, &parts.headers, &body).await
+                            }
+                            _ => introspection::revoke(authority, &parts.headers, &body).await,
+                        };
+                        (endpoint, result)
+                    }
+                }
+            }
+        }
+        _ if parts.method != Method::GET && parts.method != Method::HEAD => {
+            ("other", Err(OAuthError::NotFound))
+        }
+        "/jwks" => ("jwks", Ok(meta::jwks(authority))),
+        "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration" => {
+            ("discovery", Ok(meta::discovery(authority)))
+        }
+        "/health" => ("health", Ok(meta::health())),
+        "/ready" => ("ready", Ok(meta::ready(authority).await)),
+        "/metrics" if authority.settings.metrics_listen.is_none() => {
+            ("metrics", Ok(meta::metrics(authority)))
+        }
+        _ => ("other", Err(OAuthError::NotFound)),
+    };
+    let response = result.unwrap_or_else(OAuthError::into_response);
+    authority
+        .metrics
+        .request_seconds
+        .get_or_create(&EndpointLabel { endpoint })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, OAuthError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(OAuthError::PayloadTooLarge)
+        }
+        Err(_) => Err(OAuthError::InvalidRequest(
+            "the request body could not be read".into(),
+        )),
+    }
+}
+
+/// Sweeps expired store entries, refreshes the store gauges and ends expired bypasses.
+async fn housekeeping(authority: Arc<Authority>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        authority.expire_bypass();
+        if let Err(e) = authority.store.sweep(authority.clock.now()).await {
+            authority.metrics.store_errors.inc();
+            tracing::error!(event = events::STORE_ERROR, error = %e, "sweep failed");
+        }
+        let size = authority.store.size();
+        for (kind, value) in [
+            ("nonce", size.nonces),
+            ("jti", size.jti_claims),
+            ("token", size.tokens),
+        ] {
+            authority
+                .metrics
+                .store_entries
+                .get_or_create(&KindLabel { kind })
+                .set(value as i64);
+        }
+    }
+}
+
+/// The optional plain-HTTP loopback listener that serves only `/metrics`.
+async fn serve_metrics(
+    listener: TcpListener,
+    authority: Arc<Authority>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let authority = authority.clone();
+                async move {
+                    let response = if request.uri().path() == "/metrics" {
+                        meta::metrics(&authority)
+                    } else {
+                        OAuthError::NotFound.into_response()
+                    };
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,136 @@
+//! The `SenderStore`: everything the authority must remember between requests: server
+//! nonces, DPoP `jti` replay claims, and issued-token records with their revocation flag.
+//!
+//! The trait is shaped for a networked backend: async, every call fallible, and the replay
+//! check is one atomic "claim this jti if absent" operation, never read-then-write.
+//! Everything stored has an expiry and is swept, so the size is bounded by rate × TTL and
+//! never by an eviction count (an evicting replay cache would be a replay hole).
+//!
+//! Crash safety (see docs/crash-safety.md): revocations are flushed to disk before the
+//! caller answers; jti claims are written through the backend's log and flushed every few
+//! hundred milliseconds, and a restart after an unclean shutdown raises a *fence*: every
+//! DPoP request must then carry a nonce minted after the restart, until the replay window
+//! has passed. A proof accepted just before a crash can therefore never be accepted again.
+
+pub mod sled_store;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Why the store could not answer. Callers fail closed: no token without a replay check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store holds a record it cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// The outcome of claiming a jti.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First use: the request may proceed.
+    Fresh,
+    /// Seen before within the replay window.
+    Replayed,
+}
+
+/// What the authority remembers about an issued access token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    pub client_id: String,
+    pub tenant: String,
+    pub scope: String,
+    pub audience: Vec<String>,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// `DPoP` or `Bearer`.
+    pub token_type: String,
+    /// `cnf.jkt`: the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cnf_jkt: Option<String>,
+    /// `cnf.x5t#S256`: the client certificate the token is bound to (`senderCertificate`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sender_certificate: Option<String>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// The key a token record is filed under: SHA-256 of the token, so the store never holds
+/// a usable token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId(pub [u8; 32]);
+
+impl TokenId {
+    pub fn of(token: &str) -> TokenId {
+        TokenId(Sha256::digest(token.as_bytes()).into())
+    }
+}
+
+/// How many live entries of each kind the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreSize {
+    pub nonces: u64,
+    pub jti_claims: u64,
+    pub tokens: u64,
+}
+
+/// What the store found about the previous run when the authority started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviousShutdown {
+    Clean,
+    /// The previous process died without closing the store (crash, `kill -9`, power loss).
+    Unclean,
+    FirstStart,
+}
+
+#[async_trait]
+pub trait SenderStore: Send + Sync {
+    /// Marks the store as in use by a running authority and reports how the previous run
+    /// ended. After an unclean end, nonces minted before are forgotten.
+    async fn begin_run(&self) -> Result<PreviousShutdown, StoreError>;
+    /// Flushes everything and records a clean shutdown.
+    async fn end_run(&self) -> Result<(), StoreError>;
+
+    /// Remembers a server nonce until `expires_at` (Unix seconds).
+    async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Whether `nonce` was minted by this site and has not expired.
+    async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Atomically claims `jti` for proof key `jkt` until `expires_at`.
+    async fn claim_jti(
+        &self,
+        jkt: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Claim, StoreError>;
+
+    /// Files the record of a newly issued token.
+    async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError>;
+    /// The record of a token, if it is known and not yet swept.
+    async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// Marks a token revoked, durably, before returning. Returns the record as it was.
+    async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Removes every expired entry; returns how many were removed.
+    async fn sweep(&self, now: i64) -> Result<u64, StoreError>;
+    /// Live entry counts (maintained incrementally; exact after a sweep).
+    fn size(&self) -> StoreSize;
+    /// A cheap write-and-read probe for `/ready`.
+    async fn probe(&self) -> Result<(), StoreError>;
+}
+
+/// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one
+/// client's jti values cannot collide with (or block) another's, and keys stay 32 bytes
+/// whatever the client sends.
+pub fn jti_key(jkt: &str, jti: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(jkt.as_bytes());
+    hash.update([0u8]);
+    hash.update(jti.as_bytes());
+    hash.finalize().into()
+}

@@ -1,0 +1,102 @@
+//! Telemetry: structured JSON logs (tracing, to stderr and to rolling files through a
+//! non-blocking tracing-appender writer) and the Prometheus metrics registry.
+//!
+//! Events carry a stable `event` field (`authority.dpop.request`, `authority.dpop.replay`,
+//! …) so operators can alert on them; the list lives in `events`. Nothing here ever logs a
+//! secret, a token or a proof: callers pass thumbprints and identifiers only.
+
+pub mod metrics;
+
+use crate::config::LoggingSettings;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Stable event names, the `event` field of each log line.
+pub mod events {
+    pub const DPOP_REQUEST: &str = "authority.dpop.request";
+    pub const DPOP_BYPASS: &str = "authority.dpop.proof.bypass";
+    pub const DPOP_REPLAY: &str = "authority.dpop.replay";
+    pub const SENDER_CONSTRAINT: &str = "authority.security.senderConstraint";
+    pub const TOKEN_ISSUED: &str = "authority.token.issued";
+    pub const TOKEN_REVOKED: &str = "authority.token.revoked";
+    pub const BYPASS_STARTED: &str = "authority.dpop.bypass.started";
+    pub const BYPASS_ENDED: &str = "authority.dpop.bypass.ended";
+    pub const SERVER_STARTED: &str = "authority.server.started";
+    pub const SERVER_STOPPED: &str = "authority.server.stopped";
+    pub const STORE_FENCE: &str = "authority.store.restartFence";
+    pub const STORE_ERROR: &str = "authority.store.error";
+    pub const CONNECTION_ERROR: &str = "authority.connection.error";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot open the log directory {dir}: {message}")]
+    LogDirectory { dir: String, message: String },
+    #[error("logging is already initialised in this process")]
+    AlreadyInitialised,
+}
+
+/// Keeps the non-blocking log writer alive; dropping it flushes what is buffered.
+pub struct LogGuard {
+    _file: WorkerGuard,
+}
+
+/// Installs the global subscriber: JSON lines to the rolling file and (optionally) stderr.
+pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryError> {
+    std::fs::create_dir_all(&settings.directory).map_err(|e| TelemetryError::LogDirectory {
+        dir: settings.directory.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let rotation = match settings.rotation.as_str() {
+        "hourly" => Rotation::HOURLY,
+        "never" => Rotation::NEVER,
+        _ => Rotation::DAILY,
+    };
+    let appender = RollingFileAppender::builder()
+        .rotation(rotation)
+        .filename_prefix("sealkit")
+        .filename_suffix("log")
+        .max_log_files(settings.retention)
+        .build(&settings.directory)
+        .map_err(|e| TelemetryError::LogDirectory {
+            dir: settings.directory.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = || EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let file_layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(file_writer)
+        .with_filter(filter());
+    let stderr_layer = settings.stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInitialised)?;
+    Ok(LogGuard { _file: guard })
+}
+
+/// Plain stderr logging for commands other than `serve` (warnings and errors only).
+pub fn init_cli_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("SEALKIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .try_init();
+}
