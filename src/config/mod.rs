@@ -313,12 +313,26 @@ impl ProofAlgorithm {
         Some(match name {
             "ES256" => Self::ES256,
             "ES384" => Self::ES384,
-            "EdDSA" => Self::EdDSA,
+"EdDSA" => Self::EdDSA,
+            // RFC 9864's fully-specified name for EdDSA over Ed25519, the only EdDSA curve
+            // accepted; current clients (e.g. oauth4webapi 3) label their proofs with it.
+            "Ed25519" => Self::EdDSA,
             "PS256" => Self::PS256,
             "RS256" => Self::RS256,
             _ => return None,
         })
     }
+    /// The names this algorithm is advertised under (`dpop_signing_alg_values_supported`).
+    pub fn advertised_names(self) -> &'static [&'static str] {
+        match self {
+            Self::EdDSA => &["EdDSA", "Ed25519"],
+            Self::ES256 => &["ES256"],
+            Self::ES384 => &["ES384"],
+            Self::PS256 => &["PS256"],
+            Self::RS256 => &["RS256"],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::ES256 => "ES256",

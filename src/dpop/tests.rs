@@ -90,7 +90,7 @@ fn step2_garbage_is_malformed() {
         "a.b",
         "a.b.c.d",
         "!!.??.**",
-        "e30.e30.",
+        "W10.e30.",
         &"A".repeat(MAX_PROOF_BYTES + 1),
     ] {
         assert!(
@@ -98,6 +98,8 @@ fn step2_garbage_is_malformed() {
             "{garbage:.20}"
         );
     }
+    // `{}.{}.` is well-formed JSON without a typ.
+    assert_eq!(check("e30.e30."), Err(ProofError::WrongType));
 }
 
 #[test]
@@ -336,6 +338,17 @@ fn step12_ath_binds_the_access_token() {
     );
     c["ath"] = json!(access_token_hash("tok"));
     assert!(check_with(&key.sign(&c).unwrap(), Some("tok")).is_ok());
+}
+
+#[test]
+fn ed25519_is_accepted_as_the_fully_specified_name_of_eddsa() {
+    let key = ProofKey::ed25519().unwrap();
+    let proof = key.sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519")).unwrap();
+    assert_eq!(check(&proof).unwrap().jkt, key.thumbprint());
+    // ...but never for a key of another type.
+    let ec = ProofKey::es256().unwrap();
+    let proof = ec.sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519")).unwrap();
+    assert!(matches!(check(&proof), Err(ProofError::Key(_))));
 }
 
 #[test]

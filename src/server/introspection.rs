@@ -113,15 +113,14 @@ pub async fn revoke(
     // RFC 7009 §2.1: only the client the token was issued to may revoke it; for any other
     // caller the answer is the same 200 as for an unknown token, so nothing is revealed.
     match authority.store.get_token(id).await.map_err(fail)? {
-        Some(record) if record.client_id == caller.id => {
-            if !record.revoked {
-                authority.store.revoke_token(id).await.map_err(fail)?;
-                tracing::info!(
-                    event = events::TOKEN_REVOKED,
-                    client = %record.client_id, tenant = %record.tenant, token_jti = %record.jti,
-                );
-            }
+        Some(record) if record.client_id == caller.id && !record.revoked => {
+            authority.store.revoke_token(id).await.map_err(fail)?;
+            tracing::info!(
+                event = events::TOKEN_REVOKED,
+                client = %record.client_id, tenant = %record.tenant, token_jti = %record.jti,
+            );
         }
+        Some(record) if record.client_id == caller.id => {} // already revoked
         Some(record) => {
             tracing::warn!(
                 event = events::TOKEN_REVOKED,

@@ -22,7 +22,7 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "token_endpoint_auth_methods_supported": secret_methods,
         "introspection_endpoint_auth_methods_supported": secret_methods,
         "revocation_endpoint_auth_methods_supported": secret_methods,
-        "dpop_signing_alg_values_supported": settings.dpop.allowed_algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+        "dpop_signing_alg_values_supported": settings.dpop.allowed_algorithms.iter().flat_map(|a| a.advertised_names()).collect::<Vec<_>>(),
     });
     if settings.tls_client_ca.is_some() {
         doc["tls_client_certificate_bound_access_tokens"] = json!(true);

@@ -1,1 +1,8 @@
+//! Integration tests: one test binary (each extra `tests/*.rs` would be another link of the
+//! whole crate). Every test starts a real authority over real TLS on a free loopback port,
+//! with certificates from sealkit's own CA and a real sled store on disk.
 
+mod harness;
+mod lifecycle;
+mod process;
+mod token;

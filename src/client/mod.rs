@@ -1,8 +1,10 @@
-//! The client side of DPoP, for sealkit's own clients: the drill runner, the benchmark and
-//! the tests. Generates proof keys and signs proofs (RFC 9449 §4.2).
+//! The client side, for sealkit's own clients (the drill runner, the benchmark and the
+//! tests): DPoP proof keys and proofs (RFC 9449 §4.2) here, HTTPS connections in `https`.
 //!
 //! This is deliberately independent of the validating code in `dpop`: it builds JSON and
 //! signs with josekit, as any external client would.
+
+pub mod https;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -31,14 +33,14 @@ pub struct ProofKey {
 impl ProofKey {
     pub fn es256() -> Result<ProofKey, ClientError> {
         let pair = josekit::jws::ES256.generate_key_pair().map_err(crypto)?;
-        Self::from_private_jwk("ES256", pair.to_jwk_private_key())
+        Self::from_private_jwk("ES256", pair.to_jwk_key_pair())
     }
 
     pub fn ed25519() -> Result<ProofKey, ClientError> {
         let pair = josekit::jws::EdDSA
             .generate_key_pair(josekit::jwk::alg::ed::EdCurve::Ed25519)
             .map_err(crypto)?;
-        Self::from_private_jwk("EdDSA", pair.to_jwk_private_key())
+        Self::from_private_jwk("EdDSA", pair.to_jwk_key_pair())
     }
 
     fn from_private_jwk(alg: &'static str, private: Jwk) -> Result<ProofKey, ClientError> {
@@ -113,11 +115,23 @@ impl ProofKey {
         nonce: Option<&str>,
         access_token: Option<&str>,
     ) -> Result<String, ClientError> {
+        self.proof_at(method, url, nonce, access_token, crate::clock::unix_now())
+    }
+
+    /// As [`ProofKey::proof`], dated `iat` (Unix seconds).
+    pub fn proof_at(
+        &self,
+        method: &str,
+        url: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+        iat: i64,
+    ) -> Result<String, ClientError> {
         let mut claims = json!({
             "jti": crate::secret::generate(),
             "htm": method,
             "htu": url,
-            "iat": crate::clock::unix_now(),
+            "iat": iat,
         });
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);

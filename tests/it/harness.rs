@@ -1,0 +1,117 @@
+//! Starting a real authority for a test: a demo site in a temporary directory, served
+//! in-process on a free port, and a client that talks to it over TLS.
+
+use sealkit::client::https::{basic_auth, Connection, Reply, TlsTarget};
+use sealkit::client::ProofKey;
+use sealkit::clock::Clock;
+use sealkit::config::Settings;
+use sealkit::demo::DemoSite;
+use sealkit::server::{RunningServer, StartOptions};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub struct Site {
+    pub server: RunningServer,
+    pub demo: DemoSite,
+    pub target: TlsTarget,
+    pub clock: Clock,
+    _dir: tempfile::TempDir,
+}
+
+impl Site {
+    pub async fn start() -> Site {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a demo site whose authority.yaml was first changed by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut String)) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let demo = sealkit::demo::prepare(&dir.path().join("site"), addr).unwrap();
+        let mut yaml = std::fs::read_to_string(&demo.config).unwrap();
+        edit(&mut yaml);
+        std::fs::write(&demo.config, yaml).unwrap();
+        let settings = Settings::load(&demo.config).unwrap();
+        let clock = Clock::system();
+        let server = sealkit::server::start(settings, listener, StartOptions { clock: clock.clone() })
+            .await
+            .unwrap();
+        let target = TlsTarget::new(&demo.issuer, &demo.ca_file, None).unwrap();
+        Site { server, demo, target, clock, _dir: dir }
+    }
+
+    pub async fn conn(&self) -> Connection {
+        self.target.connect().await.unwrap()
+    }
+
+    pub fn token_url(&self) -> String {
+        self.demo.var("SEALKIT_TOKEN_URL").to_string()
+    }
+
+    /// Basic credentials of the demo client with this env prefix (DPOP, NONCE, BEARER, INTROSPECT).
+    pub fn auth(&self, prefix: &str) -> String {
+        basic_auth(
+            self.demo.var(&format!("SEALKIT_{prefix}_CLIENT_ID")),
+            self.demo.var(&format!("SEALKIT_{prefix}_CLIENT_SECRET")),
+        )
+    }
+
+    /// A client_credentials request for client `prefix`, with these DPoP header values.
+    pub async fn token(&self, conn: &mut Connection, prefix: &str, proofs: &[&str]) -> Reply {
+        let auth = self.auth(prefix);
+        let mut headers = vec![("authorization", auth.as_str())];
+        for proof in proofs {
+            headers.push(("dpop", proof));
+        }
+        conn.post_form("/token", &[("grant_type", "client_credentials")], &headers)
+            .await
+            .unwrap()
+    }
+
+    /// A fresh, valid proof for the token endpoint.
+    pub fn proof(&self, key: &ProofKey, nonce: Option<&str>) -> String {
+        key.proof("POST", &self.token_url(), nonce, None).unwrap()
+    }
+
+    /// A proof dated by the site's (possibly advanced) clock.
+    pub fn proof_at(&self, key: &ProofKey, nonce: Option<&str>) -> String {
+        key.proof_at("POST", &self.token_url(), nonce, None, self.clock.now()).unwrap()
+    }
+
+    pub async fn introspect(&self, conn: &mut Connection, token: &str) -> Value {
+        let auth = self.auth("INTROSPECT");
+        let reply = conn
+            .post_form("/introspect", &[("token", token)], &[("authorization", auth.as_str())])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.json()
+    }
+
+    pub async fn metrics(&self) -> String {
+        let reply = self.conn().await.get("/metrics").await.unwrap();
+        assert_eq!(reply.status, 200);
+        String::from_utf8(reply.body.to_vec()).unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.server.shutdown().await.unwrap();
+    }
+}
+
+/// The claims of a JWT (not verified: the tests check the server's output).
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The value of one sample in a Prometheus exposition (0 when absent).
+pub fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,186 @@
+//! Tests that run the real `sealkit` binary as a separate process: what an operator sees in
+//! the log files, exit codes, and crash safety across `kill -9`.
+
+use crate::harness::jwt_claims;
+use sealkit::client::https::{basic_auth, TlsTarget};
+use sealkit::client::ProofKey;
+use sealkit::demo::DemoSite;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn demo_site(dir: &Path) -> DemoSite {
+    sealkit::demo::prepare(&dir.join("site"), format!("127.0.0.1:{}", free_port()).parse().unwrap()).unwrap()
+}
+
+/// Starts `sealkit serve` and waits for its "listening" line.
+fn serve(site: &DemoSite) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&site.config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("the server did not start");
+    assert!(line.contains("listening"), "{line}");
+    child
+}
+
+/// Polls `dir`'s log files until one line contains every needle (the writer is async).
+fn wait_for_log_line(dir: &Path, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no log line with {needles:?} in {}", dir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_logs(dir: &Path) -> String {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_leaves_an_audit_entry_and_logs_carry_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let mut server = serve(&site);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let key = ProofKey::es256().unwrap();
+    let url = site.var("SEALKIT_TOKEN_URL").to_string();
+    let auth = basic_auth(site.var("SEALKIT_DPOP_CLIENT_ID"), site.var("SEALKIT_DPOP_CLIENT_SECRET"));
+    let proof = key.proof("POST", &url, None, None).unwrap();
+    let form = [("grant_type", "client_credentials")];
+    let headers = [("authorization", auth.as_str()), ("dpop", proof.as_str())];
+    let first = conn.post_form("/token", &form, &headers).await.unwrap();
+    assert_eq!(first.status, 200);
+    let token = first.json()["access_token"].as_str().unwrap().to_string();
+    let second = conn.post_form("/token", &form, &headers).await.unwrap();
+    assert_eq!(second.status, 401);
+
+    let logs = site.dir.join("logs");
+    let jkt = key.thumbprint();
+    let audit = wait_for_log_line(&logs, &["\"event\":\"authority.dpop.replay\"", &jkt]);
+    assert!(audit.contains("\"client\":\"demo-dpop\"") && audit.contains("\"tenant\":\"dpop-required\""), "{audit}");
+    let request = wait_for_log_line(&logs, &["\"event\":\"authority.dpop.request\"", "\"result\":\"accepted\"", &jkt]);
+    for field in ["\"tenant\":", "\"client\":", "\"cnf_jkt\":", "\"nonce\":"] {
+        assert!(request.contains(field), "{field} missing in {request}");
+    }
+
+    // Also a nonce-tenant client and a bearer request, so their secrets have been handled.
+    let nonce_auth = basic_auth(site.var("SEALKIT_NONCE_CLIENT_ID"), site.var("SEALKIT_NONCE_CLIENT_SECRET"));
+    let _ = conn.post_form("/token", &form, &[("authorization", &nonce_auth)]).await.unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let text = all_logs(&logs);
+    for (name, secret) in [
+        ("a client secret", site.var("SEALKIT_DPOP_CLIENT_SECRET")),
+        ("a client secret", site.var("SEALKIT_NONCE_CLIENT_SECRET")),
+        ("an access token", token.as_str()),
+        ("a DPoP proof", proof.as_str()),
+        ("a proof signature", proof.rsplit('.').next().unwrap()),
+        ("a jti", jwt_claims(&token)["jti"].as_str().unwrap()),
+    ] {
+        assert!(!text.contains(secret), "the logs contain {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_neither_reopens_a_used_proof_nor_unrevokes_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let key = ProofKey::es256().unwrap();
+    let url = site.var("SEALKIT_TOKEN_URL").to_string();
+    let auth = basic_auth(site.var("SEALKIT_DPOP_CLIENT_ID"), site.var("SEALKIT_DPOP_CLIENT_SECRET"));
+    let resource = basic_auth(site.var("SEALKIT_INTROSPECT_CLIENT_ID"), site.var("SEALKIT_INTROSPECT_CLIENT_SECRET"));
+    let form = [("grant_type", "client_credentials")];
+    let proof = key.proof("POST", &url, None, None).unwrap();
+
+    let mut server = serve(&site);
+    let mut conn = target.connect().await.unwrap();
+    let first = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &proof)]).await.unwrap();
+    assert_eq!(first.status, 200);
+    let other = key.proof("POST", &url, None, None).unwrap();
+    let reply = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &other)]).await.unwrap();
+    let revoked = reply.json()["access_token"].as_str().unwrap().to_string();
+    let reply = conn.post_form("/revoke", &[("token", &revoked)], &[("authorization", &auth)]).await.unwrap();
+    assert_eq!(reply.status, 200);
+    server.kill().unwrap(); // SIGKILL: no shutdown path runs
+    server.wait().unwrap();
+
+    let mut server = serve(&site);
+    let mut conn = target.connect().await.unwrap();
+    let again = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &proof)]).await.unwrap();
+    assert_ne!(again.status, 200, "a proof used before the crash was accepted again: {:?}", again.body);
+    assert!(matches!(again.json()["error"].as_str(), Some("invalid_dpop_proof") | Some("use_dpop_nonce")));
+    let info = conn.post_form("/introspect", &[("token", &revoked)], &[("authorization", &resource)]).await.unwrap();
+    assert_eq!(info.json(), serde_json::json!({"active": false}));
+    // The authority still serves: a fresh proof with the nonce it hands out succeeds.
+    let nonce = again.header("dpop-nonce").map(str::to_string);
+    let fresh = key.proof("POST", &url, nonce.as_deref(), None).unwrap();
+    let reply = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &fresh)]).await.unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn config_check_lists_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let ok = Command::new(BIN).args(["config", "check"]).arg(&site.config).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let yaml = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace("allowedAlgorithms: [ES256, EdDSA]", "allowedAlgorithms: [ES256, none, HS256]")
+        .replace("replayWindow: 5m", "replayWindow: 30s")
+        .replace("tenant: unconstrained", "tenant: nowhere");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, yaml).unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "security.senderConstraints.dpop.allowedAlgorithms[1]",
+        "security.senderConstraints.dpop.allowedAlgorithms[2]",
+        "security.senderConstraints.dpop.replayWindow",
+        "clients[2].tenant",
+        "clients[3].tenant",
+    ] {
+        assert!(stderr.contains(path), "{path} not reported in:\n{stderr}");
+    }
+
+    let unknown_key = dir.path().join("unknown.yaml");
+    std::fs::write(&unknown_key, std::fs::read_to_string(&site.config).unwrap().replace("dataDir:", "dataDirectory:")).unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&unknown_key).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dataDirectory"));
+}
