@@ -40,6 +40,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!();
-    super::serve::serve(settings)?;
+    super::serve::serve(settings, site.config.clone())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,8 @@
 mod ca;
 mod config_check;
 mod demo;
+mod drill;
+mod reload;
 mod secret;
 mod serve;
 
@@ -36,6 +38,11 @@ enum Command {
     Config(config_check::ConfigCommand),
     /// Create (or reuse) a complete demo site and serve it
     Demo(demo::DemoArgs),
+    /// Drills against the authority running on this host (bypass on/off, status)
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
+    /// Make the authority running on this host re-read its configuration (like SIGHUP)
+    Reload(drill::Target),
     /// Client secrets
     #[command(subcommand)]
     Secret(secret::SecretCommand),
@@ -51,6 +58,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(cmd) => config_check::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Secret(cmd) => secret::run(cmd),
+        Command::Drill(cmd) => drill::run(cmd),
+        Command::Reload(target) => reload::run(target),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run(cmd).map(|()| ExitCode::SUCCESS)

@@ -14,16 +14,16 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&args.config)?;
-    serve(settings)?;
+    serve(settings, args.config)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Installs logging and serves until SIGTERM/SIGINT.
-pub fn serve(settings: Settings) -> anyhow::Result<()> {
+pub fn serve(settings: Settings, config_path: PathBuf) -> anyhow::Result<()> {
     let _logs = crate::telemetry::init_logging(&settings.logging)?;
     let runtime = super::runtime()?;
     runtime
-        .block_on(crate::server::run(settings))
+        .block_on(crate::server::run(settings, config_path))
         .context("the authority stopped with an error")?;
     Ok(())
 }

@@ -56,9 +56,16 @@ impl Reply {
 
 impl TlsTarget {
     /// `base_url` is `https://host:port`; `ca_file` the site's root certificate(s).
-    pub fn new(base_url: &str, ca_file: &Path, client_identity: Option<(&Path, &Path)>) -> Result<TlsTarget, HttpsError> {
+    pub fn new(
+        base_url: &str,
+        ca_file: &Path,
+        client_identity: Option<(&Path, &Path)>,
+    ) -> Result<TlsTarget, HttpsError> {
         let url = url::Url::parse(base_url).map_err(|_| HttpsError::Url(base_url.to_string()))?;
-        let host = url.host_str().ok_or_else(|| HttpsError::Url(base_url.to_string()))?.to_string();
+        let host = url
+            .host_str()
+            .ok_or_else(|| HttpsError::Url(base_url.to_string()))?
+            .to_string();
         let port = url.port_or_known_default().unwrap_or(443);
         let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))
             .map_err(|_| HttpsError::Resolve(host.clone()))?
@@ -66,7 +73,9 @@ impl TlsTarget {
             .ok_or_else(|| HttpsError::Resolve(host.clone()))?;
         let mut roots = rustls::RootCertStore::empty();
         for cert in crate::server::tls::load_certificates(ca_file)? {
-            roots.add(cert).map_err(|e| HttpsError::Config(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| HttpsError::Config(e.to_string()))?;
         }
         let builder = rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
             .with_safe_default_protocol_versions()
@@ -84,12 +93,19 @@ impl TlsTarget {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server_name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
             .map_err(|_| HttpsError::Url(base_url.to_string()))?;
-        Ok(TlsTarget { addr, host, server_name, config: Arc::new(config) })
+        Ok(TlsTarget {
+            addr,
+            host,
+            server_name,
+            config: Arc::new(config),
+        })
     }
 
     /// Opens a new keep-alive connection.
     pub async fn connect(&self) -> Result<Connection, HttpsError> {
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| HttpsError::Connect(e.to_string()))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| HttpsError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let tls = tokio_rustls::TlsConnector::from(self.config.clone())
             .connect(self.server_name.clone(), tcp)
@@ -101,7 +117,10 @@ impl TlsTarget {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Connection { sender, host: self.host.clone() })
+        Ok(Connection {
+            sender,
+            host: self.host.clone(),
+        })
     }
 }
 
@@ -119,31 +138,56 @@ impl Connection {
                 request.headers_mut().insert(http::header::HOST, host);
             }
         }
-        self.sender.ready().await.map_err(|e| HttpsError::Request(e.to_string()))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| HttpsError::Request(e.to_string()))?;
         let response = self
             .sender
             .send_request(request)
             .await
             .map_err(|e| HttpsError::Request(e.to_string()))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| HttpsError::Request(e.to_string()))?.to_bytes();
-        Ok(Reply { status: parts.status, headers: parts.headers, body })
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| HttpsError::Request(e.to_string()))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// `POST path` with a form body and extra headers.
-    pub async fn post_form(&mut self, path: &str, form: &[(&str, &str)], headers: &[(&str, &str)]) -> Result<Reply, HttpsError> {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut builder = Request::post(path).header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    pub async fn post_form(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, HttpsError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut builder = Request::post(path).header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(Bytes::from(body))).map_err(|e| HttpsError::Request(e.to_string()))?;
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| HttpsError::Request(e.to_string()))?;
         self.send(request).await
     }
 
     /// `GET path`.
     pub async fn get(&mut self, path: &str) -> Result<Reply, HttpsError> {
-        let request = Request::get(path).body(Full::new(Bytes::new())).map_err(|e| HttpsError::Request(e.to_string()))?;
+        let request = Request::get(path)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| HttpsError::Request(e.to_string()))?;
         self.send(request).await
     }
 }
@@ -154,6 +198,10 @@ pub fn basic_auth(client_id: &str, secret: &str) -> String {
     let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret)))
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            encode(client_id),
+            encode(secret)
+        ))
     )
 }

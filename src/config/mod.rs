@@ -313,7 +313,7 @@ impl ProofAlgorithm {
         Some(match name {
             "ES256" => Self::ES256,
             "ES384" => Self::ES384,
-"EdDSA" => Self::EdDSA,
+            "EdDSA" => Self::EdDSA,
             // RFC 9864's fully-specified name for EdDSA over Ed25519, the only EdDSA curve
             // accepted; current clients (e.g. oauth4webapi 3) label their proofs with it.
             "Ed25519" => Self::EdDSA,

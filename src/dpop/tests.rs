@@ -343,11 +343,15 @@ fn step12_ath_binds_the_access_token() {
 #[test]
 fn ed25519_is_accepted_as_the_fully_specified_name_of_eddsa() {
     let key = ProofKey::ed25519().unwrap();
-    let proof = key.sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519")).unwrap();
+    let proof = key
+        .sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519"))
+        .unwrap();
     assert_eq!(check(&proof).unwrap().jkt, key.thumbprint());
     // ...but never for a key of another type.
     let ec = ProofKey::es256().unwrap();
-    let proof = ec.sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519")).unwrap();
+    let proof = ec
+        .sign_with_header(&claims(), |h| h["alg"] = json!("Ed25519"))
+        .unwrap();
     assert!(matches!(check(&proof), Err(ProofError::Key(_))));
 }
 

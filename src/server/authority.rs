@@ -1,5 +1,6 @@
-//! The authority's shared state for one running configuration: settings, signing key,
-//! store, metrics, server nonce, restart fence and bypass state. Handlers borrow it.
+//! The authority's shared state: the current configuration snapshot (swapped atomically on
+//! reload), signing key, store, metrics, server nonce, restart fence and bypass state.
+//! Handlers borrow it.
 
 use crate::clock::Clock;
 use crate::config::{BypassWindow, Settings};
@@ -8,6 +9,7 @@ use crate::store::{PreviousShutdown, SenderStore, StoreError};
 use crate::telemetry::events;
 use crate::telemetry::metrics::Metrics;
 use crate::token::SigningKey;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,8 +21,48 @@ struct CurrentNonce {
     minted_at: i64,
 }
 
-pub struct Authority {
+/// Everything derived from one configuration file. A reload builds a new snapshot and
+/// swaps it in; requests in flight finish on the snapshot they started with.
+pub struct Snapshot {
     pub settings: Arc<Settings>,
+    /// The token endpoint, normalised for comparing against DPoP `htu`.
+    pub token_url: EndpointUrl,
+    pub discovery: Bytes,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+impl Snapshot {
+    pub fn build(settings: Settings) -> Result<Snapshot, super::ServerError> {
+        let token_url =
+            EndpointUrl::parse(&settings.token_endpoint).ok_or(super::ServerError::Issuer)?;
+        let discovery = Bytes::from(
+            serde_json::to_vec(&super::meta::discovery_document(&settings)).unwrap_or_default(),
+        );
+        let tls = super::tls::server_config(&settings)?;
+        Ok(Snapshot {
+            settings: Arc::new(settings),
+            token_url,
+            discovery,
+            tls,
+        })
+    }
+}
+
+/// Why a reload was refused (the running configuration stays as it was).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Build(#[from] super::ServerError),
+    #[error("{0} changed; that needs a restart, not a reload")]
+    NeedsRestart(&'static str),
+}
+
+pub struct Authority {
+    config: ArcSwap<Snapshot>,
+    /// The file the configuration was loaded from, re-read on reload.
+    pub config_path: Option<std::path::PathBuf>,
     pub signing_key: SigningKey,
     pub store: Arc<dyn SenderStore>,
     pub metrics: Arc<Metrics>,
@@ -31,23 +73,20 @@ pub struct Authority {
     /// carry a nonce minted by this run (see `store` on crash safety).
     fence_until: i64,
     bypass: RwLock<Option<BypassWindow>>,
-    pub discovery: Bytes,
     pub jwks: Bytes,
-    /// The token endpoint, normalised for comparing against DPoP `htu`.
-    pub token_url: EndpointUrl,
 }
 
 impl Authority {
     /// Builds the state and opens a run in the store (detecting an unclean previous end).
     pub async fn start(
-        settings: Arc<Settings>,
+        snapshot: Snapshot,
+        config_path: Option<std::path::PathBuf>,
         signing_key: SigningKey,
         store: Arc<dyn SenderStore>,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Result<Authority, super::ServerError> {
-        let token_url =
-            EndpointUrl::parse(&settings.token_endpoint).ok_or(super::ServerError::Issuer)?;
+        let settings = snapshot.settings.clone();
         let previous = store.begin_run().await?;
         let now = clock.now();
         let fence_until = if previous == PreviousShutdown::Unclean {
@@ -61,13 +100,11 @@ impl Authority {
         } else {
             0
         };
-        let discovery = Bytes::from(
-            serde_json::to_vec(&super::meta::discovery_document(&settings)).unwrap_or_default(),
-        );
         let jwks = Bytes::from(serde_json::to_vec(&signing_key.jwks()).unwrap_or_default());
         let authority = Authority {
             bypass: RwLock::new(settings.dpop.bypass.clone()),
-            settings,
+            config: ArcSwap::from_pointee(snapshot),
+            config_path,
             signing_key,
             store,
             metrics,
@@ -75,15 +112,52 @@ impl Authority {
             clock,
             nonce: Mutex::new(None),
             fence_until,
-            discovery,
             jwks,
-            token_url,
         };
         if let Some(window) = authority.active_bypass() {
             authority.metrics.bypass_active.set(1);
             tracing::warn!(event = events::BYPASS_STARTED, until = window.until, reason = %window.reason, source = "config");
         }
         Ok(authority)
+    }
+
+    /// The configuration snapshot requests should use now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.config.load_full()
+    }
+
+    /// Re-reads the configuration file and swaps it in, or changes nothing and says why.
+    pub fn reload(&self) -> Result<Arc<Settings>, ReloadError> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or(ReloadError::NeedsRestart("the configuration source"))?;
+        let settings = Settings::load(path)?;
+        let running = self.current().settings.clone();
+        if settings.listen != running.listen {
+            return Err(ReloadError::NeedsRestart("listen"));
+        }
+        if settings.data_dir != running.data_dir {
+            return Err(ReloadError::NeedsRestart("dataDir"));
+        }
+        if settings.storage != running.storage {
+            return Err(ReloadError::NeedsRestart("storage"));
+        }
+        if settings.metrics_listen != running.metrics_listen {
+            return Err(ReloadError::NeedsRestart("metrics.listen"));
+        }
+        let snapshot = Snapshot::build(settings)?;
+        let settings = snapshot.settings.clone();
+        if settings.dpop.bypass != running.dpop.bypass {
+            self.set_bypass(settings.dpop.bypass.clone(), "config");
+        }
+        self.config.store(Arc::new(snapshot));
+        tracing::info!(
+            event = events::CONFIG_RELOADED,
+            clients = settings.clients.len(),
+            tenants = settings.tenants.len(),
+        );
+        Ok(settings)
     }
 
     /// Whether the restart fence is up (nonces required for every proof).
@@ -94,7 +168,7 @@ impl Authority {
     /// The nonce to hand out now, minting and storing a new one when due.
     pub async fn current_nonce(&self) -> Result<String, StoreError> {
         let now = self.clock.now();
-        let ttl = self.settings.dpop.nonce_ttl.as_secs() as i64;
+        let ttl = self.current().settings.dpop.nonce_ttl.as_secs() as i64;
         if let Ok(guard) = self.nonce.lock() {
             if let Some(current) = guard.as_ref() {
                 if now - current.minted_at < ttl / 2 {

@@ -24,7 +24,7 @@ pub async fn introspect(
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    let (caller, _) = authenticate_client(&authority.settings, headers, &form)?;
+    let (caller, _) = authenticate_client(&authority.current().settings, headers, &form)?;
     if !caller.may_introspect {
         return Err(OAuthError::UnauthorizedClient(
             "this client may not introspect tokens".into(),
@@ -100,7 +100,7 @@ pub async fn revoke(
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    let (caller, _) = authenticate_client(&authority.settings, headers, &form)?;
+    let (caller, _) = authenticate_client(&authority.current().settings, headers, &form)?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;

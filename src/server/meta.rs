@@ -31,7 +31,7 @@ pub fn discovery_document(settings: &Settings) -> Value {
 }
 
 pub fn discovery(authority: &Authority) -> Response {
-    public_json(authority.discovery.clone())
+    public_json(authority.current().discovery.clone())
 }
 
 pub fn jwks(authority: &Authority) -> Response {

@@ -5,6 +5,7 @@
 //! mapping of errors to HTTP is `error.rs` alone. Nothing below this module knows HTTP.
 
 pub mod authority;
+mod control_listener;
 pub mod error;
 mod introspection;
 pub mod meta;
@@ -69,6 +70,18 @@ pub fn certificate_thumbprint(der: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(der))
 }
 
+/// Creates `dir` (and parents) with mode 0700 when missing; it holds keys and the store.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// A server started in this process, stopped with [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -82,6 +95,8 @@ pub struct RunningServer {
 #[derive(Default, Clone)]
 pub struct StartOptions {
     pub clock: Clock,
+    /// The configuration file, re-read on reload (SIGHUP or the control socket).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// Opens the store and key, builds the authority and starts serving on `listener`.
@@ -90,20 +105,28 @@ pub async fn start(
     listener: TcpListener,
     options: StartOptions,
 ) -> Result<RunningServer, ServerError> {
-    let settings = Arc::new(settings);
-    std::fs::create_dir_all(&settings.data_dir).map_err(|source| ServerError::Io {
+    create_private_dir(&settings.data_dir).map_err(|source| ServerError::Io {
         context: format!(
             "cannot create the data directory {}",
             settings.data_dir.display()
         ),
         source,
     })?;
-    let tls_config = tls::server_config(&settings)?;
+    let snapshot = authority::Snapshot::build(settings)?;
+    let settings = snapshot.settings.clone();
     let signing_key = SigningKey::load_or_create(&settings.data_dir)?;
     let store: Arc<dyn SenderStore> = Arc::new(SledStore::open(&settings.data_dir.join("store"))?);
     let metrics = Arc::new(Metrics::new());
     let authority = Arc::new(
-        Authority::start(settings.clone(), signing_key, store, metrics, options.clock).await?,
+        Authority::start(
+            snapshot,
+            options.config_path,
+            signing_key,
+            store,
+            metrics,
+            options.clock,
+        )
+        .await?,
     );
     let addr = listener.local_addr().map_err(|source| ServerError::Io {
         context: "listener address".into(),
@@ -131,13 +154,23 @@ pub async fn start(
         }
         None => None,
     };
+    let socket_path = crate::control::socket_path(&settings.data_dir);
+    let control = control_listener::bind(&socket_path).map_err(|source| ServerError::Io {
+        context: format!("cannot open the control socket {}", socket_path.display()),
+        source,
+    })?;
+    tasks.push(tokio::spawn(control_listener::serve(
+        control,
+        control_listener::owner_uid(&socket_path),
+        authority.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(housekeeping(
         authority.clone(),
         shutdown_rx.clone(),
     )));
     tasks.push(tokio::spawn(accept_loop(
         listener,
-        tokio_rustls::TlsAcceptor::from(tls_config),
         authority.clone(),
         shutdown_rx,
     )));
@@ -159,48 +192,62 @@ impl RunningServer {
             let _ = task.await;
         }
         self.authority.store.end_run().await?;
+        let socket = crate::control::socket_path(&self.authority.current().settings.data_dir);
+        let _ = std::fs::remove_file(socket);
         tracing::info!(event = events::SERVER_STOPPED, addr = %self.addr);
         Ok(())
     }
 }
 
 /// `sealkit serve`: binds, serves until SIGTERM or SIGINT, then shuts down gracefully.
-pub async fn run(settings: Settings) -> Result<(), ServerError> {
+pub async fn run(settings: Settings, config_path: std::path::PathBuf) -> Result<(), ServerError> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServerError::Io {
             context: format!("cannot listen on {}", settings.listen),
             source,
         })?;
-    let server = start(settings, listener, StartOptions::default()).await?;
+    let options = StartOptions {
+        config_path: Some(config_path),
+        ..StartOptions::default()
+    };
+    let server = start(settings, listener, options).await?;
     println!("sealkit listening on https://{}", server.addr);
-    wait_for_termination().await;
+    wait_for_termination(&server.authority).await;
     server.shutdown().await
 }
 
-async fn wait_for_termination() {
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration meanwhile.
+async fn wait_for_termination(authority: &Authority) {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hangup.recv() => {
+                if let Err(e) = authority.reload() {
+                    tracing::error!(event = events::CONFIG_RELOAD_FAILED, error = %e, "reload refused; the running configuration is unchanged");
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
     authority: Arc<Authority>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = authority.settings.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = Arc::new(Semaphore::new(
+        authority.current().settings.limits.max_connections,
+    ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -220,10 +267,13 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        // The TLS configuration and limits of the current snapshot (a reload may swap them).
+        let snapshot = authority.current();
+        let acceptor = tokio_rustls::TlsAcceptor::from(snapshot.tls.clone());
+        let limits = snapshot.settings.limits.clone();
+        drop(snapshot);
         let authority = authority.clone();
         let watcher = graceful.watcher();
-        let limits = limits.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
@@ -286,7 +336,8 @@ async fn dispatch(
             if parts.method != Method::POST {
                 (endpoint, Err(OAuthError::MethodNotAllowed("POST")))
             } else {
-                match read_body(body, authority.settings.limits.max_body_bytes).await {
+                let limit = authority.current().settings.limits.max_body_bytes;
+                match read_body(body, limit).await {
                     Err(e) => (endpoint, Err(e)),
                     Ok(body) => {
                         let result = match endpoint {
@@ -313,7 +364,7 @@ async fn dispatch(
         }
         "/health" => ("health", Ok(meta::health())),
         "/ready" => ("ready", Ok(meta::ready(authority).await)),
-        "/metrics" if authority.settings.metrics_listen.is_none() => {
+        "/metrics" if authority.current().settings.metrics_listen.is_none() => {
             ("metrics", Ok(meta::metrics(authority)))
         }
         _ => ("other", Err(OAuthError::NotFound)),

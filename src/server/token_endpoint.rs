@@ -59,7 +59,8 @@ pub async fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
-    let settings = &authority.settings;
+    let snapshot = authority.current();
+    let settings = &snapshot.settings;
     let form = Form::parse(headers, body)?;
     match form.get("grant_type") {
         Some("client_credentials") => {}
@@ -120,7 +121,7 @@ pub async fn handle(
     if !proof_headers.is_empty() {
         let facts = RequestFacts {
             method: "POST",
-            target: &authority.token_url,
+            target: &snapshot.token_url,
             now,
             access_token: None,
         };

@@ -24,6 +24,9 @@ pub mod events {
     pub const TOKEN_REVOKED: &str = "authority.token.revoked";
     pub const BYPASS_STARTED: &str = "authority.dpop.bypass.started";
     pub const BYPASS_ENDED: &str = "authority.dpop.bypass.ended";
+    pub const CONFIG_RELOADED: &str = "authority.config.reloaded";
+    pub const CONFIG_RELOAD_FAILED: &str = "authority.config.reloadFailed";
+    pub const CONTROL: &str = "authority.control.request";
     pub const SERVER_STARTED: &str = "authority.server.started";
     pub const SERVER_STOPPED: &str = "authority.server.stopped";
     pub const STORE_FENCE: &str = "authority.store.restartFence";

@@ -34,11 +34,24 @@ impl Site {
         std::fs::write(&demo.config, yaml).unwrap();
         let settings = Settings::load(&demo.config).unwrap();
         let clock = Clock::system();
-        let server = sealkit::server::start(settings, listener, StartOptions { clock: clock.clone() })
-            .await
-            .unwrap();
+        let server = sealkit::server::start(
+            settings,
+            listener,
+            StartOptions {
+                clock: clock.clone(),
+                config_path: Some(demo.config.clone()),
+            },
+        )
+        .await
+        .unwrap();
         let target = TlsTarget::new(&demo.issuer, &demo.ca_file, None).unwrap();
-        Site { server, demo, target, clock, _dir: dir }
+        Site {
+            server,
+            demo,
+            target,
+            clock,
+            _dir: dir,
+        }
     }
 
     pub async fn conn(&self) -> Connection {
@@ -76,13 +89,18 @@ impl Site {
 
     /// A proof dated by the site's (possibly advanced) clock.
     pub fn proof_at(&self, key: &ProofKey, nonce: Option<&str>) -> String {
-        key.proof_at("POST", &self.token_url(), nonce, None, self.clock.now()).unwrap()
+        key.proof_at("POST", &self.token_url(), nonce, None, self.clock.now())
+            .unwrap()
     }
 
     pub async fn introspect(&self, conn: &mut Connection, token: &str) -> Value {
         let auth = self.auth("INTROSPECT");
         let reply = conn
-            .post_form("/introspect", &[("token", token)], &[("authorization", auth.as_str())])
+            .post_form(
+                "/introspect",
+                &[("token", token)],
+                &[("authorization", auth.as_str())],
+            )
             .await
             .unwrap();
         assert_eq!(reply.status, 200, "{:?}", reply.body);
@@ -104,14 +122,22 @@ impl Site {
 pub fn jwt_claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 /// The value of one sample in a Prometheus exposition (0 when absent).
 pub fn metric(exposition: &str, series: &str) -> f64 {
     exposition
         .lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }

@@ -9,7 +9,9 @@ async fn introspection_reports_binding_and_revocation() {
     let site = Site::start().await;
     let mut conn = site.conn().await;
     let key = ProofKey::es256().unwrap();
-    let reply = site.token(&mut conn, "DPOP", &[&site.proof(&key, None)]).await;
+    let reply = site
+        .token(&mut conn, "DPOP", &[&site.proof(&key, None)])
+        .await;
     let token = reply.json()["access_token"].as_str().unwrap().to_string();
 
     let info = site.introspect(&mut conn, &token).await;
@@ -25,30 +27,76 @@ async fn introspection_reports_binding_and_revocation() {
     let mut tampered = token.clone();
     let last = tampered.pop().unwrap();
     tampered.push(if last == 'A' { 'B' } else { 'A' });
-    assert_eq!(site.introspect(&mut conn, &tampered).await, json!({"active": false}));
-    assert_eq!(site.introspect(&mut conn, "garbage").await, json!({"active": false}));
+    assert_eq!(
+        site.introspect(&mut conn, &tampered).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        site.introspect(&mut conn, "garbage").await,
+        json!({"active": false})
+    );
 
     // Only the owner can revoke; another client's attempt changes nothing but still gets 200.
     let other = site.auth("BEARER");
-    let reply = conn.post_form("/revoke", &[("token", &token)], &[("authorization", &other)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/revoke",
+            &[("token", &token)],
+            &[("authorization", &other)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(site.introspect(&mut conn, &token).await["active"], true);
     let owner = site.auth("DPOP");
-    let reply = conn.post_form("/revoke", &[("token", &token)], &[("authorization", &owner)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/revoke",
+            &[("token", &token)],
+            &[("authorization", &owner)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
-    assert_eq!(site.introspect(&mut conn, &token).await, json!({"active": false}));
+    assert_eq!(
+        site.introspect(&mut conn, &token).await,
+        json!({"active": false})
+    );
     // Revoking an unknown token is 200 too.
-    let reply = conn.post_form("/revoke", &[("token", "unknown")], &[("authorization", &owner)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/revoke",
+            &[("token", "unknown")],
+            &[("authorization", &owner)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
 
     // Expired: past the 5-minute lifetime.
-    let fresh = site.token(&mut conn, "BEARER", &[]).await.json()["access_token"].as_str().unwrap().to_string();
-    assert_eq!(site.introspect(&mut conn, &fresh).await["token_type"], "Bearer");
+    let fresh = site.token(&mut conn, "BEARER", &[]).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        site.introspect(&mut conn, &fresh).await["token_type"],
+        "Bearer"
+    );
     site.clock.advance(301);
-    assert_eq!(site.introspect(&mut conn, &fresh).await, json!({"active": false}));
+    assert_eq!(
+        site.introspect(&mut conn, &fresh).await,
+        json!({"active": false})
+    );
 
     // A client not registered for introspection is refused.
-    let reply = conn.post_form("/introspect", &[("token", &fresh)], &[("authorization", &owner)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/introspect",
+            &[("token", &fresh)],
+            &[("authorization", &owner)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "unauthorized_client");
     site.stop().await;
@@ -57,7 +105,9 @@ async fn introspection_reports_binding_and_revocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bypass_drill_relaxes_the_requirement_then_reverts_by_itself() {
     let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(15);
-    let until = until.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let until = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     let site = Site::start_with(|yaml| {
         *yaml = yaml.replace(
             "      nonce:\n",
@@ -70,23 +120,39 @@ async fn a_bypass_drill_relaxes_the_requirement_then_reverts_by_itself() {
     let reply = site.token(&mut conn, "DPOP", &[]).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.json()["token_type"], "Bearer");
-    assert!(jwt_claims(reply.json()["access_token"].as_str().unwrap()).get("cnf").is_none());
+    assert!(jwt_claims(reply.json()["access_token"].as_str().unwrap())
+        .get("cnf")
+        .is_none());
     // With a proof: validated and bound as usual; a bad proof is still refused.
     let key = ProofKey::es256().unwrap();
-    let reply = site.token(&mut conn, "DPOP", &[&site.proof(&key, None)]).await;
+    let reply = site
+        .token(&mut conn, "DPOP", &[&site.proof(&key, None)])
+        .await;
     assert_eq!(reply.json()["token_type"], "DPoP");
     let reply = site.token(&mut conn, "DPOP", &["garbage"]).await;
     assert_eq!(reply.status, 400);
     let exposition = site.metrics().await;
-    assert_eq!(metric(&exposition, "authority_dpop_requests_total{result=\"bypass\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &exposition,
+            "authority_dpop_requests_total{result=\"bypass\"}"
+        ),
+        1.0
+    );
     assert_eq!(metric(&exposition, "authority_dpop_bypass_active"), 1.0);
-    assert_eq!(conn.get("/ready").await.unwrap().json()["bypass"]["active"], true);
+    assert_eq!(
+        conn.get("/ready").await.unwrap().json()["bypass"]["active"],
+        true
+    );
 
     // 16 minutes later the bypass has ended by itself, without a restart.
     site.clock.advance(16 * 60);
     let reply = site.token(&mut conn, "DPOP", &[]).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "use_dpop_nonce");
-    assert_eq!(conn.get("/ready").await.unwrap().json()["bypass"]["active"], false);
+    assert_eq!(
+        conn.get("/ready").await.unwrap().json()["bypass"]["active"],
+        false
+    );
     site.stop().await;
 }

@@ -13,11 +13,19 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn demo_site(dir: &Path) -> DemoSite {
-    sealkit::demo::prepare(&dir.join("site"), format!("127.0.0.1:{}", free_port()).parse().unwrap()).unwrap()
+    sealkit::demo::prepare(
+        &dir.join("site"),
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    )
+    .unwrap()
 }
 
 /// Starts `sealkit serve` and waits for its "listening" line.
@@ -36,7 +44,9 @@ fn serve(site: &DemoSite) -> Child {
             let _ = tx.send(line);
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("the server did not start");
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server did not start");
     assert!(line.contains("listening"), "{line}");
     child
 }
@@ -51,7 +61,11 @@ fn wait_for_log_line(dir: &Path, needles: &[&str]) -> String {
                 return line.to_string();
             }
         }
-        assert!(Instant::now() < deadline, "no log line with {needles:?} in {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needles:?} in {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -74,7 +88,10 @@ async fn replay_leaves_an_audit_entry_and_logs_carry_no_secret() {
     let mut conn = target.connect().await.unwrap();
     let key = ProofKey::es256().unwrap();
     let url = site.var("SEALKIT_TOKEN_URL").to_string();
-    let auth = basic_auth(site.var("SEALKIT_DPOP_CLIENT_ID"), site.var("SEALKIT_DPOP_CLIENT_SECRET"));
+    let auth = basic_auth(
+        site.var("SEALKIT_DPOP_CLIENT_ID"),
+        site.var("SEALKIT_DPOP_CLIENT_SECRET"),
+    );
     let proof = key.proof("POST", &url, None, None).unwrap();
     let form = [("grant_type", "client_credentials")];
     let headers = [("authorization", auth.as_str()), ("dpop", proof.as_str())];
@@ -87,15 +104,32 @@ async fn replay_leaves_an_audit_entry_and_logs_carry_no_secret() {
     let logs = site.dir.join("logs");
     let jkt = key.thumbprint();
     let audit = wait_for_log_line(&logs, &["\"event\":\"authority.dpop.replay\"", &jkt]);
-    assert!(audit.contains("\"client\":\"demo-dpop\"") && audit.contains("\"tenant\":\"dpop-required\""), "{audit}");
-    let request = wait_for_log_line(&logs, &["\"event\":\"authority.dpop.request\"", "\"result\":\"accepted\"", &jkt]);
+    assert!(
+        audit.contains("\"client\":\"demo-dpop\"")
+            && audit.contains("\"tenant\":\"dpop-required\""),
+        "{audit}"
+    );
+    let request = wait_for_log_line(
+        &logs,
+        &[
+            "\"event\":\"authority.dpop.request\"",
+            "\"result\":\"accepted\"",
+            &jkt,
+        ],
+    );
     for field in ["\"tenant\":", "\"client\":", "\"cnf_jkt\":", "\"nonce\":"] {
         assert!(request.contains(field), "{field} missing in {request}");
     }
 
     // Also a nonce-tenant client and a bearer request, so their secrets have been handled.
-    let nonce_auth = basic_auth(site.var("SEALKIT_NONCE_CLIENT_ID"), site.var("SEALKIT_NONCE_CLIENT_SECRET"));
-    let _ = conn.post_form("/token", &form, &[("authorization", &nonce_auth)]).await.unwrap();
+    let nonce_auth = basic_auth(
+        site.var("SEALKIT_NONCE_CLIENT_ID"),
+        site.var("SEALKIT_NONCE_CLIENT_SECRET"),
+    );
+    let _ = conn
+        .post_form("/token", &form, &[("authorization", &nonce_auth)])
+        .await
+        .unwrap();
     server.kill().unwrap();
     server.wait().unwrap();
     let text = all_logs(&logs);
@@ -118,34 +152,89 @@ async fn kill_9_neither_reopens_a_used_proof_nor_unrevokes_a_token() {
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let key = ProofKey::es256().unwrap();
     let url = site.var("SEALKIT_TOKEN_URL").to_string();
-    let auth = basic_auth(site.var("SEALKIT_DPOP_CLIENT_ID"), site.var("SEALKIT_DPOP_CLIENT_SECRET"));
-    let resource = basic_auth(site.var("SEALKIT_INTROSPECT_CLIENT_ID"), site.var("SEALKIT_INTROSPECT_CLIENT_SECRET"));
+    let auth = basic_auth(
+        site.var("SEALKIT_DPOP_CLIENT_ID"),
+        site.var("SEALKIT_DPOP_CLIENT_SECRET"),
+    );
+    let resource = basic_auth(
+        site.var("SEALKIT_INTROSPECT_CLIENT_ID"),
+        site.var("SEALKIT_INTROSPECT_CLIENT_SECRET"),
+    );
     let form = [("grant_type", "client_credentials")];
     let proof = key.proof("POST", &url, None, None).unwrap();
 
     let mut server = serve(&site);
     let mut conn = target.connect().await.unwrap();
-    let first = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &proof)]).await.unwrap();
+    let first = conn
+        .post_form(
+            "/token",
+            &form,
+            &[("authorization", &auth), ("dpop", &proof)],
+        )
+        .await
+        .unwrap();
     assert_eq!(first.status, 200);
     let other = key.proof("POST", &url, None, None).unwrap();
-    let reply = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &other)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/token",
+            &form,
+            &[("authorization", &auth), ("dpop", &other)],
+        )
+        .await
+        .unwrap();
     let revoked = reply.json()["access_token"].as_str().unwrap().to_string();
-    let reply = conn.post_form("/revoke", &[("token", &revoked)], &[("authorization", &auth)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/revoke",
+            &[("token", &revoked)],
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
     server.kill().unwrap(); // SIGKILL: no shutdown path runs
     server.wait().unwrap();
 
     let mut server = serve(&site);
     let mut conn = target.connect().await.unwrap();
-    let again = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &proof)]).await.unwrap();
-    assert_ne!(again.status, 200, "a proof used before the crash was accepted again: {:?}", again.body);
-    assert!(matches!(again.json()["error"].as_str(), Some("invalid_dpop_proof") | Some("use_dpop_nonce")));
-    let info = conn.post_form("/introspect", &[("token", &revoked)], &[("authorization", &resource)]).await.unwrap();
+    let again = conn
+        .post_form(
+            "/token",
+            &form,
+            &[("authorization", &auth), ("dpop", &proof)],
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        again.status, 200,
+        "a proof used before the crash was accepted again: {:?}",
+        again.body
+    );
+    assert!(matches!(
+        again.json()["error"].as_str(),
+        Some("invalid_dpop_proof") | Some("use_dpop_nonce")
+    ));
+    let info = conn
+        .post_form(
+            "/introspect",
+            &[("token", &revoked)],
+            &[("authorization", &resource)],
+        )
+        .await
+        .unwrap();
     assert_eq!(info.json(), serde_json::json!({"active": false}));
     // The authority still serves: a fresh proof with the nonce it hands out succeeds.
     let nonce = again.header("dpop-nonce").map(str::to_string);
     let fresh = key.proof("POST", &url, nonce.as_deref(), None).unwrap();
-    let reply = conn.post_form("/token", &form, &[("authorization", &auth), ("dpop", &fresh)]).await.unwrap();
+    let reply = conn
+        .post_form(
+            "/token",
+            &form,
+            &[("authorization", &auth), ("dpop", &fresh)],
+        )
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     server.kill().unwrap();
     server.wait().unwrap();
@@ -155,17 +244,32 @@ async fn kill_9_neither_reopens_a_used_proof_nor_unrevokes_a_token() {
 fn config_check_lists_every_problem_with_its_key_path() {
     let dir = tempfile::tempdir().unwrap();
     let site = demo_site(dir.path());
-    let ok = Command::new(BIN).args(["config", "check"]).arg(&site.config).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&site.config)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let yaml = std::fs::read_to_string(&site.config)
         .unwrap()
-        .replace("allowedAlgorithms: [ES256, EdDSA]", "allowedAlgorithms: [ES256, none, HS256]")
+        .replace(
+            "allowedAlgorithms: [ES256, EdDSA]",
+            "allowedAlgorithms: [ES256, none, HS256]",
+        )
         .replace("replayWindow: 5m", "replayWindow: 30s")
         .replace("tenant: unconstrained", "tenant: nowhere");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, yaml).unwrap();
-    let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for path in [
@@ -179,8 +283,130 @@ fn config_check_lists_every_problem_with_its_key_path() {
     }
 
     let unknown_key = dir.path().join("unknown.yaml");
-    std::fs::write(&unknown_key, std::fs::read_to_string(&site.config).unwrap().replace("dataDir:", "dataDirectory:")).unwrap();
-    let out = Command::new(BIN).args(["config", "check"]).arg(&unknown_key).output().unwrap();
+    std::fs::write(
+        &unknown_key,
+        std::fs::read_to_string(&site.config)
+            .unwrap()
+            .replace("dataDir:", "dataDirectory:"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&unknown_key)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dataDirectory"));
+}
+
+fn sealkit(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_bypass_and_reload_reach_the_running_authority_through_its_control_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let mut server = serve(&site);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let form = [("grant_type", "client_credentials")];
+    let auth = basic_auth(
+        site.var("SEALKIT_DPOP_CLIENT_ID"),
+        site.var("SEALKIT_DPOP_CLIENT_SECRET"),
+    );
+
+    // Bypass on: a no-proof request gets an unbound token; the event is logged.
+    let out = sealkit(
+        &["drill", "bypass", "--for", "15m", "--reason", "recap drill"],
+        &site.config,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = conn
+        .post_form("/token", &form, &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.json()["token_type"], "Bearer");
+    let logs = site.dir.join("logs");
+    wait_for_log_line(
+        &logs,
+        &["\"event\":\"authority.dpop.bypass.started\"", "recap drill"],
+    );
+    wait_for_log_line(
+        &logs,
+        &["\"event\":\"authority.dpop.proof.bypass\"", "demo-dpop"],
+    );
+    // Bypass off: enforcement is back at once.
+    let out = sealkit(&["drill", "bypass", "--off"], &site.config);
+    assert!(out.status.success());
+    let reply = conn
+        .post_form("/token", &form, &[("authorization", &auth)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "use_dpop_nonce");
+    wait_for_log_line(&logs, &["\"event\":\"authority.dpop.bypass.ended\""]);
+    // Over the maximum duration: refused, nothing changes.
+    let out = sealkit(
+        &["drill", "bypass", "--for", "5h", "--reason", "too long"],
+        &site.config,
+    );
+    assert!(!out.status.success());
+
+    // Reload: a client added to the file works without a restart, over the same connection.
+    let secret = sealkit::secret::generate();
+    let mut yaml = std::fs::read_to_string(&site.config).unwrap();
+    yaml.push_str(&format!(
+        "  - id: added-later\n    tenant: unconstrained\n    secretHash: \"{}\"\n    audience: [api]\n",
+        sealkit::secret::SecretHash::of(&secret)
+    ));
+    let added = basic_auth("added-later", &secret);
+    assert_eq!(
+        conn.post_form("/token", &form, &[("authorization", &added)])
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    std::fs::write(&site.config, &yaml).unwrap();
+    let out = sealkit(&["reload"], &site.config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        conn.post_form("/token", &form, &[("authorization", &added)])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // A broken file is refused by reload and the running configuration stays.
+    std::fs::write(
+        &site.config,
+        yaml.replace("tenant: unconstrained", "tenant: missing"),
+    )
+    .unwrap();
+    let out = sealkit(&["reload"], &site.config);
+    assert!(!out.status.success());
+    assert_eq!(
+        conn.post_form("/token", &form, &[("authorization", &added)])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -1,0 +1,149 @@
+//! The listening side of the control socket (protocol in `crate::control`).
+
+use super::authority::Authority;
+use crate::config::{BypassWindow, MAX_BYPASS};
+use crate::control::{ControlRequest, ControlResponse, MAX_LINE};
+use crate::telemetry::events;
+use serde_json::json;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+/// Binds the socket: a stale one left by a killed process is replaced; mode 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        // A live authority would still answer; a socket nobody listens on is stale.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another authority is serving this data directory ({})",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    listener: UnixListener,
+    owner_uid: u32,
+    authority: Arc<Authority>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let authority = authority.clone();
+        tokio::spawn(async move {
+            let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            let (reader, mut writer) = stream.into_split();
+            let response = if uid != Some(0) && uid != Some(owner_uid) {
+                tracing::warn!(event = events::CONTROL, decision = "refused", peer_uid = ?uid);
+                refuse("only root or the authority's own user may use the control socket")
+            } else {
+                let mut line = String::new();
+                match BufReader::new(reader)
+                    .take(MAX_LINE as u64)
+                    .read_line(&mut line)
+                    .await
+                {
+                    Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
+                        Ok(request) => handle(&authority, request, uid.unwrap_or(0)),
+                        Err(e) => refuse(&format!("unreadable request: {e}")),
+                    },
+                    Err(e) => refuse(&format!("unreadable request: {e}")),
+                }
+            };
+            let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+            bytes.push(b'\n');
+            let _ = writer.write_all(&bytes).await;
+        });
+    }
+}
+
+fn refuse(message: &str) -> ControlResponse {
+    ControlResponse {
+        ok: false,
+        message: message.to_string(),
+        status: json!(null),
+    }
+}
+
+fn status(authority: &Authority) -> serde_json::Value {
+    let snapshot = authority.current();
+    json!({
+        "issuer": snapshot.settings.issuer,
+        "clients": snapshot.settings.clients.len(),
+        "tenants": snapshot.settings.tenants.len(),
+        "restartFence": authority.fence_active(),
+        "bypass": match authority.active_bypass() {
+            Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
+            None => json!({"active": false}),
+        },
+    })
+}
+
+fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlResponse {
+    tracing::info!(event = events::CONTROL, request = ?request, peer_uid = uid);
+    match request {
+        ControlRequest::BypassOn { seconds, reason } => {
+            if seconds == 0 || seconds > MAX_BYPASS.as_secs() {
+                return refuse(&format!(
+                    "a bypass lasts between 1s and {}s",
+                    MAX_BYPASS.as_secs()
+                ));
+            }
+            if reason.trim().is_empty() {
+                return refuse("say why the bypass is on (--reason)");
+            }
+            let until = authority.clock.now() + seconds as i64;
+            authority.set_bypass(Some(BypassWindow { until, reason }), "drill");
+            ControlResponse {
+                ok: true,
+                message: format!("bypass on for {seconds}s"),
+                status: status(authority),
+            }
+        }
+        ControlRequest::BypassOff => {
+            authority.set_bypass(None, "drill");
+            ControlResponse {
+                ok: true,
+                message: "bypass off".into(),
+                status: status(authority),
+            }
+        }
+        ControlRequest::Reload => match authority.reload() {
+            Ok(_) => ControlResponse {
+                ok: true,
+                message: "configuration reloaded".into(),
+                status: status(authority),
+            },
+            Err(e) => {
+                tracing::error!(event = events::CONFIG_RELOAD_FAILED, error = %e);
+                refuse(&format!(
+                    "reload refused, the running configuration is unchanged: {e}"
+                ))
+            }
+        },
+        ControlRequest::Status => ControlResponse {
+            ok: true,
+            message: "ok".into(),
+            status: status(authority),
+        },
+    }
+}
+
+/// The uid owning `path` (the authority's own user, as the socket's creator).
+pub fn owner_uid(path: &Path) -> u32 {
+    std::fs::metadata(path).map(|m| m.uid()).unwrap_or(0)
+}
