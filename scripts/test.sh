@@ -27,6 +27,7 @@ need_cmd curl
 need_cmd python3
 need_cmd node nodejs
 need_cmd npm
+need_cmd redis-server redis-server
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 

@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bench;
+pub mod bundle;
 pub mod ca;
 pub mod cli;
 pub mod client;
@@ -17,6 +19,8 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod dpop;
+pub mod drill;
+pub mod mtls;
 pub mod policy;
 pub mod secret;
 pub mod server;

@@ -91,3 +91,82 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), CaError> {
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync directory", dir))
 }
+
+/// Replaces `path` atomically: the new contents go to a fresh temporary file in the same
+/// directory (created with `mode`, written and fsynced), which is then renamed over `path`,
+/// and the directory is synced. A reader sees the old file or the new one, never a mix;
+/// a crash leaves at most a stray `.<name>.<random>.tmp`.
+pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut suffix = [0u8; 8];
+    rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut suffix)
+        .map_err(|e| CaError::Random(e.to_string()))?;
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
+    write_new(&tmp, contents, mode)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err("replace", path)(e));
+    }
+    sync_dir(dir)
+}
+
+/// How long [`DirLock::acquire`] waits for another CA operation to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// An exclusive lock on a CA directory: the file `ca.lock`, created with `O_EXCL` and
+/// removed on drop (the `index.lock` habit of git). Every operation that changes the
+/// inventory, the CRL number or the current intermediate holds it, so an issuance cannot
+/// be lost to a concurrent inventory rewrite.
+///
+/// A process killed while holding it leaves the file behind; [`CaError::Locked`] then tells
+/// the operator to remove it once no other `sealkit ca` command is running.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    path: std::path::PathBuf,
+}
+
+pub(crate) const LOCK_FILE: &str = "ca.lock";
+
+impl DirLock {
+    /// Takes the lock, waiting up to 10 seconds for a concurrent holder (blocking).
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, CaError> {
+        let path = dir.join(LOCK_FILE);
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(KEY_MODE)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    // Informational only: who holds it.
+                    let _ = writeln!(file, "{}", std::process::id());
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(CaError::Locked { path });
+                    }
+                    std::thread::sleep(LOCK_POLL);
+                }
+                Err(e) => return Err(io_err("create lock file", &path)(e)),
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -6,17 +6,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 /// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub(super) fn new() -> TempDir {
         let mut b = [0u8; 8];
         rand::rngs::OsRng.fill_bytes(&mut b);
         let dir = std::env::temp_dir().join(format!("sealkit-ca-test-{}", hex_lower(&b)));
         std::fs::create_dir(&dir).unwrap();
         TempDir(dir)
     }
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -27,7 +27,7 @@ impl Drop for TempDir {
     }
 }
 
-fn mode(path: &Path) -> u32 {
+pub(super) fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
@@ -58,7 +58,7 @@ fn openssl_verify(
     (out.status.success() && text.contains(": OK"), text)
 }
 
-fn openssl_text(pem: &str, tmp: &Path) -> String {
+pub(super) fn openssl_text(pem: &str, tmp: &Path) -> String {
     let path = tmp.join(format!("text-{}.pem", rand::random::<u64>()));
     std::fs::write(&path, pem).unwrap();
     let out = Command::new("openssl")
@@ -145,6 +145,7 @@ fn init_then_issue_server_and_client_verify_with_openssl() {
     // Written files: chain is leaf + intermediate, key is 0600 and matches the leaf.
     let out_dir = tmp.path().join("out");
     let (crt, key) = server.write(&out_dir, "auth").unwrap();
+    let key = key.unwrap();
     assert_eq!(mode(&key), 0o600);
     assert_eq!(mode(&out_dir), 0o700);
     let chain = X509::stack_from_pem(std::fs::read(&crt).unwrap().as_slice()).unwrap();
@@ -155,6 +156,7 @@ fn init_then_issue_server_and_client_verify_with_openssl() {
     assert!(private.public_eq(&chain[0].public_key().unwrap()));
 
     let (_, ckey) = client.write(&out_dir, "svc-backup").unwrap();
+    let ckey = ckey.unwrap();
     assert_eq!(mode(&ckey), 0o600);
 }
 
@@ -257,7 +259,7 @@ fn every_algorithm_produces_verifiable_chains() {
         let (ok, out) = openssl_verify(&ca, &client.cert_pem, Some("sslclient"), tmp.path());
         assert!(ok, "{alg}: {out}");
         // The key PEM is readable by OpenSSL and belongs to the certificate.
-        let key = PKey::private_key_from_pem(server.key_pem.as_bytes())
+        let key = PKey::private_key_from_pem(server.key_pem.as_ref().unwrap().as_bytes())
             .unwrap_or_else(|e| panic!("{alg}: OpenSSL cannot read the leaf key: {e}"));
         let cert = X509::from_pem(server.cert_pem.as_bytes()).unwrap();
         assert!(key.public_eq(&cert.public_key().unwrap()), "{alg}");
@@ -369,10 +371,11 @@ fn write_refuses_to_overwrite_and_bad_names() {
     let out = tmp.path().join("out");
     let first = ca.issue_client("c", None, 10).unwrap();
     let (_, key) = first.write(&out, "c").unwrap();
+    let key = key.unwrap();
     let second = ca.issue_client("c", None, 10).unwrap();
     let err = second.write(&out, "c").unwrap_err();
     assert!(matches!(err, CaError::FileExists { .. }), "{err}");
-    assert_eq!(std::fs::read_to_string(&key).unwrap(), first.key_pem);
+    assert_eq!(Some(std::fs::read_to_string(&key).unwrap()), first.key_pem);
 
     // A certificate in the way does not leave a stray key behind.
     std::fs::write(out.join("d.crt"), "x").unwrap();
@@ -405,7 +408,14 @@ fn debug_output_hides_keys() {
     let shown = format!("{ca:?} {leaf:?}");
     assert!(shown.contains("<redacted>"));
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
-    let key_body: String = leaf.key_pem.lines().nth(1).unwrap().to_string();
+    let key_body: String = leaf
+        .key_pem
+        .as_ref()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
     assert!(!shown.contains(&key_body));
 }
 

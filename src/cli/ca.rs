@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::ca::{IssuedLeaf, KeyAlgorithm, SiteCa};
+use crate::ca::{IssuedLeaf, KeyAlgorithm, LeafProfile, RevocationReason, SiteCa};
 
 /// Site certificate authority commands.
 #[derive(Debug, clap::Subcommand)]
@@ -28,12 +28,88 @@ pub enum CaCommand {
     /// Issue a leaf certificate and its key.
     #[command(subcommand)]
     Issue(IssueCommand),
-    /// List every certificate the CA has issued.
+    /// Sign a certificate signing request (PKCS#10): for keys that never leave their host.
+    ///
+    /// Only the CSR's public key is used (after checking its self-signature); subject, SANs
+    /// and EKU come from these flags. A CSR asking to be a CA, or for another EKU than the
+    /// profile's, is refused.
+    SignCsr(SignCsrArgs),
+    /// Mark a leaf certificate revoked; the next `ca crl` lists it.
+    Revoke {
+        /// Serial number in hex, as `ca list` or `openssl x509 -serial` print it.
+        serial: String,
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Reason recorded in the CRL.
+        #[arg(long, value_enum, default_value_t = RevocationReason::Unspecified)]
+        reason: RevocationReason,
+    },
+    /// Write the CRLs: one per issuing intermediate, then the root's, in one PEM file.
+    Crl {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days until next-update: publish a new CRL before then.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// File to write (replaced atomically if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a new issuing intermediate (needs root.key); older ones stay valid for their
+    /// leaves unless --revoke-old is given.
+    Rotate {
+        /// CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Also revoke every older intermediate (e.g. caCompromise when an intermediate key
+        /// leaked): their leaves stop verifying once the new CRL and bundle are installed.
+        #[arg(long, value_enum, value_name = "REASON")]
+        revoke_old: Option<RevocationReason>,
+    },
+    /// List every certificate the CA has issued, with its status.
     List {
         /// CA directory.
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// Options of `ca sign-csr`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("profile").required(true).args(["client_id", "server"])))]
+pub struct SignCsrArgs {
+    /// CA directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The PEM certificate signing request.
+    #[arg(long)]
+    pub csr: PathBuf,
+    /// Client profile: OAuth client id; becomes CN and SAN URI urn:sealkit:client:<id>.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Client profile: tenant, recorded as the subject O.
+    #[arg(long, requires = "client_id")]
+    pub tenant: Option<String>,
+    /// Server profile (EKU serverAuth) with the --dns / --ip names.
+    #[arg(long)]
+    pub server: bool,
+    /// Server profile: DNS name to include (repeatable); the first becomes the subject CN.
+    #[arg(long = "dns", value_name = "NAME", requires = "server")]
+    pub dns: Vec<String>,
+    /// Server profile: IP address to include (repeatable).
+    #[arg(long = "ip", value_name = "ADDR", requires = "server")]
+    pub ip: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Directory to write <base>.crt (leaf + intermediate) into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File base name; defaults to the client id, or the first DNS name or IP address.
+    #[arg(long)]
+    pub base: Option<String>,
 }
 
 /// Kinds of leaf certificate.
@@ -117,6 +193,10 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 dir.join("intermediate.key").display()
             );
             println!(
+                "  client-CA bundle (for servers):     {}",
+                ca.trust_bundle_path().display()
+            );
+            println!(
                 "  inventory:                          {}",
                 ca.inventory_path().display()
             );
@@ -143,33 +223,139 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 .context("issuing a client certificate")?;
             report(&ca, "client", &leaf, &args.out, &base)
         }
+        CaCommand::SignCsr(args) => sign_csr(args),
+        CaCommand::Revoke {
+            serial,
+            dir,
+            reason,
+        } => {
+            let ca = open(&dir)?;
+            ca.revoke(&serial, reason)
+                .with_context(|| format!("revoking {serial}"))?;
+            println!("Revoked {serial} ({reason}).");
+            println!(
+                "  publish it: sealkit ca crl --dir {} --out <file>, then install the file wherever CRLs are checked",
+                dir.display()
+            );
+            Ok(())
+        }
+        CaCommand::Crl { dir, days, out } => {
+            let ca = open(&dir)?;
+            let pem = ca.crl_pem(days).context("signing the CRLs")?;
+            write_public_file(&out, &pem)?;
+            let count = pem.matches("-----BEGIN X509 CRL-----").count();
+            println!(
+                "Wrote {count} CRL(s) (one per issuing intermediate, then the root's) to {}",
+                out.display()
+            );
+            println!("  next update due within {days} day(s): publish a new one before then");
+            Ok(())
+        }
+        CaCommand::Rotate { dir, revoke_old } => {
+            let ca = match revoke_old {
+                Some(reason) => SiteCa::rotate_and_revoke_old(&dir, reason),
+                None => SiteCa::rotate(&dir),
+            }
+            .with_context(|| format!("rotating the intermediate in {}", dir.display()))?;
+            println!(
+                "New issuing intermediate {} valid until {}",
+                ca.intermediate_serial(),
+                ca.intermediate_not_after().date()
+            );
+            if let Some(reason) = revoke_old {
+                println!("  every older intermediate is revoked ({reason}) in root.crl; re-issue their leaves (`ca list` shows them as issuer-revoked)");
+            } else {
+                println!("  older intermediates stay valid for the leaves they issued");
+            }
+            println!(
+                "  install on servers: {} (client-CA bundle) and a fresh `ca crl`",
+                ca.trust_bundle_path().display()
+            );
+            Ok(())
+        }
         CaCommand::List { dir } => {
             let ca = open(&dir)?;
-            let entries = ca.inventory().context("reading the inventory")?;
+            let listed = ca.list().context("reading the inventory")?;
             println!(
-                "{:<40}  {:<12}  {:<20}  {:<7}  SUBJECT / SANS",
-                "SERIAL", "KIND", "NOT AFTER", "REVOKED"
+                "{:<40}  {:<12}  {:<14}  {:<20}  SUBJECT / SANS",
+                "SERIAL", "KIND", "STATUS", "NOT AFTER"
             );
-            for e in &entries {
+            for item in &listed {
+                let e = &item.entry;
                 let sans = if e.sans.is_empty() {
                     String::new()
                 } else {
                     format!("  [{}]", e.sans.join(", "))
                 };
                 println!(
-                    "{:<40}  {:<12}  {:<20}  {:<7}  {}{}",
+                    "{:<40}  {:<12}  {:<14}  {:<20}  {}{}",
                     e.serial,
                     e.kind.to_string(),
+                    item.status.as_str(),
                     e.not_after,
-                    if e.revoked { "yes" } else { "no" },
                     e.subject,
                     sans
                 );
             }
-            println!("{} certificate(s)", entries.len());
+            println!("{} certificate(s)", listed.len());
             Ok(())
         }
     }
+}
+
+fn sign_csr(args: SignCsrArgs) -> anyhow::Result<()> {
+    let (profile, kind, default) = match args.client_id {
+        Some(client_id) => (
+            LeafProfile::Client {
+                client_id: client_id.clone(),
+                tenant: args.tenant,
+            },
+            "client",
+            safe_base(&client_id),
+        ),
+        None => (
+            LeafProfile::Server {
+                dns: args.dns.clone(),
+                ips: args.ip.clone(),
+            },
+            "server",
+            default_base(args.dns.first(), args.ip.first()),
+        ),
+    };
+    let base = args.base.unwrap_or(default);
+    IssuedLeaf::cert_output_path(&args.out, &base).context("checking the output file")?;
+    let csr = std::fs::read_to_string(&args.csr)
+        .with_context(|| format!("reading the CSR {}", args.csr.display()))?;
+    let ca = open(&args.dir)?;
+    let leaf = ca
+        .sign_csr(&csr, profile, args.days)
+        .with_context(|| format!("signing {}", args.csr.display()))?;
+    report(&ca, kind, &leaf, &args.out, &base)
+}
+
+/// Replaces `path` atomically with a 0644 file.
+fn write_public_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .context("the output path has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
 }
 
 fn open(dir: &Path) -> anyhow::Result<SiteCa> {
@@ -222,7 +408,10 @@ fn report(
     println!("Issued {kind} certificate serial {}", leaf.serial_hex);
     println!("  valid until:            {}", leaf.not_after_rfc3339());
     println!("  chain (leaf + issuing): {}", crt.display());
-    println!("  private key (0600):     {}", key.display());
+    match key {
+        Some(key) => println!("  private key (0600):     {}", key.display()),
+        None => println!("  private key:            stays on the host that made the CSR"),
+    }
     println!(
         "  trust anchor:           {}",
         ca.root_cert_path().display()

@@ -40,6 +40,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!();
-    super::serve::serve(settings, site.config.clone())?;
+    let _logs = crate::telemetry::init_logging(&settings.logging)?;
+    let runtime = super::runtime()?;
+    runtime.block_on(async {
+        let server = crate::server::bind_and_start(settings.clone(), site.config.clone()).await?;
+        // Show the enforcement working: the verification matrix against this very site.
+        let mut plan = crate::drill::DrillPlan::from_env_file(&site.dir.join("demo.env"))?;
+        plan.log_dir = Some(settings.logging.directory.clone());
+        let report = crate::drill::run(&plan).await;
+        println!(
+            "\nVerification matrix (sealkit drill run --env {}/demo.env):\n",
+            site.dir.display()
+        );
+        print!("{}", report.table());
+        println!("\nServing until Ctrl-C.");
+        server.serve_until_signal().await?;
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,5 @@
-//! `sealkit drill`: bypass drills against the authority running on this host (through its
-//! local control socket). The verification-matrix runner joins it later (`drill run`).
+//! `sealkit drill`: the verification matrix against a live authority (`drill run`), and
+//! bypass drills against the authority running on this host (through its control socket).
 
 use crate::config::duration::HumanDuration;
 use crate::control::{ControlRequest, ControlResponse};
@@ -8,10 +8,127 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
 pub enum DrillCommand {
+    /// Run the verification matrix against a live authority; exit 1 if any scenario fails
+    Run(Box<RunArgs>),
     /// Turn a time-boxed DPoP bypass on (it ends by itself), or off with --off
     Bypass(BypassArgs),
     /// Show the running authority's bypass and fence state
     Status(Target),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// A demo.env-style file naming the issuer, CA, clients and certificates (flags override it)
+    #[arg(long, value_name = "FILE")]
+    env: Option<PathBuf>,
+    /// The authority's issuer URL, e.g. https://auth.site-a:8443
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// The site's CA certificate (trust anchor for the server certificate)
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client of a DPoP-requiring tenant, as ID:SECRET
+    #[arg(long, value_name = "ID:SECRET")]
+    client: Option<String>,
+    /// Client of a DPoP tenant with server nonces, as ID:SECRET
+    #[arg(long, value_name = "ID:SECRET")]
+    nonce_client: Option<String>,
+    /// Client allowed to introspect, as ID:SECRET
+    #[arg(long, value_name = "ID:SECRET")]
+    introspect_client: Option<String>,
+    /// Certificate-bound client id (tls_client_auth)
+    #[arg(long, value_name = "ID", requires_all = ["mtls_cert", "mtls_key", "other_cert", "other_key"])]
+    mtls_client: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    mtls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    mtls_key: Option<PathBuf>,
+    /// A second valid certificate that is not the mTLS client's
+    #[arg(long, value_name = "FILE")]
+    other_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    other_key: Option<PathBuf>,
+    /// On the authority's host: its log directory (to check the audit entries)
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+    /// Also run the bypass drill (on the authority's host: needs --config or --socket)
+    #[arg(long)]
+    bypass: bool,
+    #[command(flatten)]
+    host: Target,
+    /// Write the report to FILE: JUnit XML when it ends in .xml, JSON otherwise
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+fn credentials(text: &str) -> anyhow::Result<crate::drill::Credentials> {
+    let (id, secret) = text
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("write client credentials as ID:SECRET"))?;
+    Ok(crate::drill::Credentials {
+        id: id.to_string(),
+        secret: secret.to_string(),
+    })
+}
+
+fn run_matrix(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut plan = match &args.env {
+        Some(file) => crate::drill::DrillPlan::from_env_file(file)?,
+        None => crate::drill::DrillPlan::default(),
+    };
+    if let Some(target) = args.target {
+        plan.issuer = target;
+    }
+    if let Some(ca) = args.ca {
+        plan.ca_file = ca;
+    }
+    if plan.issuer.is_empty() || plan.ca_file.as_os_str().is_empty() {
+        anyhow::bail!("name the authority with --target URL and --ca FILE (or --env FILE)");
+    }
+    if let Some(c) = &args.client {
+        plan.dpop_client = Some(credentials(c)?);
+    }
+    if let Some(c) = &args.nonce_client {
+        plan.nonce_client = Some(credentials(c)?);
+    }
+    if let Some(c) = &args.introspect_client {
+        plan.introspect_client = Some(credentials(c)?);
+    }
+    if let (Some(id), Some(cert), Some(key), Some(other_cert), Some(other_key)) = (
+        args.mtls_client,
+        args.mtls_cert,
+        args.mtls_key,
+        args.other_cert,
+        args.other_key,
+    ) {
+        plan.mtls = Some(crate::drill::MtlsClients {
+            client_id: id,
+            cert,
+            key,
+            other_cert,
+            other_key,
+        });
+    }
+    plan.log_dir = args.log_dir;
+    if args.bypass {
+        plan.bypass_socket = Some(args.host.socket()?);
+    }
+    let runtime = super::runtime()?;
+    let report = runtime.block_on(crate::drill::run(&plan));
+    print!("{}", report.table());
+    if let Some(path) = &args.report {
+        let text = if path.extension().is_some_and(|e| e == "xml") {
+            report.junit()
+        } else {
+            report.json()
+        };
+        std::fs::write(path, text)?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILURE)
+    })
 }
 
 #[derive(clap::Args)]
@@ -67,6 +184,7 @@ pub fn send(target: &Target, request: ControlRequest) -> anyhow::Result<ControlR
 
 pub fn run(command: DrillCommand) -> anyhow::Result<ExitCode> {
     let (target, request) = match command {
+        DrillCommand::Run(args) => return run_matrix(*args),
         DrillCommand::Bypass(args) if args.off => (args.target, ControlRequest::BypassOff),
         DrillCommand::Bypass(args) => {
             let seconds = args.duration.map(|d| d.as_secs()).unwrap_or(0);

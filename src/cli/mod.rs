@@ -4,6 +4,8 @@
 //! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 3 invalid
 //! configuration.
 
+mod bench;
+mod bundle;
 mod ca;
 mod config_check;
 mod demo;
@@ -49,6 +51,11 @@ enum Command {
     /// The site's certificate authority (server and client certificates)
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Signed configuration bundles: keygen, pack, sign, verify, import, status, rollback
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a parsed command line and turns its outcome into an exit code.
@@ -58,8 +65,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(cmd) => config_check::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Secret(cmd) => secret::run(cmd),
+        Command::Bundle(cmd) => bundle::run(cmd),
         Command::Drill(cmd) => drill::run(cmd),
         Command::Reload(target) => reload::run(target),
+        Command::Bench(args) => bench::run(args),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run(cmd).map(|()| ExitCode::SUCCESS)

@@ -56,6 +56,12 @@ pub struct TlsFile {
     pub private_key: PathBuf,
     /// Trust anchors for client certificates (RFC 8705); absent = no client certificates.
     pub client_ca: Option<PathBuf>,
+    /// CRLs (PEM, one or more) checked for every client certificate.
+    pub client_crl: Option<PathBuf>,
+    /// TLS-terminating proxies whose RFC 9440 `Client-Cert` header is honoured; from any
+    /// other peer the header is ignored (and logged).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,11 +128,29 @@ pub enum StorageKind {
     Redis,
 }
 
+/// `storage:`: where nonces, jti claims and token records live. `sled` (default) needs
+/// nothing more; `redis` (multi-node sites, see docs/multi-node.md) needs `url`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StorageFile {
     #[serde(default)]
     pub kind: StorageKind,
+    /// `redis://host:port/db`, `rediss://host:port/db` (TLS) or `unix:///path/redis.sock`.
+    pub url: Option<String>,
+    /// The namespace of this site's keys (`sealkit:<site>:…`); default: the issuer's host.
+    pub site: Option<String>,
+    /// The Redis ACL user (default: Redis's `default` user).
+    pub username: Option<String>,
+    /// A file holding the Redis password (one line); never the password itself.
+    pub password_file: Option<PathBuf>,
+    /// For `rediss://`: the CA certificate(s) that signed the Redis server certificate.
+    pub ca_file: Option<PathBuf>,
+    /// How long one store call may take before it fails (the request then gets a 503).
+    pub timeout: Option<HumanDuration>,
+    /// Never accepted: read only so that an inline password is refused with a reason rather
+    /// than an "unknown field". `IgnoredAny` keeps the value itself out of memory.
+    #[serde(default)]
+    pub password: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -134,6 +158,26 @@ pub struct StorageFile {
 pub struct SecurityFile {
     #[serde(default)]
     pub sender_constraints: SenderConstraintsFile,
+    #[serde(default)]
+    pub fresh_auth: FreshAuthFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FreshAuthFile {
+    /// How long a successful `/fresh-auth` counts as fresh.
+    #[serde(default = "default_fresh_auth_window")]
+    pub window: HumanDuration,
+}
+impl Default for FreshAuthFile {
+    fn default() -> Self {
+        FreshAuthFile {
+            window: default_fresh_auth_window(),
+        }
+    }
+}
+fn default_fresh_auth_window() -> HumanDuration {
+    HumanDuration::secs(300)
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -249,8 +293,18 @@ pub struct TenantFile {
 pub struct ClientFile {
     pub id: String,
     pub tenant: String,
+    /// `client_secret_basic` (default; `client_secret_post` is accepted too),
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2).
+    pub auth_method: Option<String>,
     /// `sha256:<base64url>` of the secret `sealkit secret generate` printed.
     pub secret_hash: Option<String>,
+    /// `tls_client_auth`: the SAN URI the certificate must carry (exactly).
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: the subject DN (RFC 4514) the certificate must carry (exactly).
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `self_signed_tls_client_auth`: `x5t#S256` of the registered certificate(s).
+    #[serde(default)]
+    pub certificate_thumbprints: Vec<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
@@ -365,11 +419,20 @@ pub struct BypassWindow {
     pub reason: String,
 }
 
+/// How a client authenticates.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// `client_secret_basic` / `client_secret_post`.
+    Secret(crate::secret::SecretHash),
+    /// `tls_client_auth` / `self_signed_tls_client_auth`.
+    Certificate(crate::mtls::CertificateIdentity),
+}
+
 #[derive(Clone)]
 pub struct ClientSettings {
     pub id: String,
     pub tenant: String,
-    pub secret_hash: Option<crate::secret::SecretHash>,
+    pub auth: ClientAuth,
     pub scopes: Vec<String>,
     pub audience: Vec<String>,
     /// The effective policy: the tenant's, tightened by the client's registration.
@@ -381,11 +444,43 @@ impl fmt::Debug for ClientSettings {
         f.debug_struct("ClientSettings")
             .field("id", &self.id)
             .field("tenant", &self.tenant)
-            .field("secret_hash", &"<redacted>")
+            .field(
+                "auth",
+                &match &self.auth {
+                    ClientAuth::Secret(_) => "secret <redacted>".to_string(),
+                    ClientAuth::Certificate(c) => format!("{c:?}"),
+                },
+            )
             .field("policy", &self.policy)
             .finish()
     }
 }
+
+/// The validated `storage:` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSettings {
+    pub kind: StorageKind,
+    /// Present exactly when `kind` is `redis`.
+    pub redis: Option<RedisSettings>,
+}
+
+/// How to reach the site's Redis. Holds no secret: the password stays in its file until the
+/// store is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// The URL as configured (it carries no credentials: validation refuses them).
+    pub url: String,
+    /// The key namespace: every key is `sealkit:<site>:…`.
+    pub site: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// The deadline of every store call.
+    pub timeout: Duration,
+}
+
+/// The default deadline of one Redis call.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct LoggingSettings {
@@ -415,12 +510,17 @@ pub struct Settings {
     pub tls_certificate: PathBuf,
     pub tls_private_key: PathBuf,
     pub tls_client_ca: Option<PathBuf>,
+    pub tls_client_crl: Option<PathBuf>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub fresh_auth_window: Duration,
     pub data_dir: PathBuf,
     pub token_lifetime: Duration,
     pub logging: LoggingSettings,
     pub limits: LimitsSettings,
     pub metrics_listen: Option<SocketAddr>,
     pub storage: StorageKind,
+    /// The backend's connection settings (`storage` above is `storage_settings.kind`).
+    pub storage_settings: StorageSettings,
     pub dpop: DpopSettings,
     pub tenants: BTreeMap<String, TenantPolicy>,
     pub clients: BTreeMap<String, Arc<ClientSettings>>,
@@ -511,10 +611,33 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
     let tls_certificate = resolve(base, &file.tls.certificate);
     let tls_private_key = resolve(base, &file.tls.private_key);
     let tls_client_ca = file.tls.client_ca.as_ref().map(|p| resolve(base, p));
+    let tls_client_crl = file.tls.client_crl.as_ref().map(|p| resolve(base, p));
+    if tls_client_crl.is_some() && tls_client_ca.is_none() {
+        problems.add("tls.clientCrl", "a CRL needs tls.clientCa");
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in file.tls.trusted_proxies.iter().enumerate() {
+        match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => trusted_proxies.push(ip),
+            Err(_) => problems.add(format!("tls.trustedProxies[{i}]"), "must be an IP address"),
+        }
+    }
+    if !trusted_proxies.is_empty() && tls_client_ca.is_none() {
+        problems.add(
+            "tls.trustedProxies",
+            "forwarded client certificates are verified against tls.clientCa, which is missing",
+        );
+    }
+    let fresh_auth_window = file.security.fresh_auth.window.0;
+    if fresh_auth_window < Duration::from_secs(10) || fresh_auth_window > Duration::from_secs(3600)
+    {
+        problems.add("security.freshAuth.window", "must be between 10s and 1h");
+    }
     for (key, path) in [
         ("tls.certificate", Some(&tls_certificate)),
         ("tls.privateKey", Some(&tls_private_key)),
         ("tls.clientCa", tls_client_ca.as_ref()),
+        ("tls.clientCrl", tls_client_crl.as_ref()),
     ] {
         if let Some(path) = path {
             if !path.is_file() {
@@ -601,6 +724,8 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
         },
     };
 
+    let storage_settings = validate_storage(&file.storage, base, &issuer, &mut problems);
+
     let dpop = validate_dpop(
         &file.security.sender_constraints.dpop,
         file.storage.kind,
@@ -645,22 +770,7 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
             );
             continue;
         };
-        let secret_hash = match &client.secret_hash {
-            Some(text) => match crate::secret::SecretHash::parse(text) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    problems.add(format!("{path}.secretHash"), e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
-        if client.secret_hash.is_none() {
-            problems.add(
-                format!("{path}.secretHash"),
-                "a client needs a credential (sealkit secret generate)",
-            );
-        }
+        let auth = validate_client_auth(client, &path, tls_client_ca.is_some(), &mut problems);
         if client.audience.is_empty() {
             problems.add(
                 format!("{path}.audience"),
@@ -707,10 +817,16 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
                 "requires DPoP but security.senderConstraints.dpop.enabled is false",
             );
         }
+        if constraint.mentions_mtls() && tls_client_ca.is_none() {
+            problems.add(
+                format!("{path}.senderConstraint"),
+                format!("`{constraint}` needs client certificates: set tls.clientCa"),
+            );
+        }
         let settings = ClientSettings {
             id: client.id.clone(),
             tenant: client.tenant.clone(),
-            secret_hash,
+            auth: auth.unwrap_or(ClientAuth::Secret(crate::secret::SecretHash::of(""))),
             scopes: client.scopes.clone(),
             audience: client.audience.clone(),
             policy: TenantPolicy {
@@ -752,16 +868,230 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
         tls_certificate,
         tls_private_key,
         tls_client_ca,
+        tls_client_crl,
+        trusted_proxies,
+        fresh_auth_window,
         data_dir,
         token_lifetime,
         logging,
         limits,
         metrics_listen,
         storage: file.storage.kind,
+        storage_settings,
         dpop,
         tenants,
         clients,
     })
+}
+
+/// The `storage:` block: Redis settings only with `kind: redis`, never a password inline.
+fn validate_storage(
+    file: &StorageFile,
+    base: &Path,
+    issuer: &str,
+    problems: &mut Problems,
+) -> StorageSettings {
+    const P: &str = "storage";
+    if file.password.is_some() {
+        problems.add(
+            format!("{P}.password"),
+            "a password is never written in the configuration (the file is copied into \
+             bundles, backups and diffs); put it alone in a file readable only by sealkit \
+             and name that file with storage.passwordFile",
+        );
+    }
+    if file.kind == StorageKind::Sled {
+        for (key, present) in [
+            ("url", file.url.is_some()),
+            ("site", file.site.is_some()),
+            ("username", file.username.is_some()),
+            ("passwordFile", file.password_file.is_some()),
+            ("caFile", file.ca_file.is_some()),
+            ("timeout", file.timeout.is_some()),
+        ] {
+            if present {
+                problems.add(format!("{P}.{key}"), "only used with storage.kind: redis");
+            }
+        }
+        return StorageSettings {
+            kind: StorageKind::Sled,
+            redis: None,
+        };
+    }
+
+    let url = file.url.clone().unwrap_or_default();
+    let mut tls = false;
+    if file.url.is_none() {
+        problems.add(
+            format!("{P}.url"),
+            "storage.kind: redis needs a url (redis://host:port/db, rediss://host:port/db or unix:///path/redis.sock)",
+        );
+    } else {
+        match url::Url::parse(&url) {
+            Err(e) => problems.add(format!("{P}.url"), format!("not a URL: {e}")),
+            Ok(u) => {
+                if u.password().is_some() {
+                    problems.add(
+                        format!("{P}.url"),
+                        "must not carry a password: the configuration is no place for it; use storage.passwordFile",
+                    );
+                } else if !u.username().is_empty() {
+                    problems.add(
+                        format!("{P}.url"),
+                        "must not carry a user name; use storage.username",
+                    );
+                }
+                if u.fragment().is_some() {
+                    problems.add(
+                        format!("{P}.url"),
+                        "must not have a #fragment (`#insecure` would turn off certificate checks)",
+                    );
+                }
+                match u.scheme() {
+                    "redis" | "rediss" => {
+                        tls = u.scheme() == "rediss";
+                        if u.host_str().map_or(true, str::is_empty) {
+                            problems.add(format!("{P}.url"), "must name the Redis host");
+                        }
+                        let db = u.path().trim_start_matches('/');
+                        if !db.is_empty() && db.parse::<u16>().is_err() {
+                            problems.add(
+                                format!("{P}.url"),
+                                "the path is the database number, e.g. redis://10.0.0.5:6379/0",
+                            );
+                        }
+                        if u.query().is_some() {
+                            problems.add(format!("{P}.url"), "must not have a query");
+                        }
+                    }
+                    "unix" => {
+                        if !u.path().starts_with('/') || u.path().len() < 2 {
+                            problems.add(
+                                format!("{P}.url"),
+                                "must name the socket by its absolute path, e.g. unix:///run/redis/redis.sock",
+                            );
+                        }
+                        for (key, value) in u.query_pairs() {
+                            if key != "db" || value.parse::<u16>().is_err() {
+                                problems.add(
+                                    format!("{P}.url"),
+                                    "the only query a unix URL may have is ?db=<number>",
+                                );
+                            }
+                        }
+                    }
+                    other => problems.add(
+                        format!("{P}.url"),
+                        format!("scheme `{other}` is not redis://, rediss:// or unix://"),
+                    ),
+                }
+            }
+        }
+    }
+
+    // The site: a key namespace that an ACL pattern `~sealkit:<site>:*` can grant exactly.
+    let site = match &file.site {
+        Some(site) => {
+            if site.is_empty()
+                || site.len() > 64
+                || !site
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                problems.add(
+                    format!("{P}.site"),
+                    "must be 1-64 of A-Z a-z 0-9 - _ . (no `:`, `*` or spaces: it is a key namespace)",
+                );
+            }
+            site.clone()
+        }
+        None => url::Url::parse(issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .map(|host| {
+                host.trim_matches(['[', ']'])
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .take(64)
+                    .collect::<String>()
+            })
+            .unwrap_or_default(),
+    };
+
+    if let Some(user) = &file.username {
+        if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            problems.add(
+                format!("{P}.username"),
+                "must be a non-empty name without spaces",
+            );
+        }
+    }
+
+    let password_file = file.password_file.as_ref().map(|p| resolve(base, p));
+    if let Some(path) = &password_file {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => {
+                if meta.permissions().mode() & 0o004 != 0 {
+                    problems.add(
+                        format!("{P}.passwordFile"),
+                        format!(
+                            "{} is readable by every user; chmod 600 it (or 640 with sealkit's group)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+            _ => problems.add(
+                format!("{P}.passwordFile"),
+                format!("{} is not a readable file", path.display()),
+            ),
+        }
+    }
+
+    let ca_file = file.ca_file.as_ref().map(|p| resolve(base, p));
+    match &ca_file {
+        Some(path) if !tls => problems.add(
+            format!("{P}.caFile"),
+            format!(
+                "only used with rediss:// URLs (TLS); {} would be ignored",
+                path.display()
+            ),
+        ),
+        Some(path) if !path.is_file() => problems.add(
+            format!("{P}.caFile"),
+            format!("{} is not a readable file", path.display()),
+        ),
+        None if tls => problems.add(
+            format!("{P}.caFile"),
+            "rediss:// needs caFile: the site CA that signed the Redis server certificate \
+             (the system trust store is not consulted)",
+        ),
+        _ => {}
+    }
+
+    let timeout = file.timeout.map(|d| d.0).unwrap_or(DEFAULT_REDIS_TIMEOUT);
+    if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(10) {
+        problems.add(format!("{P}.timeout"), "must be between 10ms and 10s");
+    }
+
+    StorageSettings {
+        kind: StorageKind::Redis,
+        redis: Some(RedisSettings {
+            url,
+            site,
+            username: file.username.clone(),
+            password_file,
+            ca_file,
+            timeout,
+        }),
+    }
 }
 
 fn validate_dpop(
@@ -886,5 +1216,97 @@ fn validate_dpop(
         nonce_required: file.nonce.required,
         nonce_ttl,
         bypass,
+    }
+}
+
+/// The client's authentication method and credential, or `None` after recording problems.
+fn validate_client_auth(
+    client: &ClientFile,
+    path: &str,
+    client_ca: bool,
+    problems: &mut Problems,
+) -> Option<ClientAuth> {
+    use crate::mtls::CertificateIdentity;
+    let method = client
+        .auth_method
+        .as_deref()
+        .unwrap_or("client_secret_basic");
+    let has_tls_fields = client.tls_client_auth_san_uri.is_some()
+        || client.tls_client_auth_subject_dn.is_some()
+        || !client.certificate_thumbprints.is_empty();
+    match method {
+        "client_secret_basic" | "client_secret_post" => {
+            if has_tls_fields {
+                problems.add(format!("{path}.authMethod"), "certificate fields need authMethod tls_client_auth or self_signed_tls_client_auth");
+            }
+            match client
+                .secret_hash
+                .as_deref()
+                .map(crate::secret::SecretHash::parse)
+            {
+                Some(Ok(hash)) => Some(ClientAuth::Secret(hash)),
+                Some(Err(e)) => {
+                    problems.add(format!("{path}.secretHash"), e.to_string());
+                    None
+                }
+                None => {
+                    problems.add(
+                        format!("{path}.secretHash"),
+                        "a client needs a credential (sealkit secret generate)",
+                    );
+                    None
+                }
+            }
+        }
+        "tls_client_auth" | "self_signed_tls_client_auth" => {
+            if client.secret_hash.is_some() {
+                problems.add(
+                    format!("{path}.secretHash"),
+                    format!("{method} clients authenticate with their certificate, not a secret"),
+                );
+            }
+            if !client_ca {
+                problems.add(
+                    format!("{path}.authMethod"),
+                    format!("{method} needs client certificates: set tls.clientCa"),
+                );
+            }
+            if method == "tls_client_auth" {
+                let (uri, dn) = (
+                    &client.tls_client_auth_san_uri,
+                    &client.tls_client_auth_subject_dn,
+                );
+                if uri.is_some() == dn.is_some() {
+                    problems.add(format!("{path}.authMethod"), "tls_client_auth needs exactly one of tlsClientAuthSanUri, tlsClientAuthSubjectDn");
+                    return None;
+                }
+                Some(ClientAuth::Certificate(CertificateIdentity::Pki {
+                    san_uri: uri.clone(),
+                    subject_dn: dn.clone(),
+                }))
+            } else {
+                let valid = |t: &String| {
+                    t.len() == 43
+                        && base64::Engine::decode(
+                            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                            t,
+                        )
+                        .is_ok()
+                };
+                if client.certificate_thumbprints.is_empty()
+                    || !client.certificate_thumbprints.iter().all(valid)
+                {
+                    problems.add(format!("{path}.certificateThumbprints"), "list the x5t#S256 (43 base64url characters) of each registered certificate");
+                    return None;
+                }
+                Some(ClientAuth::Certificate(CertificateIdentity::SelfSigned {
+                    thumbprints: client.certificate_thumbprints.clone(),
+                }))
+            }
+        }
+        other => {
+            problems.add(format!("{path}.authMethod"), format!("unknown method `{other}` (client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth)"));
+            None
+        }
     }
 }

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub token_url: EndpointUrl,
     pub discovery: Bytes,
     pub tls: Arc<rustls::ServerConfig>,
+    /// Judges client-certificate chains (client CA + CRLs), when client CAs are configured.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl Snapshot {
@@ -38,12 +40,14 @@ impl Snapshot {
         let discovery = Bytes::from(
             serde_json::to_vec(&super::meta::discovery_document(&settings)).unwrap_or_default(),
         );
-        let tls = super::tls::server_config(&settings)?;
+        let client_verifier = super::tls::client_verifier(&settings)?;
+        let tls = super::tls::server_config(&settings, client_verifier.clone())?;
         Ok(Snapshot {
             settings: Arc::new(settings),
             token_url,
             discovery,
             tls,
+            client_verifier,
         })
     }
 }

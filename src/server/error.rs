@@ -31,11 +31,12 @@ pub enum OAuthError {
     /// RFC 9449 §8: the client must (re)try with this server nonce.
     #[error("use_dpop_nonce")]
     UseDpopNonce { description: String, nonce: String },
-    /// RFC 9449 §7.1: a proof that failed a check (400) or was replayed (401).
+    /// RFC 9449 §7.1: a proof that failed a check (400 at the token endpoint), or that was
+    /// replayed or came with an access token (`unauthorized`: 401 + `WWW-Authenticate`).
     #[error("invalid_dpop_proof")]
     InvalidDpopProof {
         description: String,
-        replayed: bool,
+        unauthorized: bool,
         algs: String,
     },
     /// RFC 6750 §3.1: a token that is not (or no longer) acceptable for this sender.
@@ -76,10 +77,10 @@ impl OAuthError {
             }
             Self::InvalidDpopProof {
                 description,
-                replayed,
+                unauthorized,
                 ..
             } => (
-                if *replayed {
+                if *unauthorized {
                     StatusCode::UNAUTHORIZED
                 } else {
                     StatusCode::BAD_REQUEST
@@ -124,7 +125,7 @@ impl OAuthError {
                 }
             }
             Self::InvalidDpopProof {
-                replayed: true,
+                unauthorized: true,
                 algs,
                 ..
             } => {

@@ -8,6 +8,7 @@ use super::authority::Authority;
 use super::error::OAuthError;
 use super::request::{authenticate_client, Form};
 use super::response::{json_response, Response};
+use super::{request_certificate, ConnectionContext};
 use crate::store::TokenId;
 use crate::telemetry::events;
 use crate::telemetry::metrics::ReasonLabel;
@@ -20,11 +21,20 @@ fn inactive() -> Response {
 
 pub async fn introspect(
     authority: &Authority,
+    connection: &ConnectionContext,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    let (caller, _) = authenticate_client(&authority.current().settings, headers, &form)?;
+    let snapshot = authority.current();
+    let certificate = request_certificate(&snapshot, connection, headers);
+    let (caller, _) = authenticate_client(
+        &snapshot.settings,
+        headers,
+        &form,
+        &certificate,
+        &authority.metrics,
+    )?;
     if !caller.may_introspect {
         return Err(OAuthError::UnauthorizedClient(
             "this client may not introspect tokens".into(),
@@ -96,11 +106,20 @@ pub async fn introspect(
 
 pub async fn revoke(
     authority: &Authority,
+    connection: &ConnectionContext,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
     let form = Form::parse(headers, body)?;
-    let (caller, _) = authenticate_client(&authority.current().settings, headers, &form)?;
+    let snapshot = authority.current();
+    let certificate = request_certificate(&snapshot, connection, headers);
+    let (caller, _) = authenticate_client(
+        &snapshot.settings,
+        headers,
+        &form,
+        &certificate,
+        &authority.metrics,
+    )?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;

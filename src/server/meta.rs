@@ -24,8 +24,22 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "revocation_endpoint_auth_methods_supported": secret_methods,
         "dpop_signing_alg_values_supported": settings.dpop.allowed_algorithms.iter().flat_map(|a| a.advertised_names()).collect::<Vec<_>>(),
     });
+    doc["fresh_auth_endpoint"] = json!(format!("{issuer}/fresh-auth"));
     if settings.tls_client_ca.is_some() {
         doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+        let all_methods = [
+            "client_secret_basic",
+            "client_secret_post",
+            "tls_client_auth",
+            "self_signed_tls_client_auth",
+        ];
+        for key in [
+            "token_endpoint_auth_methods_supported",
+            "introspection_endpoint_auth_methods_supported",
+            "revocation_endpoint_auth_methods_supported",
+        ] {
+            doc[key] = json!(all_methods);
+        }
     }
     doc
 }

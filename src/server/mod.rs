@@ -7,6 +7,7 @@
 pub mod authority;
 mod control_listener;
 pub mod error;
+mod fresh_auth;
 mod introspection;
 pub mod meta;
 mod request;
@@ -16,12 +17,13 @@ mod token_endpoint;
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::sled_store::SledStore;
+use crate::mtls::PeerCertificate;
 use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::{EndpointLabel, KindLabel, Metrics};
 use crate::token::SigningKey;
 use authority::Authority;
+use authority::Snapshot;
 use bytes::Bytes;
 use error::OAuthError;
 use http::{Method, Request};
@@ -30,7 +32,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use response::Response;
-use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,14 +61,74 @@ pub enum ServerError {
 #[derive(Debug, Clone)]
 pub struct ConnectionContext {
     pub peer: SocketAddr,
-    /// `x5t#S256` of the verified client certificate (RFC 8705 §3.1), if one was presented.
-    pub client_certificate_thumbprint: Option<String>,
+    /// The client certificate presented in the handshake (RFC 8705), judged once.
+    pub client_certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// base64url(SHA-256(DER)) of a certificate: its `x5t#S256`.
-pub fn certificate_thumbprint(der: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+/// The client certificate a request is made with.
+#[derive(Debug, Clone)]
+pub enum RequestCertificate {
+    Present(Arc<PeerCertificate>),
+    Absent,
+    /// The request came through a trusted proxy that forwarded no `Client-Cert`: the
+    /// certificate context was lost on the way (metric reason `context-missing`).
+    ContextMissing,
+}
+
+impl RequestCertificate {
+    pub fn certificate(&self) -> Option<&PeerCertificate> {
+        match self {
+            Self::Present(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Decides which client certificate a request carries: the connection's own, or — only
+/// from a configured trusted proxy — the one in its RFC 9440 `Client-Cert` header.
+pub fn request_certificate(
+    snapshot: &Snapshot,
+    connection: &ConnectionContext,
+    headers: &http::HeaderMap,
+) -> RequestCertificate {
+    let forwarded = headers.get("client-cert");
+    let from_trusted_proxy = snapshot
+        .settings
+        .trusted_proxies
+        .contains(&connection.peer.ip());
+    if !from_trusted_proxy {
+        if forwarded.is_some() {
+            tracing::warn!(
+                event = events::SENDER_CONSTRAINT, decision = "ignored", reason = "client-cert-header-from-untrusted-peer",
+                peer = %connection.peer,
+            );
+        }
+        return match &connection.client_certificate {
+            Some(c) => RequestCertificate::Present(c.clone()),
+            None => RequestCertificate::Absent,
+        };
+    }
+    let (Some(value), Some(verifier)) = (forwarded, &snapshot.client_verifier) else {
+        return RequestCertificate::ContextMissing;
+    };
+    let Some(leaf) = crate::mtls::parse_client_cert_header(value.as_bytes()) else {
+        return RequestCertificate::ContextMissing;
+    };
+    let mut chain = vec![rustls::pki_types::CertificateDer::from(leaf)];
+    if let Some(extra) = headers
+        .get("client-cert-chain")
+        .and_then(|v| crate::mtls::parse_client_cert_chain_header(v.as_bytes()))
+    {
+        chain.extend(
+            extra
+                .into_iter()
+                .map(rustls::pki_types::CertificateDer::from),
+        );
+    }
+    match PeerCertificate::inspect(&chain, verifier.as_ref()) {
+        Some(c) => RequestCertificate::Present(Arc::new(c)),
+        None => RequestCertificate::ContextMissing,
+    }
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing; it holds keys and the store.
@@ -115,7 +176,7 @@ pub async fn start(
     let snapshot = authority::Snapshot::build(settings)?;
     let settings = snapshot.settings.clone();
     let signing_key = SigningKey::load_or_create(&settings.data_dir)?;
-    let store: Arc<dyn SenderStore> = Arc::new(SledStore::open(&settings.data_dir.join("store"))?);
+    let store: Arc<dyn SenderStore> = crate::store::open_store(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     let authority = Arc::new(
         Authority::start(
@@ -201,6 +262,15 @@ impl RunningServer {
 
 /// `sealkit serve`: binds, serves until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(settings: Settings, config_path: std::path::PathBuf) -> Result<(), ServerError> {
+    let server = bind_and_start(settings, config_path).await?;
+    server.serve_until_signal().await
+}
+
+/// Binds the configured address and starts serving (what `run` does before waiting).
+pub async fn bind_and_start(
+    settings: Settings,
+    config_path: std::path::PathBuf,
+) -> Result<RunningServer, ServerError> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ServerError::Io {
@@ -213,8 +283,15 @@ pub async fn run(settings: Settings, config_path: std::path::PathBuf) -> Result<
     };
     let server = start(settings, listener, options).await?;
     println!("sealkit listening on https://{}", server.addr);
-    wait_for_termination(&server.authority).await;
-    server.shutdown().await
+    Ok(server)
+}
+
+impl RunningServer {
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down gracefully.
+    pub async fn serve_until_signal(self) -> Result<(), ServerError> {
+        wait_for_termination(&self.authority).await;
+        self.shutdown().await
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; SIGHUP reloads the configuration meanwhile.
@@ -271,6 +348,7 @@ async fn accept_loop(
         let snapshot = authority.current();
         let acceptor = tokio_rustls::TlsAcceptor::from(snapshot.tls.clone());
         let limits = snapshot.settings.limits.clone();
+        let verifier = snapshot.client_verifier.clone();
         drop(snapshot);
         let authority = authority.clone();
         let watcher = graceful.watcher();
@@ -286,14 +364,15 @@ async fn accept_loop(
                 }
                 Err(_) => return,
             };
+            let client_certificate = match (tls.get_ref().1.peer_certificates(), &verifier) {
+                (Some(chain), Some(verifier)) => {
+                    PeerCertificate::inspect(chain, verifier.as_ref()).map(Arc::new)
+                }
+                _ => None,
+            };
             let context = Arc::new(ConnectionContext {
                 peer,
-                client_certificate_thumbprint: tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|leaf| certificate_thumbprint(leaf.as_ref())),
+                client_certificate,
             });
             let service = service_fn(move |request| {
                 let authority = authority.clone();
@@ -327,10 +406,11 @@ async fn dispatch(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let (endpoint, result): (&'static str, Result<Response, OAuthError>) = match path {
-        "/token" | "/introspect" | "/revoke" => {
+        "/token" | "/introspect" | "/revoke" | "/fresh-auth" => {
             let endpoint = match path {
                 "/token" => "token",
                 "/introspect" => "introspect",
+                "/fresh-auth" => "fresh-auth",
                 _ => "revoke",
             };
             if parts.method != Method::POST {
@@ -346,9 +426,22 @@ async fn dispatch(
                                     .await
                             }
                             "introspect" => {
-                                introspection::introspect(authority, &parts.headers, &body).await
+                                introspection::introspect(
+                                    authority,
+                                    connection,
+                                    &parts.headers,
+                                    &body,
+                                )
+                                .await
                             }
-                            _ => introspection::revoke(authority, &parts.headers, &body).await,
+                            "fresh-auth" => {
+                                fresh_auth::handle(authority, connection, &parts.headers, &body)
+                                    .await
+                            }
+                            _ => {
+                                introspection::revoke(authority, connection, &parts.headers, &body)
+                                    .await
+                            }
                         };
                         (endpoint, result)
                     }

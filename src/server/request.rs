@@ -1,9 +1,11 @@
 //! Request parsing shared by the endpoints: the form body (RFC 6749 §3.2: each parameter at
-//! most once) and client authentication (`client_secret_basic`, `client_secret_post`).
+//! most once) and client authentication (`client_secret_basic`, `client_secret_post`,
+//! `tls_client_auth`, `self_signed_tls_client_auth`).
 
 use super::error::OAuthError;
-use crate::config::ClientSettings;
-use crate::config::Settings;
+use super::RequestCertificate;
+use crate::config::{ClientAuth, ClientSettings, Settings};
+use crate::telemetry::metrics::{Metrics, ReasonLabel};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
@@ -52,6 +54,8 @@ impl Form {
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// `tls_client_auth` or `self_signed_tls_client_auth`.
+    Certificate,
 }
 
 fn invalid_client(basic: bool) -> OAuthError {
@@ -61,13 +65,19 @@ fn invalid_client(basic: bool) -> OAuthError {
     }
 }
 
-/// Authenticates the calling client by secret. Exactly one method may be used.
+/// Authenticates the calling client. Exactly one method may be used: a secret (Basic or in
+/// the body), or — for clients registered for it — the TLS client certificate.
 pub fn authenticate_client(
     settings: &Settings,
     headers: &HeaderMap,
     form: &Form,
+    certificate: &RequestCertificate,
+    metrics: &Metrics,
 ) -> Result<(Arc<ClientSettings>, AuthMethod), OAuthError> {
     let authorization = headers.get(http::header::AUTHORIZATION);
+    if authorization.is_none() && form.get("client_secret").is_none() {
+        return authenticate_by_certificate(settings, form, certificate, metrics);
+    }
     let (client_id, secret, method) = match authorization {
         Some(value) => {
             if form.get("client_secret").is_some() {
@@ -120,9 +130,9 @@ pub fn authenticate_client(
     let client = settings.clients.get(&client_id);
     // Compare against something even for an unknown client so response time does not
     // reveal which client ids exist.
-    let matched = match client.and_then(|c| c.secret_hash.as_ref()) {
-        Some(hash) => hash.matches(&secret),
-        None => {
+    let matched = match client.map(|c| &c.auth) {
+        Some(ClientAuth::Secret(hash)) => hash.matches(&secret),
+        _ => {
             let _ = crate::secret::SecretHash::of("").matches(&secret);
             false
         }
@@ -131,4 +141,47 @@ pub fn authenticate_client(
         Some(client) if matched => Ok((client.clone(), method)),
         _ => Err(invalid_client(basic)),
     }
+}
+
+/// RFC 8705 §2: `client_id` in the body, the certificate as the credential.
+fn authenticate_by_certificate(
+    settings: &Settings,
+    form: &Form,
+    certificate: &RequestCertificate,
+    metrics: &Metrics,
+) -> Result<(Arc<ClientSettings>, AuthMethod), OAuthError> {
+    let client = form
+        .get("client_id")
+        .and_then(|id| settings.clients.get(id))
+        .ok_or_else(|| invalid_client(false))?;
+    let ClientAuth::Certificate(identity) = &client.auth else {
+        return Err(invalid_client(false));
+    };
+    let reason = match certificate {
+        RequestCertificate::Present(c) if identity.matches(c) => {
+            return Ok((client.clone(), AuthMethod::Certificate))
+        }
+        RequestCertificate::Present(c) => {
+            tracing::info!(
+                event = crate::telemetry::events::SENDER_CONSTRAINT, client = %client.id, decision = "reject",
+                reason = "certificate-does-not-authenticate-client", chain = ?c.chain,
+            );
+            return Err(OAuthError::InvalidClient {
+                description: "the client certificate does not authenticate this client".into(),
+                basic_challenge: false,
+            });
+        }
+        RequestCertificate::Absent => "missing-certificate",
+        RequestCertificate::ContextMissing => "context-missing",
+    };
+    metrics
+        .mtls_mismatch
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+    Err(OAuthError::InvalidClient {
+        description:
+            "this client authenticates with its TLS client certificate, and none was presented"
+                .into(),
+        basic_challenge: false,
+    })
 }

@@ -67,7 +67,9 @@ pub async fn handle(
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
     }
-    let (client, _method) = authenticate_client(settings, headers, &form)?;
+    let request_cert = super::request_certificate(&snapshot, connection, headers);
+    let (client, method) =
+        authenticate_client(settings, headers, &form, &request_cert, &authority.metrics)?;
 
     // Scope: a subset of the registered scopes; all of them when none is asked for.
     let scope = match form.get("scope") {
@@ -132,7 +134,7 @@ pub async fn handle(
                     rejected(&judgement, "invalid-proof");
                     return Err(OAuthError::InvalidDpopProof {
                         description: e.to_string(),
-                        replayed: false,
+                        unauthorized: false,
                         algs: settings.dpop.algs_header.clone(),
                     });
                 }
@@ -193,7 +195,7 @@ pub async fn handle(
                 );
                 return Err(OAuthError::InvalidDpopProof {
                     description: "this DPoP proof was already used".into(),
-                    replayed: true,
+                    unauthorized: true,
                     algs: settings.dpop.algs_header.clone(),
                 });
             }
@@ -202,7 +204,12 @@ pub async fn handle(
     }
 
     // --- Policy -----------------------------------------------------------------------------
-    let certificate = connection.client_certificate_thumbprint.as_deref();
+    // A certificate proves possession for this client when its chain verified against the
+    // site CA, or when it is the self-signed certificate this client registered.
+    let certificate = request_cert.certificate().filter(|c| {
+        c.chain_verified()
+            || matches!(&client.auth, crate::config::ClientAuth::Certificate(identity) if identity.matches(c))
+    });
     let has_dpop = proof.is_some();
     let has_mtls = certificate.is_some();
     let mut bypassed = false;
@@ -228,34 +235,56 @@ pub async fn handle(
                 nonce,
             });
         } else {
-            authority
-                .metrics
-                .mtls_mismatch
-                .get_or_create(&ReasonLabel {
-                    reason: "missing-certificate",
-                })
-                .inc();
+            // No usable certificate: absent, lost behind a proxy, or presented but neither
+            // chained to the site CA (expired, revoked, unknown issuer) nor registered.
+            let (reason, description) = match (&request_cert, request_cert.certificate()) {
+                (super::RequestCertificate::ContextMissing, _) => (
+                    "context-missing",
+                    "the proxy forwarded no client certificate".to_string(),
+                ),
+                (_, Some(c)) => (
+                    "untrusted-certificate",
+                    format!(
+                        "the client certificate is not accepted: {}",
+                        c.chain.clone().err().unwrap_or_default()
+                    ),
+                ),
+                _ => (
+                    "missing-certificate",
+                    "this client must present a client certificate (mutual TLS)".to_string(),
+                ),
+            };
+            if reason != "untrusted-certificate" {
+                authority
+                    .metrics
+                    .mtls_mismatch
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
             if dpop_involved {
-                rejected(&judgement, "missing-certificate");
+                rejected(&judgement, reason);
             }
             tracing::info!(
                 event = events::SENDER_CONSTRAINT,
                 tenant = %client.tenant, client = %client.id,
-                decision = "reject", reason = "client-certificate-missing", required = %policy.constraint,
+                decision = "reject", reason, required = %policy.constraint,
             );
             return Err(OAuthError::InvalidClient {
-                description: "this client must present a client certificate (mutual TLS)".into(),
+                description,
                 basic_challenge: false,
             });
         }
     }
 
     // --- Mint ---------------------------------------------------------------------------------
-    let binds_certificate = has_mtls && policy.constraint.mentions_mtls();
+    // RFC 8705 §3: bind when the policy involves the certificate or the client
+    // authenticated with it.
+    let binds_certificate = has_mtls
+        && (policy.constraint.mentions_mtls() || method == super::request::AuthMethod::Certificate);
     let cnf = Confirmation {
         jkt: proof.as_ref().map(|p| p.jkt.clone()),
         x5t_s256: if binds_certificate {
-            certificate.map(str::to_string)
+            certificate.map(|c| c.thumbprint.clone())
         } else {
             None
         },

@@ -11,12 +11,19 @@
 //! hundred milliseconds, and a restart after an unclean shutdown raises a *fence*: every
 //! DPoP request must then carry a nonce minted after the restart, until the replay window
 //! has passed. A proof accepted just before a crash can therefore never be accepted again.
+//!
+//! Two backends: `sled_store` (embedded, one node) and `redis_store` (shared by the nodes
+//! of a multi-node site; its module doc says what the restart fence means there).
+//! [`open_store`] picks the one the configuration names.
 
+pub mod redis_store;
 pub mod sled_store;
 
+use crate::config::{Settings, StorageKind};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Why the store could not answer. Callers fail closed: no token without a replay check.
 #[derive(Debug, thiserror::Error)]
@@ -133,4 +140,22 @@ pub fn jti_key(jkt: &str, jti: &str) -> [u8; 32] {
     hash.update([0u8]);
     hash.update(jti.as_bytes());
     hash.finalize().into()
+}
+
+/// Opens the store `storage.kind` names: sled under `<dataDir>/store`, or the site's Redis
+/// (connected and probed before this returns).
+pub async fn open_store(settings: &Settings) -> Result<Arc<dyn SenderStore>, StoreError> {
+    match settings.storage {
+        StorageKind::Sled => Ok(Arc::new(sled_store::SledStore::open(
+            &settings.data_dir.join("store"),
+        )?)),
+        StorageKind::Redis => {
+            let redis = settings.storage_settings.redis.as_ref().ok_or_else(|| {
+                StoreError::Unavailable("storage.kind is redis but no Redis is configured".into())
+            })?;
+            Ok(Arc::new(
+                redis_store::RedisStore::open(redis, settings.dpop.replay_window).await?,
+            ))
+        }
+    }
 }

@@ -82,7 +82,7 @@ impl Metrics {
         };
         registry.register(
             "authority_dpop_nonce_miss",
-            "DPoP requests refused with use_dpop_nonce (missing, unknown or expired nonce)",
+            "DPoP proofs refused with use_dpop_nonce because they carried no valid server nonce (missing, unknown or expired)",
             metrics.dpop_nonce_miss.clone(),
         );
         registry.register(

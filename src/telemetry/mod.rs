@@ -24,6 +24,7 @@ pub mod events {
     pub const TOKEN_REVOKED: &str = "authority.token.revoked";
     pub const BYPASS_STARTED: &str = "authority.dpop.bypass.started";
     pub const BYPASS_ENDED: &str = "authority.dpop.bypass.ended";
+    pub const FRESH_AUTH: &str = "authority.freshAuth.succeeded";
     pub const CONFIG_RELOADED: &str = "authority.config.reloaded";
     pub const CONFIG_RELOAD_FAILED: &str = "authority.config.reloadFailed";
     pub const CONTROL: &str = "authority.control.request";

@@ -4,5 +4,7 @@
 
 mod harness;
 mod lifecycle;
+mod mtls;
 mod process;
+mod redis;
 mod token;

@@ -276,11 +276,15 @@ fn config_check_lists_every_problem_with_its_key_path() {
         "security.senderConstraints.dpop.allowedAlgorithms[1]",
         "security.senderConstraints.dpop.allowedAlgorithms[2]",
         "security.senderConstraints.dpop.replayWindow",
-        "clients[2].tenant",
-        "clients[3].tenant",
     ] {
         assert!(stderr.contains(path), "{path} not reported in:\n{stderr}");
     }
+    // Both clients of the renamed tenant are reported, each with its own index.
+    assert_eq!(
+        stderr.matches("].tenant: unknown tenant `nowhere`").count(),
+        2,
+        "{stderr}"
+    );
 
     let unknown_key = dir.path().join("unknown.yaml");
     std::fs::write(
@@ -409,4 +413,44 @@ async fn drill_bypass_and_reload_reach_the_running_authority_through_its_control
     );
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// The drill can fail: against an authority that does not require DPoP for the DPoP
+/// tenant, the first row of the matrix fails and the exit code says so.
+#[test]
+fn drill_run_fails_against_a_misconfigured_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let yaml = std::fs::read_to_string(&site.config).unwrap();
+    let misconfigured = yaml.replacen(
+        "  - id: dpop-required\n    senderConstraint: dpop\n",
+        "  - id: dpop-required\n    senderConstraint: none\n",
+        1,
+    );
+    assert_ne!(yaml, misconfigured);
+    std::fs::write(&site.config, misconfigured).unwrap();
+    let mut server = serve(&site);
+    let report = dir.path().join("report.xml");
+    let out = Command::new(BIN)
+        .args(["drill", "run", "--env"])
+        .arg(site.dir.join("demo.env"))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("DPoP required without proof"))
+        .unwrap();
+    assert!(row.ends_with("FAIL"), "{row}");
+    let junit = std::fs::read_to_string(&report).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+    assert!(
+        junit.contains("name=\"nonce round trip\""),
+        "every matrix row is listed: {junit}"
+    );
 }

@@ -139,8 +139,24 @@ async fn hostile_proofs_are_refused_and_the_server_keeps_serving() {
     // A 64 KiB header: refused at the HTTP layer (431), the server survives.
     let huge = "A".repeat(64 * 1024);
     let mut big_conn = site.conn().await;
-    let reply = site.token(&mut big_conn, "DPOP", &[&huge]).await;
-    assert_eq!(reply.status, 431);
+    let auth = site.auth("DPOP");
+    let form = [("grant_type", "client_credentials")];
+    match big_conn
+        .post_form(
+            "/token",
+            &form,
+            &[("authorization", &auth), ("dpop", &huge)],
+        )
+        .await
+    {
+        Ok(reply) => assert_eq!(reply.status, 431),
+        // The server may answer 431 and close while the client is still writing the
+        // header; the client then sees the reset instead of the answer. Either way: refused.
+        Err(e) => assert!(
+            e.to_string().contains("connection") || e.to_string().contains("reset"),
+            "{e}"
+        ),
+    }
     // And afterwards a valid request still succeeds, on the old and on a new connection.
     let reply = site
         .token(&mut conn, "DPOP", &[&site.proof(&key, None)])

@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Builds the release binary, runs every `sealkit bench` scenario with fixed parameters
+# (each at least twice), a soak at a fixed rate, and writes the figures into
+# docs/performance.md between the `bench:begin` / `bench:end` markers (the hand-written
+# analysis around them is kept). Figures only: nothing here passes or fails on speed.
+#   scripts/bench.sh
+# Environment (defaults in brackets):
+#   BENCH_CONNECTIONS [16]  BENCH_DURATION [10s]  BENCH_REPEAT [2]
+#   BENCH_SOAK [2m]  BENCH_SOAK_RATE [2000]  BENCH_SCENARIOS [dpop,dpop-nonce,bearer,introspect,mtls,redis]
+#   BENCH_REDIS_URL (default: a redis-server started here on a free port, if installed)
+#   STATIC_BIN [target/x86_64-unknown-linux-musl/release/sealkit]  BENCH_OUT [docs/performance.md]
+#   BENCH_SKIP_BUILD=1 to use the binary already built
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+DURATION=${BENCH_DURATION:-10s}
+REPEAT=${BENCH_REPEAT:-2}
+SOAK=${BENCH_SOAK:-2m}
+SOAK_RATE=${BENCH_SOAK_RATE:-2000}
+SCENARIOS=${BENCH_SCENARIOS:-dpop,dpop-nonce,bearer,introspect,mtls,redis}
+OUT=${BENCH_OUT:-docs/performance.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+STATIC_BIN=${STATIC_BIN:-$TARGET_DIR/x86_64-unknown-linux-musl/release/sealkit}
+[ -e "$STATIC_BIN" ] || STATIC_BIN=target/x86_64-unknown-linux-musl/release/sealkit
+
+command -v python3 >/dev/null || { echo "bench.sh: python3 is needed to write $OUT" >&2; exit 1; }
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    echo "== cargo build --release"
+    cargo build --release
+fi
+BIN=$TARGET_DIR/release/sealkit
+[ -x "$BIN" ] || { echo "bench.sh: $BIN is missing" >&2; exit 1; }
+
+RESULTS=$(mktemp -d "${TMPDIR:-/tmp}/sealkit-bench-results.XXXXXX")
+REDIS_PID=
+cleanup() {
+    if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
+    rm -rf "$RESULTS"
+}
+trap cleanup EXIT
+
+REDIS_URL=${BENCH_REDIS_URL:-}
+if [ -z "$REDIS_URL" ] && command -v redis-server >/dev/null; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$RESULTS" --daemonize no >"$RESULTS/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 50); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    REDIS_URL="redis://127.0.0.1:$port"
+fi
+redis_args=()
+[ -n "$REDIS_URL" ] && redis_args=(--redis-url "$REDIS_URL")
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for run in $(seq "$REPEAT"); do
+    echo "== run $run/$REPEAT: $SCENARIOS, $CONNECTIONS connections, $DURATION each"
+    "$BIN" bench --scenario "$SCENARIOS" --connections "$CONNECTIONS" --duration "$DURATION" \
+        "${redis_args[@]}" --json >"$RESULTS/run$run.json" || echo "   (run $run reported failures; see $OUT)"
+done
+echo "== soak: dpop at $SOAK_RATE/s for $SOAK"
+"$BIN" bench --scenario dpop --soak "$SOAK" --rate "$SOAK_RATE" --connections "$CONNECTIONS" \
+    --json >"$RESULTS/soak.json" 2>"$RESULTS/soak.lines" || echo "   (the soak reported failures; see $OUT)"
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+static_size=
+[ -f "$STATIC_BIN" ] && static_size=$(stat -c %s "$STATIC_BIN")
+
+MACHINE_NPROC=$(nproc) \
+MACHINE_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') \
+MACHINE_KERNEL=$(uname -r) \
+MACHINE_RUSTC=$(rustc --version) \
+MACHINE_COMMIT=$commit \
+MACHINE_DATE=$(date -u +%Y-%m-%dT%H:%MZ) \
+LOAD_BEFORE=$load_before LOAD_AFTER=$load_after \
+RELEASE_SIZE=$(stat -c %s "$BIN") STATIC_SIZE=$static_size STATIC_PATH=$STATIC_BIN \
+P_CONNECTIONS=$CONNECTIONS P_DURATION=$DURATION P_REPEAT=$REPEAT P_SOAK=$SOAK P_SOAK_RATE=$SOAK_RATE \
+P_REDIS=${REDIS_URL:+yes} \
+python3 - "$RESULTS" "$OUT" <<'PY'
+import json, os, sys, glob, statistics
+
+results, out = sys.argv[1], sys.argv[2]
+env = os.environ.get
+runs = []
+for path in sorted(glob.glob(os.path.join(results, "run*.json"))):
+    try:
+        runs.append(json.load(open(path))["reports"])
+    except Exception as e:  # a run that crashed leaves no JSON
+        runs.append([])
+try:
+    soak = json.load(open(os.path.join(results, "soak.json")))["soak"]
+except Exception:
+    soak = None
+
+def f(v, digits=0, unit=""):
+    return "n/a" if v is None else f"{v:,.{digits}f}{unit}"
+
+by = {}
+for i, reports in enumerate(runs):
+    for r in reports:
+        by.setdefault(r["scenario"], []).append((i + 1, r))
+
+def measured(r):
+    return r.get("skipped") is None and r.get("error") is None
+
+def mean(name, key):
+    vals = [key(r) for _, r in by.get(name, []) if measured(r) and key(r) is not None]
+    return statistics.mean(vals) if vals else None
+
+L = []
+L.append("<!-- bench:begin (written by scripts/bench.sh; edit outside these markers) -->")
+L.append("")
+L.append(f"Generated {env('MACHINE_DATE')} by `scripts/bench.sh`.")
+L.append("")
+L.append("### Machine")
+L.append("")
+L.append("| | |")
+L.append("|---|---|")
+L.append(f"| cores (`nproc`) | {env('MACHINE_NPROC')} |")
+L.append(f"| CPU | {env('MACHINE_CPU')} |")
+L.append(f"| kernel | {env('MACHINE_KERNEL')} |")
+L.append(f"| rustc | {env('MACHINE_RUSTC')} |")
+L.append(f"| commit | {env('MACHINE_COMMIT')} |")
+L.append(f"| load average (1/5/15 min) before / after | {env('LOAD_BEFORE')} / {env('LOAD_AFTER')} |")
+L.append("")
+L.append("### Parameters")
+L.append("")
+L.append(f"`sealkit bench --scenario … --connections {env('P_CONNECTIONS')} --duration {env('P_DURATION')} --json`, "
+         f"{env('P_REPEAT')} runs; 1 s untimed warm-up per run; 16 DPoP keys; proofs signed before the run; "
+         f"the authority is a separate `sealkit serve` process on a fresh demo site per scenario, the load "
+         f"generator runs on the same machine. Crypto floor: josekit ES256, 2 × 2000 iterations per run, single thread, lower of the two.")
+L.append("")
+L.append("### Figures")
+L.append("")
+L.append("| scenario | run | req/s | p50 ms | p90 ms | p99 ms | max ms | non-200 | server CPU µs/req | floor µs | CPU / floor | client CPU µs/req | start-up ms | idle RSS MB | RSS after MB |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for name, entries in by.items():
+    for run, r in entries:
+        if r.get("skipped"):
+            L.append(f"| {name} | {run} | skipped: {r['skipped']} |" + " |" * 12)
+            continue
+        if r.get("error"):
+            L.append(f"| {name} | {run} | failed: {r['error']} |" + " |" * 12)
+            continue
+        s = r.get("server") or {}
+        lat = r["latency"]
+        L.append(
+            f"| {name} | {run} | {f(r['per_second'])} | {lat['p50_ms']:.2f} | {lat['p90_ms']:.2f} | "
+            f"{lat['p99_ms']:.2f} | {lat['max_ms']:.2f} | {r['non_200'] + r['transport_errors']} | "
+            f"{f(s.get('cpu_us_per_request'), 1)} | {f(r.get('floor_us'), 1)} ({r['floor_kind']}) | "
+            f"{f(r.get('cpu_over_floor'), 2, '×')} | {f(r.get('client_cpu_us_per_request'), 1)} | "
+            f"{f(s.get('startup_ms'))} | {f(s.get('idle_rss_mb'), 1)} | {f(s.get('rss_after_mb'), 1)} |")
+        if r.get("first_error"):
+            L.append(f"| | | first error: `{r['first_error'][:200]}` |" + " |" * 12)
+L.append("")
+floors = [r["floor"] for reports in runs for r in reports if measured(r) and r.get("floor")]
+if floors:
+    L.append(f"Crypto floor over all runs: ES256 verify {min(x['es256_verify_us'] for x in floors):.1f}–"
+             f"{max(x['es256_verify_us'] for x in floors):.1f} µs, ES256 sign "
+             f"{min(x['es256_sign_us'] for x in floors):.1f}–{max(x['es256_sign_us'] for x in floors):.1f} µs. "
+             f"CLK_TCK {runs[0][0]['clk_tck'] if runs and runs[0] else 'n/a'}"
+             f"{' (assumed)' if runs and runs[0] and runs[0][0].get('clk_tck_assumed') else ' (getconf)'}.")
+    L.append("")
+
+L.append("### Against the targets (mean of the runs)")
+L.append("")
+L.append("| target | measured | |")
+L.append("|---|---|---|")
+def row(label, value, ok, text):
+    verdict = "n/a" if value is None else ("met" if ok(value) else "**missed**")
+    L.append(f"| {label} | {text(value) if value is not None else 'n/a'} | {verdict} |")
+row("server CPU per DPoP token ≤ 1.5 × crypto floor", mean("dpop", lambda r: r.get("cpu_over_floor")),
+    lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
+row("≥ 6,000 DPoP tokens/s at 16 connections", mean("dpop", lambda r: r["per_second"]),
+    lambda v: v >= 6000, lambda v: f"{v:,.0f}/s")
+row("DPoP p99 ≤ 5 ms at 16 connections", mean("dpop", lambda r: r["latency"]["p99_ms"]),
+    lambda v: v <= 5, lambda v: f"{v:.2f} ms")
+row("introspection ≥ 20,000/s", mean("introspect", lambda r: r["per_second"]),
+    lambda v: v >= 20000, lambda v: f"{v:,.0f}/s")
+row("Bearer ≥ 15,000 tokens/s", mean("bearer", lambda r: r["per_second"]),
+    lambda v: v >= 15000, lambda v: f"{v:,.0f}/s")
+row("start-up to ready < 200 ms", mean("dpop", lambda r: (r.get("server") or {}).get("startup_ms")),
+    lambda v: v < 200, lambda v: f"{v:.0f} ms")
+row("idle RSS < 30 MB", mean("dpop", lambda r: (r.get("server") or {}).get("idle_rss_mb")),
+    lambda v: v < 30, lambda v: f"{v:.1f} MB")
+static = env("STATIC_SIZE")
+row("static binary < 25 MB", int(static) / 2**20 if static else None,
+    lambda v: v < 25, lambda v: f"{v:.1f} MB (`{env('STATIC_PATH')}`)")
+L.append("")
+L.append(f"Release binary (glibc, `{'target/release/sealkit'}`): {int(env('RELEASE_SIZE')) / 2**20:.1f} MB."
+         + ("" if static else f" No static binary at `{env('STATIC_PATH')}` (run scripts/build-static.sh)."))
+L.append("")
+
+L.append(f"### Soak (dpop at {env('P_SOAK_RATE')}/s for {env('P_SOAK')}, {env('P_CONNECTIONS')} connections)")
+L.append("")
+if soak is None:
+    L.append("The soak produced no figures (see the script's output).")
+else:
+    L.append(f"Start-up to ready {f(soak.get('startup_ms'))} ms, idle RSS {f(soak.get('idle_rss_mb'), 1)} MB. "
+             "Latency is measured from the instant each request was due (no coordinated omission). "
+             + " ".join(soak.get("notes", [])))
+    L.append("")
+    kinds = sorted({k for p in soak["intervals"] for k in p["store_entries"]})
+    L.append("| t s | req/s | p50 ms | p99 ms | " + " | ".join(f"store {k}" for k in kinds)
+             + " | RSS MB | data dir MB | server CPU µs/req | non-200 | backlog |")
+    L.append("|" + "---|" * (9 + len(kinds)))
+    for p in soak["intervals"]:
+        L.append(f"| {p['t_s']:.0f} | {p['rate']:,.0f} | {p['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} | "
+                 + " | ".join(f"{p['store_entries'].get(k, 0):,}" for k in kinds)
+                 + f" | {f(p.get('rss_mb'), 1)} | {f(p.get('data_dir_mb'), 1)} | {f(p.get('cpu_us_per_request'), 0)} | "
+                 f"{p['non_200'] + p['transport_errors']} | {p['backlog']} |")
+L.append("")
+L.append("<!-- bench:end -->")
+generated = "\n".join(L)
+
+begin, end = "<!-- bench:begin", "<!-- bench:end -->"
+try:
+    text = open(out).read()
+except FileNotFoundError:
+    text = "# Performance\n\n" + begin + " -->\n" + end + "\n"
+if begin in text and end in text:
+    head = text[: text.index(begin)]
+    tail = text[text.index(end) + len(end):]
+    text = head + generated + tail
+else:
+    text = text.rstrip("\n") + "\n\n## Latest figures\n\n" + generated + "\n"
+open(out, "w").write(text)
+print(f"bench.sh: wrote {out}")
+PY

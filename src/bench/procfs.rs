@@ -1,0 +1,110 @@
+//! What the benchmark reads about the server process from `/proc`: CPU time
+//! (`utime` + `stime`, all threads, in clock ticks) and resident memory (`VmRSS`).
+
+use std::path::PathBuf;
+
+/// CPU ticks and the tick rate used to turn them into time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickRate {
+    pub per_second: u64,
+    /// False when `getconf CLK_TCK` could not be run and 100 was assumed.
+    pub measured: bool,
+}
+
+/// `getconf CLK_TCK`, or 100 (the Linux default) when it cannot be read.
+pub fn clock_ticks() -> TickRate {
+    let measured = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|&t| t > 0);
+    match measured {
+        Some(per_second) => TickRate {
+            per_second,
+            measured: true,
+        },
+        None => TickRate {
+            per_second: 100,
+            measured: false,
+        },
+    }
+}
+
+fn proc_file(pid: u32, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{name}"))
+}
+
+/// `utime + stime` of the whole process (every thread), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_file(pid, "stat")).ok()?;
+    parse_cpu_ticks(&text)
+}
+
+/// Parses `/proc/<pid>/stat`: the command name (field 2) may contain spaces and
+/// parentheses, so fields are counted after the *last* `)`. utime and stime are fields
+/// 14 and 15 (proc(5)), i.e. the 12th and 13th after the name.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `VmRSS` of the process, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_file(pid, "status")).ok()?;
+    parse_rss(&text)
+}
+
+pub fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Number of threads of the process (`Threads:` in status).
+pub fn threads(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_file(pid, "status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .trim_start_matches("Threads:")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let stat = "4242 (sealkit (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 5 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn rss_is_read_in_bytes() {
+        let status = "Name:\tsealkit\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t5\n";
+        assert_eq!(parse_rss(status), Some(12345 * 1024));
+        assert_eq!(parse_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn this_process_is_readable() {
+        let pid = std::process::id();
+        assert!(cpu_ticks(pid).is_some());
+        assert!(rss_bytes(pid).unwrap() > 0);
+    }
+}

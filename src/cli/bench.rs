@@ -1,0 +1,348 @@
+//! `sealkit bench`: runs the benchmark scenarios (or a soak) and prints the figures, as
+//! text or as JSON for scripts (`scripts/bench.sh` writes `docs/performance.md` from it).
+
+use crate::bench::{self, Credentials, Options, Report, Scenario, SoakInterval, Stop, Target};
+use crate::config::duration::HumanDuration;
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Scenarios, comma-separated: dpop, dpop-nonce, bearer, introspect, mtls, redis, or all
+    #[arg(long, value_delimiter = ',', default_value = "dpop")]
+    scenario: Vec<String>,
+    /// Keep-alive TLS connections driving the load
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// How long each timed run lasts (default 10s)
+    #[arg(long, value_name = "DURATION", conflicts_with = "requests")]
+    duration: Option<HumanDuration>,
+    /// How many requests each timed run sends (instead of --duration)
+    #[arg(long, value_name = "N")]
+    requests: Option<u64>,
+    /// Untimed warm-up before each run
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    warmup: HumanDuration,
+    /// Distinct DPoP keys the proofs are signed with
+    #[arg(long, default_value_t = 16)]
+    keys: usize,
+    /// Iterations of each crypto-floor measurement (ES256 verify, ES256 sign)
+    #[arg(long, default_value_t = 2000)]
+    floor_iterations: u32,
+    /// Upper bound on proofs signed ahead of one run
+    #[arg(long, default_value_t = 400_000)]
+    max_proofs: usize,
+    /// Benchmark a running authority at this base URL instead of starting one
+    #[arg(long, value_name = "URL", requires = "ca")]
+    target: Option<String>,
+    /// The site CA certificate that signed the target's server certificate
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Client id used for every role against --target
+    #[arg(long, requires = "client_secret")]
+    client_id: Option<String>,
+    /// Its secret (or SEALKIT_BENCH_CLIENT_SECRET)
+    #[arg(long, env = "SEALKIT_BENCH_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// A demo.env naming the clients of each role, for --target
+    #[arg(long, value_name = "FILE")]
+    demo_env: Option<PathBuf>,
+    /// The target's process id, for its CPU time and memory
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Redis URL for the redis scenario (skipped without it)
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Soak: a steady --rate for this long, reporting every --interval
+    #[arg(long, value_name = "DURATION")]
+    soak: Option<HumanDuration>,
+    /// Requests per second during a soak
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Reporting interval of a soak
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    interval: HumanDuration,
+    /// Worker threads of the load generator (default: one per core)
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Keep the temporary site directories (logs, store) for inspection
+    #[arg(long)]
+    keep: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn scenarios(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "all" {
+            out.extend(Scenario::ALL);
+            continue;
+        }
+        match Scenario::parse(name) {
+            Some(s) => out.push(s),
+            None => bail!(
+                "unknown scenario `{name}` (dpop, dpop-nonce, bearer, introspect, mtls, redis, all)"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn options(args: &BenchArgs, threads: usize) -> anyhow::Result<Options> {
+    let target = match &args.target {
+        None => Target::Spawn { keep: args.keep },
+        Some(url) => {
+            let mut credentials = match &args.demo_env {
+                Some(path) => Credentials::from_demo_env(path)?,
+                None => Credentials::default(),
+            };
+            if let (Some(id), Some(secret)) = (&args.client_id, &args.client_secret) {
+                credentials.single = Some((id.clone(), secret.clone()));
+            }
+            Target::Existing {
+                url: url.clone(),
+                ca: args.ca.clone().context("--target needs --ca")?,
+                credentials,
+                server_pid: args.server_pid,
+            }
+        }
+    };
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    Ok(Options {
+        connections: args.connections,
+        stop: match (args.requests, args.duration) {
+            (Some(n), _) => Stop::Count(n),
+            (None, Some(d)) => Stop::After(d.0),
+            (None, None) => Stop::After(Duration::from_secs(10)),
+        },
+        warmup: args.warmup.0,
+        keys: args.keys.max(1),
+        floor_iterations: args.floor_iterations,
+        target,
+        redis_url: args.redis_url.clone(),
+        max_proofs: args.max_proofs,
+        client_threads: threads,
+    })
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let scenarios = scenarios(&args.scenario)?;
+    let threads = args.client_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let options = options(&args, threads)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    if let Some(duration) = args.soak {
+        let scenario = match scenarios.as_slice() {
+            [one] => *one,
+            _ => bail!("a soak runs one scenario"),
+        };
+        return soak(&runtime, scenario, &options, &args, duration.0);
+    }
+    let mut reports = Vec::new();
+    let mut failed = false;
+    for scenario in scenarios {
+        if !args.json {
+            eprintln!("sealkit bench: running {} …", scenario.name());
+        }
+        let report = runtime
+            .block_on(bench::run(scenario, &options))
+            .unwrap_or_else(|e| Report::failed(scenario, &options, &e));
+        failed |= report.non_200 > 0 || report.transport_errors > 0 || report.error.is_some();
+        if !args.json {
+            print_report(&report);
+        }
+        reports.push(report);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "reports": reports }))?
+        );
+    }
+    Ok(if failed {
+        ExitCode::from(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn opt(value: Option<f64>, digits: usize, unit: &str) -> String {
+    match value {
+        Some(v) => format!("{v:.digits$}{unit}"),
+        None => "n/a".into(),
+    }
+}
+
+fn print_report(r: &Report) {
+    println!();
+    println!("== {} ({} store)", r.scenario, r.store);
+    if let Some(why) = &r.skipped {
+        println!("  skipped: {why}");
+        return;
+    }
+    if let Some(error) = &r.error {
+        println!("  FAILED: {error}");
+        return;
+    }
+    println!(
+        "  load              {} connections, {} client threads, {:.1} s, {} requests prepared ahead in {:.1} s",
+        r.connections, r.client_threads, r.elapsed_s, r.prepared, r.preparation_s
+    );
+    println!("  {:<17} {:.0}", format!("{}/s", r.unit), r.per_second);
+    println!(
+        "  latency           p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms
+    );
+    println!(
+        "  non-200           {}{}",
+        r.non_200 + r.transport_errors,
+        if r.transport_errors > 0 {
+            format!(" ({} transport errors)", r.transport_errors)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(e) = &r.first_error {
+        println!("  first error       {e}");
+    }
+    let tick_note = if r.clk_tck_assumed {
+        format!("CLK_TCK assumed {} (getconf unavailable)", r.clk_tck)
+    } else {
+        format!("CLK_TCK {} from getconf", r.clk_tck)
+    };
+    match &r.server {
+        Some(s) => {
+            println!(
+                "  server CPU        {} per {} ({}; {} cores busy)",
+                opt(s.cpu_us_per_request, 1, " µs"),
+                r.unit.trim_end_matches('s'),
+                tick_note,
+                opt(s.cores_busy, 2, "")
+            );
+            println!(
+                "  server            pid {}, start-up to ready {}, idle RSS {}, RSS after {}, {} threads",
+                s.pid,
+                opt(s.startup_ms, 0, " ms"),
+                opt(s.idle_rss_mb, 1, " MB"),
+                opt(s.rss_after_mb, 1, " MB"),
+                s.threads.map_or("n/a".into(), |t| t.to_string())
+            );
+        }
+        None => println!("  server CPU        n/a (no --server-pid)"),
+    }
+    println!(
+        "  client CPU        {} per request (load generator, same machine)",
+        opt(r.client_cpu_us_per_request, 1, " µs")
+    );
+    if let Some(f) = &r.floor {
+        println!(
+            "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {} iterations, single thread)",
+            f.es256_verify_us, f.es256_sign_us, f.iterations
+        );
+        println!(
+            "  CPU / floor       {} (floor for this request: {} = {})",
+            opt(r.cpu_over_floor, 2, "×"),
+            r.floor_kind,
+            opt(r.floor_us, 1, " µs")
+        );
+    }
+    for note in &r.notes {
+        println!("  note              {note}");
+    }
+}
+
+fn print_interval(p: &SoakInterval) {
+    let store: Vec<String> = p
+        .store_entries
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  non-200 {}  backlog {}",
+        p.t_s,
+        p.rate,
+        p.latency.p99_ms,
+        p.latency.p50_ms,
+        if store.is_empty() { "n/a".into() } else { store.join(" ") },
+        opt(p.rss_mb, 1, " MB"),
+        opt(p.data_dir_mb, 1, " MB"),
+        opt(p.cpu_us_per_request, 0, " µs/req"),
+        p.non_200 + p.transport_errors,
+        p.backlog,
+    );
+    if let Some(e) = &p.first_error {
+        println!("           first error: {e}");
+    }
+}
+
+fn soak(
+    runtime: &tokio::runtime::Runtime,
+    scenario: Scenario,
+    options: &Options,
+    args: &BenchArgs,
+    duration: Duration,
+) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    if !json {
+        println!(
+            "== soak: {} at {:.0}/s for {:.0} s, {} connections (latency from the instant each request was due)",
+            scenario.name(),
+            args.rate,
+            duration.as_secs_f64(),
+            options.connections
+        );
+    }
+    let mut each = |p: &SoakInterval| {
+        if json {
+            if let Ok(line) = serde_json::to_string(p) {
+                eprintln!("{line}");
+            }
+        } else {
+            print_interval(p);
+        }
+    };
+    let report = runtime.block_on(bench::soak(
+        scenario,
+        options,
+        duration,
+        args.rate,
+        args.interval.0,
+        &mut each,
+    ))?;
+    let failed = report
+        .intervals
+        .iter()
+        .any(|p| p.non_200 > 0 || p.transport_errors > 0);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "soak": report }))?
+        );
+    } else {
+        println!(
+            "  server: start-up to ready {}, idle RSS {}",
+            opt(report.startup_ms, 0, " ms"),
+            opt(report.idle_rss_mb, 1, " MB")
+        );
+        for note in &report.notes {
+            println!("  note: {note}");
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(super::EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

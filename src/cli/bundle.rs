@@ -1,0 +1,670 @@
+//! `sealkit bundle …`: keygen, pack, sign, verify, import, status, rollback, trust,
+//! recover. Front end of [`crate::bundle`]: parses arguments, reads passphrases, draws
+//! progress bars on a terminal, prints results, and maps errors to exit codes (one per
+//! refusal kind, see `docs/bundle-format.md`). No bundle logic lives here.
+
+use crate::bundle::activate::{DEFAULT_KEEP, ROOT_ENV};
+use crate::bundle::manifest::{format_time, parse_time};
+use crate::bundle::{
+    self, BundleError, BundleRoot, GenerationRecord, ImportOptions, Limits, PackOptions,
+    Passphrase, Progress, RollbackOptions, TrustedKeys, VerifyOptions, DEFAULT_ROOT,
+};
+use crate::config::duration::HumanDuration;
+use anyhow::Context as _;
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Environment variable holding a signing key's passphrase.
+pub const PASSPHRASE_ENV: &str = "SEALKIT_BUNDLE_PASSPHRASE";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BundleCommand {
+    /// Create a minisign key pair for signing bundles (secret key passphrase-protected, 0600)
+    Keygen(KeygenArgs),
+    /// Pack a source directory into a .tar.zst bundle with its manifest
+    Pack(PackArgs),
+    /// Sign a packed bundle: writes BUNDLE.minisig with a trusted comment
+    Sign(SignArgs),
+    /// Verify a bundle's signature and contents against trusted keys; changes nothing
+    Verify(VerifyArgs),
+    /// Verify, stage and activate a bundle on this host
+    Import(ImportArgs),
+    /// Show the active bundle, its age and expiry, previous generations and trusted keys
+    Status(StatusArgs),
+    /// Re-activate the previous generation (an audited operator act; needs --reason)
+    Rollback(RollbackArgs),
+    /// The pinned public keys bundles must be signed with
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Finish or clean up after an interrupted import (every import also does this)
+    Recover(RootArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RootArgs {
+    /// The bundle root on this host
+    #[arg(long, value_name = "DIR", env = ROOT_ENV, default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Secret key file to create (0600; never overwritten)
+    #[arg(long, value_name = "FILE", default_value = "bundle-signing.key")]
+    secret_key: PathBuf,
+    /// Public key file to create (give it to sealed hosts: `bundle trust add`)
+    #[arg(long, value_name = "FILE", default_value = "bundle-signing.pub")]
+    public_key: PathBuf,
+    /// Read the passphrase from this file (first line); else $SEALKIT_BUNDLE_PASSPHRASE,
+    /// else a prompt on the terminal
+    #[arg(long, value_name = "FILE", conflicts_with = "unencrypted")]
+    passphrase_file: Option<PathBuf>,
+    /// Store the secret key without a passphrase (tests and demos only)
+    #[arg(long)]
+    unencrypted: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PackArgs {
+    /// Source directory (authority.yaml at its top; optional trust/keys/*.pub)
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Bundle version: must grow with every bundle of the site
+    #[arg(long)]
+    version: u64,
+    /// Validity from now (or from --created), e.g. 30d
+    #[arg(long, value_name = "DURATION")]
+    expires: HumanDuration,
+    /// Site id the bundle is for
+    #[arg(long)]
+    site: String,
+    /// Output file, e.g. site-a-v7.bundle.tar.zst
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Creation time (RFC 3339, e.g. 2026-11-05T12:00:00Z); default now
+    #[arg(long, value_name = "TIME")]
+    created: Option<String>,
+    /// zstd level
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The packed bundle
+    #[arg(value_name = "FILE")]
+    bundle: PathBuf,
+    /// minisign secret key
+    #[arg(long, value_name = "FILE")]
+    secret_key: PathBuf,
+    /// Read the passphrase from this file; else $SEALKIT_BUNDLE_PASSPHRASE, else a prompt
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Signature file; default FILE.minisig
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle
+    #[arg(value_name = "FILE")]
+    bundle: PathBuf,
+    /// Signature; default FILE.minisig
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
+    /// Trusted public keys (files or directories of *.pub); default ROOT/trusted-keys
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    trusted_keys: Vec<PathBuf>,
+    /// Also require this site
+    #[arg(long)]
+    site: Option<String>,
+    /// Largest accepted bundle, in bytes
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The bundle
+    #[arg(value_name = "FILE")]
+    bundle: PathBuf,
+    /// Signature; default FILE.minisig
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
+    /// This host's site (required for the first import)
+    #[arg(long, env = "SEALKIT_SITE")]
+    site: Option<String>,
+    /// Previous generations to keep for rollback
+    #[arg(long, default_value_t = DEFAULT_KEEP)]
+    keep: usize,
+    /// Largest accepted bundle, in bytes
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<u64>,
+    /// Tell the running authority to reload through its control socket
+    #[arg(long, value_name = "PATH")]
+    reload_socket: Option<PathBuf>,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// Why (recorded in the audit log and state.json)
+    #[arg(long)]
+    reason: String,
+    /// Tell the running authority to reload through its control socket
+    #[arg(long, value_name = "PATH")]
+    reload_socket: Option<PathBuf>,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TrustCommand {
+    /// Pin a minisign public key (KEY.pub) as trusted for bundle signatures
+    Add {
+        #[arg(value_name = "KEY.pub")]
+        key: PathBuf,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// List the pinned keys
+    List {
+        #[command(flatten)]
+        root: RootArgs,
+    },
+    /// Unpin a key by id (the last key cannot be removed)
+    Remove {
+        #[arg(value_name = "KEYID")]
+        id: String,
+        #[command(flatten)]
+        root: RootArgs,
+    },
+}
+
+/// Runs a `bundle` subcommand. Bundle errors become their own exit codes here.
+pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
+    let audited = matches!(
+        command,
+        BundleCommand::Import(_)
+            | BundleCommand::Rollback(_)
+            | BundleCommand::Trust(_)
+            | BundleCommand::Recover(_)
+    );
+    if audited {
+        init_audit_logging();
+    } else {
+        crate::telemetry::init_cli_logging();
+    }
+    match dispatch(command) {
+        Ok(code) => Ok(code),
+        Err(error) => match error.downcast::<BundleError>() {
+            Ok(bundle_error) => {
+                eprintln!("sealkit: {bundle_error}");
+                Ok(ExitCode::from(bundle_error.exit_code()))
+            }
+            Err(other) => Err(other),
+        },
+    }
+}
+
+/// Audit events (`authority.bundle.*`) as JSON lines on stderr (journald keeps them when
+/// run from the kit's scripts or a unit); `SEALKIT_LOG` overrides the `info` level.
+fn init_audit_logging() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEALKIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+}
+
+fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
+    let now = crate::clock::unix_now();
+    let progress = BarProgress::new();
+    match command {
+        BundleCommand::Keygen(args) => {
+            let passphrase = if args.unencrypted {
+                Passphrase::Unencrypted
+            } else {
+                passphrase(args.passphrase_file.as_deref())?.unwrap_or(Passphrase::Prompt)
+            };
+            if matches!(passphrase, Passphrase::Prompt) && !std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "no passphrase: give --passphrase-file, set {PASSPHRASE_ENV}, run on a terminal, or ask for --unencrypted"
+                );
+            }
+            let key = bundle::keygen(&args.secret_key, &args.public_key, passphrase)?;
+            println!("key id:      {}", key.key_id);
+            println!(
+                "secret key:  {} (0600, {})",
+                key.secret_key.display(),
+                if key.encrypted {
+                    "passphrase-protected"
+                } else {
+                    "UNENCRYPTED: tests and demos only"
+                }
+            );
+            println!("public key:  {}", key.public_key.display());
+            println!(
+                "Pin the public key on sealed hosts: sealkit bundle trust add {}",
+                key.public_key.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Pack(args) => {
+            let created = match &args.created {
+                Some(text) => parse_time(text).map_err(|e| anyhow::anyhow!("--created: {e}"))?,
+                None => now,
+            };
+            let expires = created
+                .checked_add(i64::try_from(args.expires.as_secs()).unwrap_or(i64::MAX))
+                .context("--expires is too far in the future")?;
+            let mut options = PackOptions::new(&args.site, args.version, created, expires);
+            options.level = args.level;
+            let summary = bundle::pack(&args.dir, &args.output, &options, &progress)?;
+            println!(
+                "packed {} v{} from {} into {} ({} file(s), {} byte(s) → {} compressed)",
+                summary.manifest.site,
+                summary.manifest.version,
+                args.dir.display(),
+                summary.output.display(),
+                summary.manifest.totals.files,
+                summary.manifest.totals.bytes,
+                summary.compressed_bytes
+            );
+            println!("expires {}", summary.manifest.expires);
+            println!("manifest sha256:{}", summary.manifest_sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Sign(args) => {
+            let passphrase =
+                passphrase(args.passphrase_file.as_deref())?.unwrap_or(Passphrase::Prompt);
+            let key = bundle::load_secret_key(&args.secret_key, passphrase)?;
+            let summary = bundle::sign(
+                &args.bundle,
+                &key,
+                args.output.as_deref(),
+                &Limits::default(),
+                &progress,
+            )?;
+            println!(
+                "signed {} with key {} → {}",
+                args.bundle.display(),
+                summary.key_id,
+                summary.signature.display()
+            );
+            println!("trusted comment: {}", summary.comment.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Verify(args) => {
+            let keys = if args.trusted_keys.is_empty() {
+                BundleRoot::new(&args.root.root).trusted_keys()?
+            } else {
+                TrustedKeys::load_paths(&args.trusted_keys)?
+            };
+            let mut options = VerifyOptions::new(now);
+            options.signature = args.signature;
+            options.site = args.site;
+            if let Some(max) = args.max_size {
+                options.limits.max_bundle_bytes = max;
+            }
+            let verified = bundle::verify(&args.bundle, &keys, &options, &progress)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "valid": true,
+                        "keyId": verified.key_id,
+                        "sha256": verified.sha256,
+                        "trustedComment": verified.comment.render(),
+                        "manifest": verified.manifest,
+                    })
+                );
+            } else {
+                let m = &verified.manifest;
+                println!(
+                    "{}: valid bundle for site {} v{}, signed by key {}",
+                    args.bundle.display(),
+                    m.site,
+                    m.version,
+                    verified.key_id
+                );
+                println!(
+                    "  created {} · expires {} ({})",
+                    m.created,
+                    m.expires,
+                    until(m.expires_unix() - now)
+                );
+                println!(
+                    "  {} file(s), {} byte(s); sha256 {}",
+                    m.totals.files, m.totals.bytes, verified.sha256
+                );
+                println!("  (the configuration is validated by `bundle import` on the host)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Import(args) => {
+            let root = BundleRoot::new(&args.root.root);
+            let mut options = ImportOptions::new(now);
+            options.signature = args.signature;
+            options.site = args.site;
+            options.keep = args.keep;
+            options.reload_socket = args.reload_socket.clone();
+            if let Some(max) = args.max_size {
+                options.limits.max_bundle_bytes = max;
+            }
+            let outcome = bundle::import(&root, &args.bundle, &options, &progress)?;
+            let r = &outcome.record;
+            if !outcome.recovery.is_empty() {
+                println!(
+                    "recovered from an interrupted operation: {:?}",
+                    outcome.recovery
+                );
+            }
+            if outcome.already_active {
+                println!(
+                    "{} v{} is already active (generation {}); nothing changed",
+                    r.site, r.version, r.generation
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "activated {} v{} (generation {}), signed by key {}, expires {}",
+                r.site, r.version, r.generation, r.key_id, r.expires
+            );
+            if let Some(prev) = &outcome.replaced {
+                println!("  replaced v{} ({})", prev.version, prev.generation);
+            }
+            if let Some(rotation) = &outcome.rotation {
+                println!(
+                    "  trusted keys now: {} (added: {}; retired: {})",
+                    rotation.trusted.join(", "),
+                    none_if_empty(&rotation.added),
+                    none_if_empty(&rotation.retired)
+                );
+            }
+            println!("  config: {}", root.config_path().display());
+            if args.reload_socket.is_none() {
+                println!("  reload the running authority (e.g. systemctl reload sealkit)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Status(args) => {
+            let status = bundle::status(&BundleRoot::new(&args.root.root))?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "root": status.root,
+                        "consistent": status.consistent(),
+                        "current": status.current,
+                        "state": status.state,
+                        "trustedKeys": status.trusted_keys,
+                        "stagingLeftovers": status.staging_leftovers,
+                        "now": format_time(now),
+                    })
+                );
+            } else {
+                print_status(&status, now);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Rollback(args) => {
+            let root = BundleRoot::new(&args.root.root);
+            let operator = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .ok();
+            let outcome = bundle::rollback(
+                &root,
+                &RollbackOptions {
+                    reason: args.reason,
+                    operator,
+                    now,
+                },
+            )?;
+            println!(
+                "rolled back {} from v{} ({}) to v{} ({})",
+                outcome.to.site,
+                outcome.from.version,
+                outcome.from.generation,
+                outcome.to.version,
+                outcome.to.generation
+            );
+            if outcome.expired {
+                println!(
+                    "  WARNING: v{} expired at {}; import a new bundle soon",
+                    outcome.to.version, outcome.to.expires
+                );
+            }
+            if let Some(socket) = &args.reload_socket {
+                bundle::activate::notify_reload(socket).map_err(|e| BundleError::Reload {
+                    generation: outcome.to.generation.clone(),
+                    reason: e.to_string(),
+                })?;
+            } else {
+                println!("  reload the running authority (e.g. systemctl reload sealkit)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Trust(TrustCommand::Add { key, root }) => {
+            let (id, new) = BundleRoot::new(&root.root).trust_add(&key)?;
+            if new {
+                println!("trusted key {id} pinned in {}", root.root.display());
+            } else {
+                println!("key {id} was already trusted");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Trust(TrustCommand::List { root }) => {
+            let keys = BundleRoot::new(&root.root).trusted_keys()?;
+            if keys.is_empty() {
+                println!("no trusted keys in {}", root.root.display());
+            }
+            for key in keys.keys() {
+                println!("{}  {}", key.id, key.source.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Trust(TrustCommand::Remove { id, root }) => {
+            BundleRoot::new(&root.root).trust_remove(&id)?;
+            println!("key {id} is no longer trusted");
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Recover(args) => {
+            let recovery = bundle::recover(&BundleRoot::new(&args.root))?;
+            if recovery.is_empty() {
+                println!("nothing to recover");
+            } else {
+                println!("{recovery:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The passphrase from `--passphrase-file` or the environment (None: neither given).
+fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Passphrase>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the passphrase file {}", file.display()))?;
+        let line = text.lines().next().unwrap_or_default().to_string();
+        return Ok(Some(Passphrase::Given(line)));
+    }
+    match std::env::var(PASSPHRASE_ENV) {
+        Ok(value) => Ok(Some(Passphrase::Given(value))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn print_status(status: &bundle::Status, now: i64) {
+    println!("root:          {}", status.root.display());
+    let Some(state) = &status.state else {
+        println!("no bundle has been imported here");
+        println!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
+        return;
+    };
+    println!("site:          {}", state.site);
+    match &state.active {
+        Some(active) => print_active(active, now),
+        None => println!("active:        none"),
+    }
+    let list = |records: &[GenerationRecord]| {
+        if records.is_empty() {
+            "none".to_string()
+        } else {
+            records
+                .iter()
+                .map(|r| format!("v{} ({})", r.version, r.generation))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    println!("previous:      {}", list(&state.previous));
+    for record in &state.rolled_back {
+        println!(
+            "rolled back:   v{} ({}): {}",
+            record.version,
+            record.generation,
+            record
+                .rolled_back_because
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        );
+    }
+    println!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
+    if let Some(pending) = &state.pending {
+        println!(
+            "PENDING:       an interrupted {:?} of {}; run `sealkit bundle recover`",
+            pending.op, pending.record.generation
+        );
+    }
+    if !status.consistent() {
+        println!(
+            "WARNING:       `current` points at {:?}, state.json says otherwise",
+            status.current
+        );
+    }
+    if status.staging_leftovers > 0 {
+        println!(
+            "staging:       {} leftover(s) of an interrupted import (cleaned at the next import)",
+            status.staging_leftovers
+        );
+    }
+}
+
+fn print_active(active: &GenerationRecord, now: i64) {
+    println!(
+        "active:        v{} (generation {})",
+        active.version, active.generation
+    );
+    println!(
+        "  created:     {} ({} ago)",
+        active.created,
+        span(now - active.created_unix())
+    );
+    let left = active.expires_unix() - now;
+    println!("  expires:     {} ({})", active.expires, until(left));
+    println!(
+        "  activated:   {} ({} ago)",
+        active.activated_at,
+        span(now - active.activated_unix())
+    );
+    println!("  signed by:   key {}", active.key_id);
+    println!("  sha256:      {}", active.sha256);
+    println!("  files:       {} ({} bytes)", active.files, active.bytes);
+}
+
+fn until(left: i64) -> String {
+    if left > 0 {
+        format!("in {}", span(left))
+    } else {
+        format!("EXPIRED {} ago", span(-left))
+    }
+}
+
+/// `93784` → `1d 2h`.
+fn span(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+fn none_if_empty(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and the step is large; silent otherwise.
+struct BarProgress {
+    enabled: bool,
+    bar: RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl BarProgress {
+    /// Steps smaller than this finish too fast for a bar to help.
+    const THRESHOLD: u64 = 4 * 1024 * 1024;
+
+    fn new() -> Self {
+        BarProgress {
+            enabled: std::io::stderr().is_terminal(),
+            bar: RefCell::new(None),
+        }
+    }
+}
+
+impl Progress for BarProgress {
+    fn start(&self, label: &str, total: u64) {
+        self.finish();
+        if !self.enabled || total < Self::THRESHOLD {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_string());
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Mutual TLS (RFC 8705) over real TLS connections with certificates from `sealkit ca`:
+//! certificate-bound tokens, `/fresh-auth`, the mismatch metric, trusted proxies.
+
+use crate::harness::{jwt_claims, metric, Site};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sealkit::client::https::TlsTarget;
+use sealkit::client::ProofKey;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+fn thumbprint_of_pem(path: &Path) -> String {
+    let pem = std::fs::read(path).unwrap();
+    let der = openssl::x509::X509::from_pem(&pem)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+fn target_with(site: &Site, cert: &str, key: &str) -> TlsTarget {
+    TlsTarget::new(
+        &site.demo.issuer,
+        &site.demo.ca_file,
+        Some((
+            Path::new(site.demo.var(cert)),
+            Path::new(site.demo.var(key)),
+        )),
+    )
+    .unwrap()
+}
+
+/// `curl --cert` against the server: a certificate-bound token whose cnf is the
+/// certificate's SHA-256, and introspection says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_a_client_certificate_gets_a_certificate_bound_token() {
+    let site = Site::start().await;
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&site.demo.ca_file)
+        .args([
+            "--cert",
+            site.demo.var("SEALKIT_MTLS_CERT"),
+            "--key",
+            site.demo.var("SEALKIT_MTLS_KEY"),
+        ])
+        .args([
+            "-d",
+            "grant_type=client_credentials",
+            "-d",
+            "client_id=demo-mtls",
+        ])
+        .arg(site.token_url())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    let token = body["access_token"].as_str().unwrap();
+    let expected = thumbprint_of_pem(Path::new(site.demo.var("SEALKIT_MTLS_CERT")));
+    assert_eq!(jwt_claims(token)["cnf"]["x5t#S256"], json!(expected));
+    let info = site.introspect(&mut site.conn().await, token).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["cnf"]["x5t#S256"], json!(expected));
+    // A resource server that saw another certificate: inactive, counted.
+    let auth = site.auth("INTROSPECT");
+    let mut conn = site.conn().await;
+    let reply = conn
+        .post_form(
+            "/introspect",
+            &[("token", token), ("cnf_x5t_s256", "not-the-thumbprint")],
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.json(), json!({"active": false}));
+    assert_eq!(
+        metric(
+            &site.metrics().await,
+            "authority_mtls_mismatch_total{reason=\"thumbprint-mismatch\"}"
+        ),
+        1.0
+    );
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_auth_checks_the_sender_against_the_tokens_binding() {
+    let site = Site::start().await;
+    let mut right = target_with(&site, "SEALKIT_MTLS_CERT", "SEALKIT_MTLS_KEY")
+        .connect()
+        .await
+        .unwrap();
+    let mut other = target_with(&site, "SEALKIT_OTHER_CERT", "SEALKIT_OTHER_KEY")
+        .connect()
+        .await
+        .unwrap();
+    let mut none = site.conn().await;
+    let reply = right
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-mtls"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let mismatches = |exposition: &str, reason: &str| {
+        metric(
+            exposition,
+            &format!("authority_mtls_mismatch_total{{reason=\"{reason}\"}}"),
+        )
+    };
+
+    let before = site.metrics().await;
+    let reply = other
+        .post_form("/fresh-auth", &[], &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["error"], "invalid_token");
+    let after = site.metrics().await;
+    assert_eq!(
+        mismatches(&after, "thumbprint-mismatch") - mismatches(&before, "thumbprint-mismatch"),
+        1.0
+    );
+
+    let reply = none
+        .post_form("/fresh-auth", &[], &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        mismatches(&site.metrics().await, "missing-certificate")
+            - mismatches(&after, "missing-certificate"),
+        1.0
+    );
+
+    let reply = right
+        .post_form("/fresh-auth", &[], &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let fresh_until = reply.json()["fresh_until"].as_i64().unwrap();
+    assert!(fresh_until >= site.clock.now() + 299 && fresh_until <= site.clock.now() + 301);
+
+    // The high-assurance client without a certificate gets no token at all.
+    let reply = none
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-mtls"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["error"], "invalid_client");
+    // ...and another valid certificate does not authenticate it either.
+    let reply = other
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "demo-mtls"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_auth_with_a_dpop_bound_token_needs_a_proof_by_its_key() {
+    let site = Site::start().await;
+    let mut conn = site.conn().await;
+    let key = ProofKey::es256().unwrap();
+    let token = site
+        .token(&mut conn, "DPOP", &[&site.proof(&key, None)])
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{}/fresh-auth", site.demo.issuer);
+    let dpop = format!("DPoP {token}");
+    let proof = key.proof("POST", &url, None, Some(&token)).unwrap();
+    let reply = conn
+        .post_form(
+            "/fresh-auth",
+            &[],
+            &[("authorization", &dpop), ("dpop", &proof)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    // The same proof again is a replay.
+    let reply = conn
+        .post_form(
+            "/fresh-auth",
+            &[],
+            &[("authorization", &dpop), ("dpop", &proof)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["error"], "invalid_dpop_proof");
+    // A proof by another key, a proof without ath, and the token as Bearer: refused.
+    let other = ProofKey::es256().unwrap();
+    let wrong_key = other.proof("POST", &url, None, Some(&token)).unwrap();
+    let no_ath = key.proof("POST", &url, None, None).unwrap();
+    for (authorization, proof) in [
+        (dpop.as_str(), wrong_key.as_str()),
+        (dpop.as_str(), no_ath.as_str()),
+    ] {
+        let reply = conn
+            .post_form(
+                "/fresh-auth",
+                &[],
+                &[("authorization", authorization), ("dpop", proof)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 401, "{:?}", reply.body);
+    }
+    let bearer = format!("Bearer {token}");
+    let reply = conn
+        .post_form("/fresh-auth", &[], &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.json()["error"], "invalid_token");
+    site.stop().await;
+}
+
+/// RFC 9440 `Client-Cert` (the leaf) and `Client-Cert-Chain` (the intermediates) of a
+/// chain file, as a TLS-terminating proxy would forward them.
+fn client_cert_headers(site: &Site, var: &str) -> (String, String) {
+    let pem = std::fs::read(site.demo.var(var)).unwrap();
+    let sequence = |cert: &openssl::x509::X509| {
+        format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(cert.to_der().unwrap())
+        )
+    };
+    let chain = openssl::x509::X509::stack_from_pem(&pem).unwrap();
+    let rest: Vec<String> = chain[1..].iter().map(sequence).collect();
+    (sequence(&chain[0]), rest.join(", "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cert_header_counts_only_from_a_trusted_proxy() {
+    // Not trusted: the header is ignored, the client has no certificate.
+    let site = Site::start().await;
+    let (leaf, chain) = client_cert_headers(&site, "SEALKIT_MTLS_CERT");
+    let forwarded = [
+        ("client-cert", leaf.as_str()),
+        ("client-cert-chain", chain.as_str()),
+    ];
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "demo-mtls"),
+    ];
+    let reply = site
+        .conn()
+        .await
+        .post_form("/token", &form, &forwarded)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+    site.stop().await;
+
+    // 127.0.0.1 is a trusted proxy: the forwarded certificate authenticates and binds.
+    let site = Site::start_with(|yaml| {
+        *yaml = yaml.replace(
+            "  clientCa: ca/root.crt\n",
+            "  clientCa: ca/root.crt\n  trustedProxies: [\"127.0.0.1\"]\n",
+        );
+    })
+    .await;
+    let (leaf, chain) = client_cert_headers(&site, "SEALKIT_MTLS_CERT");
+    let forwarded = [
+        ("client-cert", leaf.as_str()),
+        ("client-cert-chain", chain.as_str()),
+    ];
+    let reply = site
+        .conn()
+        .await
+        .post_form("/token", &form, &forwarded)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let expected = thumbprint_of_pem(Path::new(site.demo.var("SEALKIT_MTLS_CERT")));
+    assert_eq!(
+        jwt_claims(reply.json()["access_token"].as_str().unwrap())["cnf"]["x5t#S256"],
+        json!(expected)
+    );
+    // The trusted proxy forwarding nothing: the certificate context is missing.
+    let reply = site
+        .conn()
+        .await
+        .post_form("/token", &form, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(
+        metric(
+            &site.metrics().await,
+            "authority_mtls_mismatch_total{reason=\"context-missing\"}"
+        ),
+        1.0
+    );
+    // A forged header (garbage) is not a certificate.
+    let reply = site
+        .conn()
+        .await
+        .post_form("/token", &form, &[("client-cert", ":AAAA:")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    site.stop().await;
+}
