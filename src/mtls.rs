@@ -144,9 +144,7 @@ impl CertificateIdentity {
                             .as_ref()
                             .is_some_and(|d| *d == certificate.subject_dn))
             }
-            Self::SelfSigned { thumbprints } => {
-                thumbprints.contains(&certificate.thumbprint)
-            }
+            Self::SelfSigned { thumbprints } => thumbprints.contains(&certificate.thumbprint),
         }
     }
 }

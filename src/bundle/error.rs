@@ -178,7 +178,7 @@ pub(crate) fn one_line(text: &str) -> String {
         .enumerate()
     {
         if i > 0 {
-            out.push_str("; ");
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
         }
         for c in line.chars() {
             if c.is_control() {

@@ -376,10 +376,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let outcome = bundle::import(&root, &args.bundle, &options, &progress)?;
             let r = &outcome.record;
             if !outcome.recovery.is_empty() {
-                println!(
-                    "recovered from an interrupted operation: {:?}",
-                    outcome.recovery
-                );
+                print_recovery(&outcome.recovery);
             }
             if outcome.already_active {
                 println!(
@@ -492,13 +489,30 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
         }
         BundleCommand::Recover(args) => {
             let recovery = bundle::recover(&BundleRoot::new(&args.root))?;
-            if recovery.is_empty() {
-                println!("nothing to recover");
-            } else {
-                println!("{recovery:?}");
-            }
+            print_recovery(&recovery);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn print_recovery(recovery: &bundle::Recovery) {
+    if recovery.is_empty() {
+        println!("nothing to recover");
+        return;
+    }
+    for item in &recovery.cleaned {
+        println!("recovery: removed leftover {item}");
+    }
+    if let Some(generation) = &recovery.completed {
+        println!("recovery: completed the interrupted activation of {generation}");
+    }
+    if let Some(generation) = &recovery.abandoned {
+        println!(
+            "recovery: dropped the interrupted activation of {generation} (it never became active)"
+        );
+    }
+    for generation in &recovery.orphans {
+        println!("recovery: removed unreferenced generation {generation}");
     }
 }
 

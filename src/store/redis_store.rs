@@ -616,7 +616,6 @@ impl SenderStore for RedisStore {
                 .arg(key)
                 .arg(body)
                 .arg("XX")
-
                 .query_async::<Option<String>>(&mut conn)
                 .await
         })

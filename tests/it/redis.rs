@@ -253,9 +253,8 @@ impl MultiSite {
     async fn start(redis: &RedisServer, site: &str) -> MultiSite {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let demo =
-            sealkit::demo::prepare(&dir.path().join("site"), listener.local_addr().unwrap())
-                .unwrap();
+        let demo = sealkit::demo::prepare(&dir.path().join("site"), listener.local_addr().unwrap())
+            .unwrap();
         let password_file = demo.dir.join("redis.password");
         std::fs::write(&password_file, format!("{REDIS_PASSWORD}\n")).unwrap();
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -279,7 +278,10 @@ impl MultiSite {
         assert_eq!(ready.json()["restartFence"], true);
         let deadline = Instant::now() + Duration::from_secs(15);
         while a.ready().await.json()["restartFence"] == true {
-            assert!(Instant::now() < deadline, "the first-start fence never ended");
+            assert!(
+                Instant::now() < deadline,
+                "the first-start fence never ended"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         MultiSite {
@@ -423,7 +425,12 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert_eq!(refused.json()["error"], "use_dpop_nonce");
     let nonce = refused.header("dpop-nonce").unwrap().to_string();
-    let accepted = token(&mut conn_b, &nonce_client, &[&site.proof(&key, Some(&nonce))]).await;
+    let accepted = token(
+        &mut conn_b,
+        &nonce_client,
+        &[&site.proof(&key, Some(&nonce))],
+    )
+    .await;
     access_token(&accepted);
     // An unknown nonce is not.
     let unknown = token(
@@ -436,7 +443,10 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     assert_eq!(unknown.json()["error"], "use_dpop_nonce");
 
     // A token revoked on A is inactive on B; its record keeps its expiry.
-    assert_eq!(introspect(&site, &mut conn_b, &issued).await["active"], true);
+    assert_eq!(
+        introspect(&site, &mut conn_b, &issued).await["active"],
+        true
+    );
     let record_key = format!(
         "sealkit:{}:token:{}",
         site.site,
@@ -445,7 +455,11 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     let ttl_before = redis.pttl(&record_key);
     assert!(ttl_before > 0 && ttl_before <= 300_000, "{ttl_before}");
     let reply = conn_a
-        .post_form("/revoke", &[("token", &issued)], &[("authorization", &dpop)])
+        .post_form(
+            "/revoke",
+            &[("token", &issued)],
+            &[("authorization", &dpop)],
+        )
         .await
         .unwrap();
     assert_eq!(reply.status, 200);
@@ -555,7 +569,10 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     let mut refused = Vec::new();
     let resumed = loop {
         let replay = token(&mut conn, &dpop, &[&used]).await;
-        assert_ne!(replay.status, 200, "a proof used before the loss was accepted again");
+        assert_ne!(
+            replay.status, 200,
+            "a proof used before the loss was accepted again"
+        );
         let reply = token(&mut conn, &dpop, &[&site.proof(&key, None)]).await;
         if reply.status == 200 {
             break reply;
@@ -695,10 +712,7 @@ async fn the_store_claims_once_remembers_and_fences_after_a_loss() {
     // Token records and revocation.
     let id = TokenId::of("token");
     store.put_token(id, &record(now + 300)).await.unwrap();
-    assert_eq!(
-        other.get_token(id).await.unwrap(),
-        Some(record(now + 300))
-    );
+    assert_eq!(other.get_token(id).await.unwrap(), Some(record(now + 300)));
     assert_eq!(
         other.revoke_token(id).await.unwrap(),
         Some(record(now + 300))
@@ -797,14 +811,11 @@ async fn the_store_refuses_to_open_without_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_redis_is_verified_against_the_site_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let demo =
-        sealkit::demo::prepare(&dir.path().join("site"), "127.0.0.1:8443".parse().unwrap())
+    let demo = sealkit::demo::prepare(&dir.path().join("site"), "127.0.0.1:8443".parse().unwrap())
+        .unwrap();
+    let other =
+        sealkit::demo::prepare(&dir.path().join("other"), "127.0.0.1:8443".parse().unwrap())
             .unwrap();
-    let other = sealkit::demo::prepare(
-        &dir.path().join("other"),
-        "127.0.0.1:8443".parse().unwrap(),
-    )
-    .unwrap();
     let redis = RedisServer::start_tls(
         &demo.dir.join("tls/server.crt"),
         &demo.dir.join("tls/server.key"),
@@ -862,11 +873,8 @@ fn storage_problems(demo: &DemoSite, storage: &str) -> Result<Settings, Vec<Stri
 #[test]
 fn the_storage_block_is_validated() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = sealkit::demo::prepare(
-        &dir.path().join("site"),
-        "127.0.0.1:8443".parse().unwrap(),
-    )
-    .unwrap();
+    let demo = sealkit::demo::prepare(&dir.path().join("site"), "127.0.0.1:8443".parse().unwrap())
+        .unwrap();
     std::fs::copy(&demo.config, demo.dir.join("authority.yaml.orig")).unwrap();
     let secret = demo.dir.join("redis.password");
     std::fs::write(&secret, "pw\n").unwrap();
