@@ -119,4 +119,8 @@ if ((status != 0)); then
     tail -n 40 "$f" | sed 's/^/  /' >&2
   done
 fi
+# The live /metrics of the server the client just drove: Prometheus must be able to read it.
+if ((status == 0)) && [[ -x "$repo/scripts/check-alerts.sh" ]]; then
+  curl -sS --cacert "$SEALKIT_CA_FILE" "$SEALKIT_METRICS_URL" | "$repo/scripts/check-alerts.sh" --metrics - || status=$?
+fi
 exit "$status"

@@ -19,7 +19,8 @@ apt_install() {
 need_cmd() { command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"; }
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || apt_install "$1"; }
 
-# Build and test dependencies.
+# Build and test dependencies (promtool comes with Debian's prometheus package, installed
+# by scripts/check-alerts.sh when missing).
 need_pkg pkg-config
 need_pkg libssl-dev
 need_cmd openssl
@@ -28,6 +29,7 @@ need_cmd python3
 need_cmd node nodejs
 need_cmd npm
 need_cmd redis-server redis-server
+need_cmd minisign
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
@@ -35,6 +37,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== alert rules (promtool check rules / test rules)"
+scripts/check-alerts.sh
 echo "== cargo test"
 cargo test --locked
 echo "== external DPoP client (oauth4webapi) against sealkit demo"

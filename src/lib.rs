@@ -20,6 +20,7 @@ pub mod control;
 pub mod demo;
 pub mod dpop;
 pub mod drill;
+pub mod kit;
 pub mod mtls;
 pub mod policy;
 pub mod secret;

@@ -190,6 +190,9 @@ pub struct Options {
     pub max_proofs: usize,
     /// Worker threads of the load generator's runtime (for the report only).
     pub client_threads: usize,
+    /// `logging.level` for the server this benchmark starts (default: the demo's, info),
+    /// to measure what the per-request log lines cost.
+    pub log_level: Option<String>,
 }
 
 /// The server-side figures (absent when the server's pid is unknown).
@@ -315,9 +318,22 @@ impl Endpoint {
 }
 
 /// Changes to the demo configuration a scenario needs.
-fn site_edit(scenario: Scenario, redis_url: Option<&str>, soak: bool) -> impl FnOnce(&mut String) {
+fn site_edit(
+    scenario: Scenario,
+    redis_url: Option<&str>,
+    log_level: Option<&str>,
+    soak: bool,
+) -> impl FnOnce(&mut String) {
     let redis = redis_url.map(str::to_string);
+    let log_level = log_level.map(str::to_string);
     move |yaml: &mut String| {
+        if let Some(level) = log_level {
+            *yaml = yaml.replacen(
+                "logging:\n",
+                &format!("logging:\n  level: \"{level}\"\n"),
+                1,
+            );
+        }
         if scenario == Scenario::Redis {
             if let Some(url) = redis {
                 yaml.push_str(&format!("storage:\n  kind: redis\n  url: \"{url}\"\n"));
@@ -341,7 +357,12 @@ async fn endpoint(
     match &options.target {
         Target::Spawn { keep } => {
             let process = ServerProcess::start(
-                site_edit(scenario, options.redis_url.as_deref(), soak),
+                site_edit(
+                    scenario,
+                    options.redis_url.as_deref(),
+                    options.log_level.as_deref(),
+                    soak,
+                ),
                 *keep,
             )
             .await?;
@@ -373,6 +394,20 @@ async fn endpoint(
     }
 }
 
+/// The mTLS client's certificate and key files, from demo.env.
+fn mtls_identity(credentials: &Credentials) -> Option<(PathBuf, PathBuf)> {
+    let pick = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| credentials.var(n))
+            .map(PathBuf::from)
+    };
+    Some((
+        pick(["SEALKIT_MTLS_CERT", "SEALKIT_MTLS_CLIENT_CERT"])?,
+        pick(["SEALKIT_MTLS_KEY", "SEALKIT_MTLS_CLIENT_KEY"])?,
+    ))
+}
+
 /// Why a scenario cannot run here, if it cannot.
 fn unavailable(scenario: Scenario, options: &Options, credentials: &Credentials) -> Option<String> {
     match scenario {
@@ -385,12 +420,9 @@ fn unavailable(scenario: Scenario, options: &Options, credentials: &Credentials)
         Scenario::Mtls if credentials.var("SEALKIT_MTLS_CLIENT_ID").is_none() => Some(
             "not available yet: the demo site has no mTLS client (no SEALKIT_MTLS_CLIENT_ID in demo.env)".into(),
         ),
-        Scenario::Mtls
-            if credentials.var("SEALKIT_MTLS_CLIENT_CERT").is_none()
-                || credentials.var("SEALKIT_MTLS_CLIENT_KEY").is_none() =>
-        {
-            Some("not available yet: demo.env names an mTLS client but no SEALKIT_MTLS_CLIENT_CERT / SEALKIT_MTLS_CLIENT_KEY".into())
-        }
+        Scenario::Mtls if mtls_identity(credentials).is_none() => Some(
+            "not available yet: demo.env names an mTLS client but no SEALKIT_MTLS_CERT / SEALKIT_MTLS_KEY".into(),
+        ),
         _ => None,
     }
 }
@@ -614,9 +646,9 @@ async fn plan(
             })))
         }
         Scenario::Mtls => {
-            let var = |k: &str| credentials.var(k).map(PathBuf::from).unwrap_or_default();
-            let cert = var("SEALKIT_MTLS_CLIENT_CERT");
-            let key = var("SEALKIT_MTLS_CLIENT_KEY");
+            let (cert, key) = mtls_identity(&credentials).ok_or_else(|| {
+                BenchError::Setup("no mTLS client certificate in demo.env".into())
+            })?;
             let ca = match (&options.target, &endpoint.process) {
                 (_, Some(process)) => process.site.ca_file.clone(),
                 (Target::Existing { ca, .. }, None) => ca.clone(),
@@ -676,6 +708,11 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let ticks = procfs::clock_ticks();
     let mut report = Report::skipped(scenario, options, String::new());
     report.skipped = None;
+    if let (Some(level), Some(_)) = (&options.log_level, &endpoint.process) {
+        report
+            .notes
+            .push(format!("the server ran with logging.level {level}"));
+    }
     let startup_ms = endpoint
         .process
         .as_ref()
@@ -1040,10 +1077,21 @@ mod tests {
 
     #[test]
     fn soak_edit_shortens_windows_and_redis_adds_storage() {
-        let mut yaml = "tokens:\n  lifetime: 5m\nsecurity:\n      replayWindow: 5m\n".to_string();
-        site_edit(Scenario::Redis, Some("redis://127.0.0.1:1"), true)(&mut yaml);
+        let mut yaml =
+            "logging:\n  directory: logs\ntokens:\n  lifetime: 5m\nsecurity:\n      replayWindow: 5m\n"
+                .to_string();
+        site_edit(
+            Scenario::Redis,
+            Some("redis://127.0.0.1:1"),
+            Some("warn"),
+            true,
+        )(&mut yaml);
         assert!(yaml.contains("lifetime: 1m"), "{yaml}");
         assert!(yaml.contains("replayWindow: 75s"), "{yaml}");
         assert!(yaml.contains("kind: redis"), "{yaml}");
+        assert!(
+            yaml.contains("logging:\n  level: \"warn\"\n  directory"),
+            "{yaml}"
+        );
     }
 }

@@ -465,31 +465,50 @@ pub(crate) fn apply_trust(
         ));
     }
     let dir = root.trusted_keys_dir();
-    let old_set = root.trusted_keys()?;
+    // Every pinned key file, parsed when possible (an unreadable one is replaced too).
+    let mut before: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let entries =
+        std::fs::read_dir(&dir).map_err(io_err(format!("cannot read {}", dir.display())))?;
+    for entry in entries {
+        let path = entry
+            .map_err(io_err(format!("cannot read {}", dir.display())))?
+            .path();
+        if path.extension().is_some_and(|e| e == "pub") {
+            let id = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| parse_public_key(&t).ok())
+                .map(|k| public_key_id(&k));
+            before.push((path, id));
+        }
+    }
+    let before_ids: BTreeSet<String> = before.iter().filter_map(|(_, id)| id.clone()).collect();
+    let new_ids: BTreeSet<String> = new_set.ids().into_iter().collect();
     let mut rotation = KeyRotation {
         trusted: new_set.ids(),
+        retired: before_ids.difference(&new_ids).cloned().collect(),
         ..KeyRotation::default()
     };
     for key in new_set.keys() {
         let target = dir.join(format!("{}.pub", key.id));
-        if old_set
-            .keys()
+        let present = before
             .iter()
-            .any(|k| k.id == key.id && k.source == target)
-        {
-            continue;
+            .any(|(path, id)| *path == target && id.as_deref() == Some(key.id.as_str()));
+        if !present {
+            write_atomic(&target, public_key_text(&key.key).as_bytes(), 0o644)?;
         }
-        write_atomic(&target, public_key_text(&key.key).as_bytes(), 0o644)?;
-        rotation.added.push(key.id.clone());
+        if !before_ids.contains(&key.id) {
+            rotation.added.push(key.id.clone());
+        }
     }
-    for key in old_set.keys() {
-        let keep = new_set.keys().iter().any(|k| k.id == key.id)
-            && key.source == dir.join(format!("{}.pub", key.id));
-        if !keep {
-            std::fs::remove_file(&key.source)
-                .map_err(io_err(format!("cannot remove {}", key.source.display())))?;
-            if !new_set.keys().iter().any(|k| k.id == key.id) {
-                rotation.retired.push(key.id.clone());
+    for (path, id) in &before {
+        let canonical = id
+            .as_ref()
+            .is_some_and(|id| new_ids.contains(id) && *path == dir.join(format!("{id}.pub")));
+        if !canonical {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("cannot remove {}", path.display()))(e)),
             }
         }
     }
@@ -803,12 +822,19 @@ pub fn status(root: &BundleRoot) -> Result<Status, BundleError> {
 }
 
 /// Tells the running authority to reload its configuration (it re-reads
-/// `<root>/current/authority.yaml` and keeps its connections).
-///
-/// Wired by the server integration: the lead connects this to the authority's local
-/// control socket (`crate::control::send(socket, &ControlRequest::Reload)`). Until then it
-/// does nothing and succeeds; the operator reloads with `systemctl reload sealkit`.
+/// `<root>/current/authority.yaml` and keeps its connections), through its local control
+/// socket (`crate::control`). The authority validates the new configuration again and
+/// keeps the old one if it refuses it; that refusal comes back as the error.
 pub fn notify_reload(socket: &Path) -> Result<(), BundleError> {
-    let _ = socket;
-    Ok(())
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BundleError::State(format!("cannot start the reload client: {e}")))?;
+    runtime
+        .block_on(crate::control::send(
+            socket,
+            &crate::control::ControlRequest::Reload,
+        ))
+        .map(|_| ())
+        .map_err(|e| BundleError::State(e.to_string()))
 }

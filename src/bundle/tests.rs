@@ -1099,3 +1099,47 @@ fn the_example_site_packs_and_validates_with_host_paths() {
     let summary = pack(&example, &out, &options, &NoProgress).unwrap();
     assert!(summary.manifest.find("authority.yaml").is_some());
 }
+
+#[test]
+fn reasons_are_one_line_with_control_characters_escaped() {
+    assert_eq!(
+        error::one_line("2 problem(s) in x.yaml:\n  a: bad\n  b: worse\n"),
+        "2 problem(s) in x.yaml: a: bad; b: worse"
+    );
+    assert_eq!(error::one_line("name\u{1b}[31m\tx"), "name\\u{1b}[31m\\tx");
+}
+
+#[test]
+fn a_rotation_that_keeps_the_old_key_retires_nothing_and_normalises_file_names() {
+    let host = active_v1();
+    // The kit installer pinned the key under its own name.
+    let keys_dir = host.root.trusted_keys_dir();
+    std::fs::rename(
+        keys_dir.join(format!("{}.pub", host.key.id)),
+        keys_dir.join("installer.pub"),
+    )
+    .unwrap();
+    let successor = test_key(&host.work, "successor");
+    let source = host.source("v2");
+    std::fs::create_dir_all(source.join("trust/keys")).unwrap();
+    std::fs::copy(&successor.public, source.join("trust/keys/new.pub")).unwrap();
+    std::fs::copy(&host.key.public, source.join("trust/keys/old.pub")).unwrap();
+    let v2 = host.bundle_from(&source, 2, NOW - 3000, 30);
+    let rotation = import(&host.root, &v2, &host.options(), &NoProgress)
+        .unwrap()
+        .rotation
+        .unwrap();
+    assert_eq!(rotation.added, vec![successor.id.clone()]);
+    assert!(rotation.retired.is_empty());
+    let mut expected = vec![
+        format!("{}.pub", host.key.id),
+        format!("{}.pub", successor.id),
+    ];
+    expected.sort();
+    let mut files: Vec<String> = std::fs::read_dir(&keys_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, expected);
+}

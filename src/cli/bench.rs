@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// Worker threads of the load generator (default: one per core)
     #[arg(long)]
     client_threads: Option<usize>,
+    /// logging.level of the server the benchmark starts (e.g. warn, to measure the cost of
+    /// the per-token info lines)
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
     /// Keep the temporary site directories (logs, store) for inspection
     #[arg(long)]
     keep: bool,
@@ -128,6 +132,7 @@ fn options(args: &BenchArgs, threads: usize) -> anyhow::Result<Options> {
         redis_url: args.redis_url.clone(),
         max_proofs: args.max_proofs,
         client_threads: threads,
+        log_level: args.log_level.clone(),
     })
 }
 
@@ -248,8 +253,8 @@ fn print_report(r: &Report) {
     );
     if let Some(f) = &r.floor {
         println!(
-            "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {} iterations, single thread)",
-            f.es256_verify_us, f.es256_sign_us, f.iterations
+            "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {} iterations, single thread, {})",
+            f.es256_verify_us, f.es256_sign_us, f.iterations, f.clock
         );
         println!(
             "  CPU / floor       {} (floor for this request: {} = {})",

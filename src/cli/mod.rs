@@ -10,6 +10,7 @@ mod ca;
 mod config_check;
 mod demo;
 mod drill;
+mod kit;
 mod reload;
 mod secret;
 mod serve;
@@ -54,6 +55,9 @@ enum Command {
     /// Signed configuration bundles: keygen, pack, sign, verify, import, status, rollback
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// The offline kit: build it (connected side), verify and unpack it (sealed host)
+    #[command(subcommand)]
+    Kit(kit::KitCommand),
     /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
     Bench(bench::BenchArgs),
 }
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Secret(cmd) => secret::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Kit(cmd) => kit::run(cmd),
         Command::Drill(cmd) => drill::run(cmd),
         Command::Reload(target) => reload::run(target),
         Command::Bench(args) => bench::run(args),

@@ -76,7 +76,7 @@ const MARKER_VERSION: &str = "v1";
 /// KEYS: claim, counter hash, marker. ARGV: TTL (ms), counter bucket.
 const CLAIM_SCRIPT: &str = r"
 local marker = redis.call('GET', KEYS[3]) or ''
-if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) then
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   return {1, marker}
 end
@@ -616,6 +616,7 @@ impl SenderStore for RedisStore {
                 .arg(key)
                 .arg(body)
                 .arg("XX")
+                .arg("KEEPTTL")
                 .query_async::<Option<String>>(&mut conn)
                 .await
         })
@@ -669,5 +670,70 @@ impl SenderStore for RedisStore {
                 "Redis probe read back a different value".into(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_site_marker_round_trips_and_refuses_other_versions() {
+        let marker = Marker {
+            epoch: "abc_-1".into(),
+            fence_until: 1_700_000_000,
+        };
+        assert_eq!(marker.encode(), "v1 abc_-1 1700000000");
+        assert_eq!(Marker::parse(&marker.encode()), Some(marker));
+        assert_eq!(Marker::parse("v2 abc 0"), None);
+        assert_eq!(Marker::parse("v1 abc"), None);
+        assert_eq!(Marker::parse("v1 abc soon"), None);
+    }
+
+    #[test]
+    fn an_entry_is_counted_until_the_end_of_its_bucket() {
+        // Entries expiring within [100, 110) are counted in the bucket that ends at 110.
+        assert_eq!(Kind::Jti.bucket(100), 110);
+        assert_eq!(Kind::Jti.bucket(109), 110);
+        assert_eq!(Kind::Jti.bucket(110), 120);
+        assert_eq!(Kind::Token.bucket(59), 60);
+        // Never earlier than the entry's own expiry.
+        for t in [0, 1, 59, 60, 61, 1_700_000_001] {
+            assert!(Kind::Token.bucket(t) > t);
+            assert!(Kind::Nonce.bucket(t) > t);
+        }
+    }
+
+    #[test]
+    fn keys_are_namespaced_and_hold_no_client_text() {
+        let keys = Keys {
+            prefix: "sealkit:plant-7:".into(),
+            instance: "i".into(),
+        };
+        let jti = keys.jti("jkt", "some jti * with: odd text");
+        assert!(jti.starts_with("sealkit:plant-7:jti:"));
+        assert_eq!(jti.len(), "sealkit:plant-7:jti:".len() + 64);
+        assert_eq!(
+            jti,
+            format!(
+                "sealkit:plant-7:jti:{}",
+                hex(&jti_key("jkt", "some jti * with: odd text"))
+            )
+        );
+        let nonce = keys.nonce("a*b:c");
+        assert!(nonce.starts_with("sealkit:plant-7:nonce:") && !nonce.contains('*'));
+        assert_eq!(
+            keys.token(TokenId([0xab; 32])),
+            format!("sealkit:plant-7:token:{}", "ab".repeat(32))
+        );
+        assert_eq!(keys.state(), "sealkit:plant-7:meta:state");
+        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff]), "000ff0ff");
+    }
+
+    #[test]
+    fn ttl_arguments_are_never_zero_or_negative() {
+        assert_eq!(millis(3), 3_000);
+        assert_eq!(millis(0), 1);
+        assert_eq!(millis(-5), 1);
     }
 }

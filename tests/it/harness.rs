@@ -25,12 +25,17 @@ impl Site {
 
     /// Starts a demo site whose authority.yaml was first changed by `edit`.
     pub async fn start_with(edit: impl FnOnce(&mut String)) -> Site {
+        Self::start_prepared(|_, yaml| edit(yaml)).await
+    }
+
+    /// Starts a demo site after `prepare` could change its files and authority.yaml.
+    pub async fn start_prepared(prepare: impl FnOnce(&DemoSite, &mut String)) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let demo = sealkit::demo::prepare(&dir.path().join("site"), addr).unwrap();
         let mut yaml = std::fs::read_to_string(&demo.config).unwrap();
-        edit(&mut yaml);
+        prepare(&demo, &mut yaml);
         std::fs::write(&demo.config, yaml).unwrap();
         let settings = Settings::load(&demo.config).unwrap();
         let clock = Clock::system();

@@ -334,3 +334,110 @@ async fn a_client_cert_header_counts_only_from_a_trusted_proxy() {
     assert_eq!(reply.status, 401);
     site.stop().await;
 }
+
+/// A client certificate signed by the site's intermediate but already expired.
+fn expired_client_certificate(demo: &sealkit::demo::DemoSite, out: &Path) {
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{ExtendedKeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder, X509};
+    let ca = demo.dir.join("ca");
+    let issuer = X509::from_pem(&std::fs::read(ca.join("intermediate.crt")).unwrap()).unwrap();
+    let issuer_key =
+        PKey::private_key_from_pem(&std::fs::read(ca.join("intermediate.key")).unwrap()).unwrap();
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "demo-mtls").unwrap();
+    let name = name.build();
+    let mut builder = X509Builder::new().unwrap();
+    builder.set_version(2).unwrap();
+    let serial = BigNum::from_u32(0x5ea1_0001).unwrap();
+    builder
+        .set_serial_number(&Asn1Integer::from_bn(&serial).unwrap())
+        .unwrap();
+    builder.set_subject_name(&name).unwrap();
+    builder.set_issuer_name(issuer.subject_name()).unwrap();
+    builder.set_pubkey(&key).unwrap();
+    let now = sealkit::clock::unix_now();
+    builder
+        .set_not_before(&Asn1Time::from_unix(now - 3 * 86_400).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&Asn1Time::from_unix(now - 86_400).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .uri("urn:sealkit:client:demo-mtls")
+        .build(&builder.x509v3_context(Some(&issuer), None))
+        .unwrap();
+    builder.append_extension(san).unwrap();
+    builder
+        .append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+        .unwrap();
+    builder.sign(&issuer_key, MessageDigest::sha256()).unwrap();
+    let cert = builder.build();
+    let mut chain = cert.to_pem().unwrap();
+    chain.extend(issuer.to_pem().unwrap());
+    std::fs::write(out.join("expired.crt"), chain).unwrap();
+    std::fs::write(
+        out.join("expired.key"),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_and_expired_client_certificates_are_refused() {
+    use sealkit::ca::{RevocationReason, SiteCa};
+    let site = Site::start_prepared(|demo, yaml| {
+        let ca = SiteCa::open(&demo.dir.join("ca")).unwrap();
+        let certs = demo.dir.join("certs");
+        let revoked = ca
+            .issue_client("demo-mtls", Some("high-assurance"), 30)
+            .unwrap();
+        revoked.write(&certs, "revoked").unwrap();
+        ca.revoke(&revoked.serial_hex, RevocationReason::KeyCompromise)
+            .unwrap();
+        std::fs::write(demo.dir.join("ca/site.crl"), ca.crl_pem(7).unwrap()).unwrap();
+        expired_client_certificate(demo, &certs);
+        *yaml = yaml.replace(
+            "  clientCa: ca/root.crt\n",
+            "  clientCa: ca/root.crt\n  clientCrl: ca/site.crl\n",
+        );
+    })
+    .await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "demo-mtls"),
+    ];
+    let certs = site.demo.dir.join("certs");
+    for (name, expect) in [("demo-mtls", 200), ("revoked", 401), ("expired", 401)] {
+        let target = TlsTarget::new(
+            &site.demo.issuer,
+            &site.demo.ca_file,
+            Some((
+                &certs.join(format!("{name}.crt")),
+                &certs.join(format!("{name}.key")),
+            )),
+        )
+        .unwrap();
+        let reply = target
+            .connect()
+            .await
+            .unwrap()
+            .post_form("/token", &form, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, expect, "{name}: {:?}", reply.body);
+        if expect == 401 {
+            assert_eq!(reply.json()["error"], "invalid_client", "{name}");
+        }
+    }
+    site.stop().await;
+}

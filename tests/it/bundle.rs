@@ -1,0 +1,302 @@
+//! Signed configuration bundles against a running authority (the real binary): import,
+//! reload without restart, rollback refused, a bad bundle changes nothing.
+
+use sealkit::client::https::{basic_auth, TlsTarget};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
+
+fn sealkit(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A bundle source directory: the demo's authority.yaml with host paths made absolute.
+fn write_source(site: &sealkit::demo::DemoSite, dir: &Path, extra_client: Option<(&str, &str)>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let d = site.dir.display().to_string();
+    let mut yaml = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace("certificate: tls/", &format!("certificate: {d}/tls/"))
+        .replace("privateKey: tls/", &format!("privateKey: {d}/tls/"))
+        .replace("clientCa: ca/", &format!("clientCa: {d}/ca/"))
+        .replace("dataDir: data", &format!("dataDir: {d}/data"))
+        .replace("directory: logs", &format!("directory: {d}/logs"));
+    if let Some((id, secret)) = extra_client {
+        yaml.push_str(&format!(
+            "  - id: {id}\n    tenant: unconstrained\n    secretHash: \"{}\"\n    audience: [api]\n",
+            sealkit::secret::SecretHash::of(secret)
+        ));
+    }
+    std::fs::write(dir.join("authority.yaml"), yaml).unwrap();
+}
+
+fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
+    let file = format!("site-v{version}.bundle.tar.zst");
+    ok(sealkit(
+        &[
+            "bundle",
+            "pack",
+            source,
+            "--version",
+            version,
+            "--expires",
+            "30d",
+            "--site",
+            "demo",
+            "-o",
+            &file,
+        ],
+        work,
+    ));
+    ok(sealkit(
+        &["bundle", "sign", "--secret-key", "signing.key", &file],
+        work,
+    ));
+    file
+}
+
+fn serve(root: &Path) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bundle-root"])
+        .arg(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server did not start");
+    assert!(line.contains("listening"), "{line}");
+    child
+}
+
+fn tree_digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if name == "lock" {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                out.push((
+                    name,
+                    std::fs::read_link(&path)
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .into_bytes(),
+                ));
+            } else {
+                out.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_bundle_reconfigures_a_running_authority_and_a_stale_one_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let site = sealkit::demo::prepare(
+        &work.join("site"),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    )
+    .unwrap();
+    let root = work.join("bundles");
+    let root_arg = root.display().to_string();
+    ok(sealkit(
+        &[
+            "bundle",
+            "keygen",
+            "--unencrypted",
+            "--secret-key",
+            "signing.key",
+            "--public-key",
+            "signing.pub",
+        ],
+        work,
+    ));
+    ok(sealkit(
+        &["bundle", "trust", "add", "signing.pub", "--root", &root_arg],
+        work,
+    ));
+
+    write_source(&site, &work.join("src-v1"), None);
+    let v1 = pack_and_sign(work, "src-v1", "1");
+    // The minisign CLI verifies our signature.
+    let out = Command::new("minisign")
+        .args(["-V", "-p", "signing.pub", "-m", &v1])
+        .current_dir(work)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "minisign: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(sealkit(
+        &[
+            "bundle", "import", &v1, "--site", "demo", "--root", &root_arg,
+        ],
+        work,
+    ));
+
+    let mut server = serve(&root);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let form = [("grant_type", "client_credentials")];
+    let secret = sealkit::secret::generate();
+    let newcomer = basic_auth("added-by-v2", &secret);
+    assert_eq!(
+        conn.post_form("/token", &form, &[("authorization", &newcomer)])
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+
+    // v2 adds a client; importing it reloads the running authority.
+    write_source(&site, &work.join("src-v2"), Some(("added-by-v2", &secret)));
+    let v2 = pack_and_sign(work, "src-v2", "2");
+    let socket = site
+        .dir
+        .join("data")
+        .join("control.sock")
+        .display()
+        .to_string();
+    ok(sealkit(
+        &[
+            "bundle",
+            "import",
+            &v2,
+            "--root",
+            &root_arg,
+            "--reload-socket",
+            &socket,
+        ],
+        work,
+    ));
+    let reply = conn
+        .post_form("/token", &form, &[("authorization", &newcomer)])
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status, 200,
+        "the new client works on the same connection, no restart: {:?}",
+        reply.body
+    );
+
+    // v1 again: a rollback attack, refused with its own exit code; nothing changes.
+    let before = tree_digest(&root);
+    let out = sealkit(&["bundle", "import", &v1, "--root", &root_arg], work);
+    assert_eq!(
+        out.status.code(),
+        Some(16),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree_digest(&root), before);
+
+    // A correctly signed v3 whose authority.yaml is invalid: refused (3), nothing changes.
+    std::fs::create_dir_all(work.join("src-v3")).unwrap();
+    let broken = std::fs::read_to_string(work.join("src-v2/authority.yaml"))
+        .unwrap()
+        .replace("tenant: unconstrained", "tenant: nowhere");
+    std::fs::write(work.join("src-v3/authority.yaml"), broken).unwrap();
+    let v3 = pack_and_sign(work, "src-v3", "3");
+    let out = sealkit(
+        &[
+            "bundle",
+            "import",
+            &v3,
+            "--root",
+            &root_arg,
+            "--reload-socket",
+            &socket,
+        ],
+        work,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree_digest(&root), before);
+    // A flipped byte in the bundle: refused before anything is unpacked.
+    let mut bytes = std::fs::read(work.join(&v2)).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(work.join("tampered.bundle.tar.zst"), bytes).unwrap();
+    std::fs::copy(
+        work.join(format!("{v2}.minisig")),
+        work.join("tampered.bundle.tar.zst.minisig"),
+    )
+    .unwrap();
+    let out = sealkit(
+        &[
+            "bundle",
+            "import",
+            "tampered.bundle.tar.zst",
+            "--root",
+            &root_arg,
+        ],
+        work,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree_digest(&root), before);
+
+    // The server kept serving the v2 configuration throughout.
+    let reply = conn
+        .post_form("/token", &form, &[("authorization", &newcomer)])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
