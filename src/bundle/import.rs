@@ -450,6 +450,19 @@ pub(crate) fn validate_config(tree: &Path) -> Result<Settings, BundleError> {
                 .to_string(),
         );
     }
+    if let Some(password_file) = settings
+        .storage_settings
+        .redis
+        .as_ref()
+        .and_then(|r| r.password_file.as_ref())
+    {
+        if inside(password_file) {
+            problems.push(
+                "storage.passwordFile: a password must not travel in a bundle (bundles are signed, not encrypted); use a host path such as /etc/sealkit/redis.password"
+                    .to_string(),
+            );
+        }
+    }
     if inside(&settings.tls_private_key) {
         problems.push(
             "tls.privateKey: a private key must not travel in a bundle (bundles are signed, not encrypted); use a host path such as /etc/sealkit/tls/server.key"

@@ -841,6 +841,7 @@ fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), KitError> {
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), KitError> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(mode)
         .create(path)

@@ -144,7 +144,9 @@ impl Authority {
         if settings.data_dir != running.data_dir {
             return Err(ReloadError::NeedsRestart("dataDir"));
         }
-        if settings.storage != running.storage {
+        if settings.storage != running.storage
+            || settings.storage_settings != running.storage_settings
+        {
             return Err(ReloadError::NeedsRestart("storage"));
         }
         if settings.metrics_listen != running.metrics_listen {

@@ -46,6 +46,11 @@ impl RedisServer {
     /// Plain TCP, no persistence, with a least-privilege ACL user `sealkit` for `site`
     /// (the one docs/multi-node.md recommends).
     async fn start(site: &str) -> RedisServer {
+        Self::start_with(site, &[]).await
+    }
+
+    /// As [`RedisServer::start`], with more `redis-server` arguments (later ones win).
+    async fn start_with(site: &str, more: &[&str]) -> RedisServer {
         let port = free_port();
         let mut args: Vec<String> = ["--port", &port.to_string()]
             .iter()
@@ -74,6 +79,7 @@ impl RedisServer {
             .iter()
             .map(|s| s.to_string()),
         );
+        args.extend(more.iter().map(|s| s.to_string()));
         Self::spawn_with(port, args, false).await
     }
 
@@ -593,6 +599,36 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     let proof = site.proof(&key, None);
     access_token(&token(&mut conn, &dpop, &[&proof]).await);
     assert_eq!(token(&mut conn, &dpop, &[&proof]).await.status, 401);
+    site.stop().await;
+}
+
+/// With AOF (even `everysec`), a crash of the Redis process loses no acknowledged claim:
+/// the site marker survives, no fence is raised, and a proof used before the crash is a
+/// replay after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_aof_a_redis_crash_loses_no_claim() {
+    let mut redis =
+        RedisServer::start_with("aof", &["--appendonly", "yes", "--appendfsync", "everysec"]).await;
+    let site = MultiSite::start(&redis, "aof").await;
+    let mut conn = site.nodes[0].conn().await;
+    let dpop = site.auth("DPOP");
+    let key = ProofKey::es256().unwrap();
+    let used = site.proof(&key, None);
+    access_token(&token(&mut conn, &dpop, &[&used]).await);
+
+    redis.restart().await; // SIGKILL, then start again from the AOF
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replay = loop {
+        let reply = token(&mut conn, &dpop, &[&used]).await;
+        if reply.status != 503 {
+            break reply;
+        }
+        // The first call after the restart finds the old connection broken.
+        assert!(Instant::now() < deadline, "Redis never came back");
+    };
+    assert_eq!(replay.status, 401, "{:?}", replay.body);
+    assert_eq!(replay.json()["error"], "invalid_dpop_proof");
+    access_token(&token(&mut conn, &dpop, &[&site.proof(&key, None)]).await);
     site.stop().await;
 }
 
