@@ -11,6 +11,7 @@ use super::{
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const FLUSH_EVERY_MS: u64 = 200;
 const RUNNING_MARKER: &[u8] = b"running";
@@ -21,9 +22,10 @@ pub struct SledStore {
     nonces: sled::Tree,
     jtis: sled::Tree,
     tokens: sled::Tree,
-    nonce_count: AtomicU64,
-    jti_count: AtomicU64,
-    token_count: AtomicU64,
+    // Shared with the sweeper, which runs on a blocking thread.
+    nonce_count: Arc<AtomicU64>,
+    jti_count: Arc<AtomicU64>,
+    token_count: Arc<AtomicU64>,
 }
 
 fn unavailable(e: sled::Error) -> StoreError {
@@ -60,9 +62,9 @@ impl SledStore {
             jtis: open_tree("jti")?,
             tokens: open_tree("tokens")?,
             db,
-            nonce_count: AtomicU64::new(0),
-            jti_count: AtomicU64::new(0),
-            token_count: AtomicU64::new(0),
+            nonce_count: Arc::new(AtomicU64::new(0)),
+            jti_count: Arc::new(AtomicU64::new(0)),
+            token_count: Arc::new(AtomicU64::new(0)),
         };
         store
             .nonce_count
@@ -239,9 +241,20 @@ impl SenderStore for SledStore {
     }
 
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-        Ok(Self::sweep_tree(&self.nonces, &self.nonce_count, now)?
-            + Self::sweep_tree(&self.jtis, &self.jti_count, now)?
-            + Self::sweep_tree(&self.tokens, &self.token_count, now)?)
+        // A full scan of hundreds of thousands of entries must not stall a runtime worker
+        // that is serving requests: it runs on the blocking pool (trees are cheap handles).
+        let work = [
+            (self.nonces.clone(), self.nonce_count.clone()),
+            (self.jtis.clone(), self.jti_count.clone()),
+            (self.tokens.clone(), self.token_count.clone()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            work.iter().try_fold(0, |removed, (tree, counter)| {
+                Ok(removed + Self::sweep_tree(tree, counter, now)?)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the sweeper stopped: {e}")))?
     }
 
     fn size(&self) -> StoreSize {
