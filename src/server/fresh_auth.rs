@@ -165,13 +165,6 @@ pub async fn handle(
     tracing::info!(
         event = events::FRESH_AUTH, client = %record.client_id, tenant = %record.tenant, fresh_until,
     );
-    let mut cnf = serde_json::Map::new();
-    if let Some(jkt) = &record.cnf_jkt {
-        cnf.insert("jkt".into(), json!(jkt));
-    }
-    if let Some(x5t) = &record.sender_certificate {
-        cnf.insert("x5t#S256".into(), json!(x5t));
-    }
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -179,7 +172,7 @@ pub async fn handle(
             "client_id": record.client_id,
             "sub": claims.sub,
             "tenant": record.tenant,
-            "cnf": cnf,
+            "cnf": record.confirmation(),
         }),
     ))
 }

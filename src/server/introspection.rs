@@ -19,12 +19,13 @@ fn inactive() -> Response {
     json_response(StatusCode::OK, &json!({"active": false}))
 }
 
-pub async fn introspect(
+/// Parses the form and authenticates the calling client, as both endpoints require.
+fn authenticated_form(
     authority: &Authority,
     connection: &ConnectionContext,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, OAuthError> {
+) -> Result<(Form, std::sync::Arc<crate::config::ClientSettings>), OAuthError> {
     let form = Form::parse(headers, body)?;
     let snapshot = authority.current();
     let certificate = request_certificate(&snapshot, connection, headers);
@@ -35,6 +36,16 @@ pub async fn introspect(
         &certificate,
         &authority.metrics,
     )?;
+    Ok((form, caller))
+}
+
+pub async fn introspect(
+    authority: &Authority,
+    connection: &ConnectionContext,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, OAuthError> {
+    let (form, caller) = authenticated_form(authority, connection, headers, body)?;
     if !caller.may_introspect {
         return Err(OAuthError::UnauthorizedClient(
             "this client may not introspect tokens".into(),
@@ -78,13 +89,6 @@ pub async fn introspect(
             return Ok(inactive());
         }
     }
-    let mut cnf = serde_json::Map::new();
-    if let Some(jkt) = &record.cnf_jkt {
-        cnf.insert("jkt".into(), json!(jkt));
-    }
-    if let Some(x5t) = &record.sender_certificate {
-        cnf.insert("x5t#S256".into(), json!(x5t));
-    }
     let mut body = json!({
         "active": true,
         "scope": record.scope,
@@ -98,8 +102,9 @@ pub async fn introspect(
         "tenant": record.tenant,
         "token_type": record.token_type,
     });
+    let cnf = record.confirmation();
     if !cnf.is_empty() {
-        body["cnf"] = serde_json::Value::Object(cnf);
+        body["cnf"] = json!(cnf);
     }
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -110,16 +115,7 @@ pub async fn revoke(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
-    let form = Form::parse(headers, body)?;
-    let snapshot = authority.current();
-    let certificate = request_certificate(&snapshot, connection, headers);
-    let (caller, _) = authenticate_client(
-        &snapshot.settings,
-        headers,
-        &form,
-        &certificate,
-        &authority.metrics,
-    )?;
+    let (form, caller) = authenticated_form(authority, connection, headers, body)?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;

@@ -3,10 +3,9 @@
 
 use sealkit::client::https::{basic_auth, TlsTarget};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
+use crate::harness::BIN;
 
 fn sealkit(args: &[&str], cwd: &Path) -> Output {
     Command::new(BIN)
@@ -72,29 +71,7 @@ fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
 }
 
 fn serve(root: &Path) -> Child {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--bundle-root"])
-        .arg(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server did not start");
-    assert!(line.contains("listening"), "{line}");
-    child
+    crate::harness::spawn_serve(&["--bundle-root".as_ref(), root.as_os_str()])
 }
 
 fn tree_digest(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -146,3 +146,33 @@ pub fn metric(exposition: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The `sealkit` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
+
+/// Starts `sealkit serve ARGS` as a separate process and waits for its "listening" line.
+pub fn spawn_serve(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the server did not start");
+    assert!(line.contains("listening"), "{line}");
+    child
+}

@@ -5,12 +5,11 @@ use crate::harness::jwt_claims;
 use sealkit::client::https::{basic_auth, TlsTarget};
 use sealkit::client::ProofKey;
 use sealkit::demo::DemoSite;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
+use crate::harness::{spawn_serve, BIN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -28,27 +27,9 @@ fn demo_site(dir: &Path) -> DemoSite {
     .unwrap()
 }
 
-/// Starts `sealkit serve` and waits for its "listening" line.
+/// Starts `sealkit serve --config` for a demo site.
 fn serve(site: &DemoSite) -> Child {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&site.config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server did not start");
-    assert!(line.contains("listening"), "{line}");
-    child
+    spawn_serve(&["--config".as_ref(), site.config.as_os_str()])
 }
 
 /// Polls `dir`'s log files until one line contains every needle (the writer is async).
