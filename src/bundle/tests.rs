@@ -1084,10 +1084,14 @@ fn the_example_site_packs_and_validates_with_host_paths() {
             &format!("{}/tls/", host.host.display()),
         )
         .replace(
+            "/etc/sealkit/site-ca.crt",
+            &format!("{}/tls/site-ca.crt", host.host.display()),
+        )
+        .replace(
             "/var/lib/sealkit/data",
             &format!("{}/data", host.host.display()),
         );
-    std::fs::write(host.host.join("tls/client-ca.crt"), "ca").unwrap();
+    std::fs::write(host.host.join("tls/site-ca.crt"), "ca").unwrap();
     let settings =
         crate::config::Settings::from_yaml(&mapped, &example, crate::clock::unix_now()).unwrap();
     assert!(!settings.clients.is_empty());
