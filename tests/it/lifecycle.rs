@@ -156,3 +156,28 @@ async fn a_bypass_drill_relaxes_the_requirement_then_reverts_by_itself() {
     );
     site.stop().await;
 }
+
+/// `metrics.listen`: /metrics moves to a plain-HTTP loopback listener and leaves the public one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_on_a_separate_loopback_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = Site::start_with(|yaml| {
+        yaml.push_str("metrics:\n  listen: 127.0.0.1:0\n");
+    })
+    .await;
+    let addr = site.server.metrics_addr.expect("a metrics listener");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:.200}");
+    assert!(text.contains("authority_dpop_nonce_miss_total"));
+    let reply = site.conn().await.get("/metrics").await.unwrap();
+    assert_eq!(
+        reply.status, 404,
+        "the public listener no longer serves /metrics"
+    );
+    site.stop().await;
+}

@@ -441,3 +441,52 @@ async fn revoked_and_expired_client_certificates_are_refused() {
     }
     site.stop().await;
 }
+
+/// `dpop-and-mtls`: both proofs are required, and the token is bound to both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_and_mtls_binds_the_token_to_the_key_and_the_certificate() {
+    let site = Site::start_with(|yaml| {
+        *yaml = yaml.replace(
+            "  - id: high-assurance\n    senderConstraint: mtls\n",
+            "  - id: high-assurance\n    senderConstraint: dpop-and-mtls\n",
+        );
+    })
+    .await;
+    let mut conn = target_with(&site, "SEALKIT_MTLS_CERT", "SEALKIT_MTLS_KEY")
+        .connect()
+        .await
+        .unwrap();
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", "demo-mtls"),
+    ];
+    // The certificate alone is not enough.
+    let reply = conn.post_form("/token", &form, &[]).await.unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "use_dpop_nonce");
+    // Certificate and proof: bound to both.
+    let key = ProofKey::es256().unwrap();
+    let reply = conn
+        .post_form("/token", &form, &[("dpop", &site.proof(&key, None))])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.json()["token_type"], "DPoP");
+    let claims = jwt_claims(reply.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["cnf"]["jkt"], json!(key.thumbprint()));
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        json!(thumbprint_of_pem(Path::new(
+            site.demo.var("SEALKIT_MTLS_CERT")
+        )))
+    );
+    // A proof without the certificate: refused too.
+    let reply = site
+        .conn()
+        .await
+        .post_form("/token", &form, &[("dpop", &site.proof(&key, None))])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 401);
+    site.stop().await;
+}
