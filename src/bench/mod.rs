@@ -208,6 +208,9 @@ pub struct ServerFigures {
     pub cpu_us_per_request: Option<f64>,
     /// Server CPU time over wall time during the run (1.0 = one core busy).
     pub cores_busy: Option<f64>,
+    /// The server's CPU per request split by thread name (`tokio-rt-worker`: request
+    /// handling; `tracing-appende`: the log writer; `log flusher`/`sled-io`: the store).
+    pub cpu_us_per_request_by_thread: BTreeMap<String, f64>,
 }
 
 /// One scenario's figures.
@@ -785,11 +788,19 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.prepared = prepared;
 
     let floor_before = floor::measure(options.floor_iterations)?;
+    let threads_before = endpoint
+        .pid
+        .map(procfs::cpu_ticks_by_thread)
+        .unwrap_or_default();
     let server_before = endpoint.pid.and_then(procfs::cpu_ticks);
     let client_before = procfs::cpu_ticks(std::process::id());
     let (outcome, connections) =
         load::closed_loop(connections, workload.clone(), first, options.stop).await;
     let server_after = endpoint.pid.and_then(procfs::cpu_ticks);
+    let threads_after = endpoint
+        .pid
+        .map(procfs::cpu_ticks_by_thread)
+        .unwrap_or_default();
     let client_after = procfs::cpu_ticks(std::process::id());
     drop(connections);
     let rss_after = endpoint.pid.and_then(procfs::rss_bytes);
@@ -834,6 +845,19 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         threads,
         cpu_us_per_request: server_cpu,
         cores_busy: cores,
+        cpu_us_per_request_by_thread: threads_after
+            .iter()
+            .filter_map(|(name, &after)| {
+                let before = threads_before.get(name).copied().unwrap_or(0);
+                let delta = after.saturating_sub(before);
+                (delta > 0 && ok > 0).then(|| {
+                    (
+                        name.clone(),
+                        delta as f64 * 1e6 / ticks.per_second as f64 / ok as f64,
+                    )
+                })
+            })
+            .collect(),
     });
     report.clk_tck = ticks.per_second;
     report.clk_tck_assumed = !ticks.measured;

@@ -54,6 +54,32 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU ticks per thread name (`comm`: `tokio-rt-worker`, `tracing-appende`, `log flusher`,
+/// `sled-io-0`, …) summed over the process's threads, with numbered suffixes folded
+/// (`sled-io-3` counts as `sled-io`), so the server's time can be split by what does it.
+pub fn cpu_ticks_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close]
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .trim_end_matches('-')
+            .to_string();
+        if let Some(ticks) = parse_cpu_ticks(&stat) {
+            *out.entry(name).or_insert(0) += ticks;
+        }
+    }
+    out
+}
+
 /// `VmRSS` of the process, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(proc_file(pid, "status")).ok()?;
@@ -106,5 +132,6 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_some());
         assert!(rss_bytes(pid).unwrap() > 0);
+        assert!(!cpu_ticks_by_thread(pid).is_empty());
     }
 }

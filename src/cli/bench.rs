@@ -236,6 +236,14 @@ fn print_report(r: &Report) {
                 tick_note,
                 opt(s.cores_busy, 2, "")
             );
+            if !s.cpu_us_per_request_by_thread.is_empty() {
+                let split: Vec<String> = s
+                    .cpu_us_per_request_by_thread
+                    .iter()
+                    .map(|(name, us)| format!("{name} {us:.1}"))
+                    .collect();
+                println!("  by thread (µs)    {}", split.join(", "));
+            }
             println!(
                 "  server            pid {}, start-up to ready {}, idle RSS {}, RSS after {}, {} threads",
                 s.pid,
