@@ -241,8 +241,14 @@ fi
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 [ "$(id -u)" = 0 ] || fail "run as root (it uses a network namespace and chroot)"
-for tool in unshare ip chroot file timeout; do
-    command -v "$tool" >/dev/null || fail "missing $tool"
+# Install what a fresh machine may lack (as root, from Debian's packages).
+for pair in unshare:util-linux ip:iproute2 chroot:coreutils file:file timeout:coreutils; do
+    tool=${pair%%:*} package=${pair#*:}
+    if ! command -v "$tool" >/dev/null; then
+        echo "sealed-drill: installing $package (for $tool)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; } \
+            || fail "missing $tool (package $package)"
+    fi
 done
 
 if [ -n "${SEALKIT_BIN:-}" ]; then
