@@ -118,6 +118,22 @@ impl Outcome {
     }
 }
 
+/// How long one request may take before the benchmark gives up on its connection (a
+/// stalled server must end the run with an error, not hang it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends `request` on `connection` within [`REQUEST_TIMEOUT`].
+pub async fn send(
+    connection: &mut Connection,
+    request: Prepared,
+) -> Result<crate::client::https::Reply, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, connection.send(request)).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+    }
+}
+
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
@@ -169,7 +185,7 @@ pub async fn closed_loop(
                     break;
                 };
                 let sent = Instant::now();
-                match connection.send(request).await {
+                match send(&mut connection, request).await {
                     Ok(reply) => {
                         outcome.latencies_us.push(micros(sent.elapsed()));
                         if reply.status == http::StatusCode::OK {
@@ -270,7 +286,7 @@ pub async fn open_loop(
                 let item = work_rx.lock().await.recv().await;
                 let Some((due, request)) = item else { break };
                 shared.backlog.fetch_sub(1, Ordering::Relaxed);
-                let result = connection.send(request).await;
+                let result = send(&mut connection, request).await;
                 let latency = micros(due.elapsed());
                 let Ok(mut stats) = shared.stats.lock() else {
                     break;

@@ -208,6 +208,9 @@ pub struct ServerFigures {
     pub cpu_us_per_request: Option<f64>,
     /// Server CPU time over wall time during the run (1.0 = one core busy).
     pub cores_busy: Option<f64>,
+    /// The kernel's part of it (`stime`): syscalls, and on loopback also TCP work done
+    /// for the load generator's sockets.
+    pub system_us_per_request: Option<f64>,
     /// The server's CPU per request split by thread name (`tokio-rt-worker`: request
     /// handling; `tracing-appende`: the log writer; `log flusher`/`sled-io`: the store).
     pub cpu_us_per_request_by_thread: BTreeMap<String, f64>,
@@ -239,6 +242,8 @@ pub struct Report {
     /// The load generator's own CPU per request (it shares the machine).
     pub client_cpu_us_per_request: Option<f64>,
     pub floor: Option<CryptoFloor>,
+    /// The two measurements `floor` is the mean of (before and after the run).
+    pub floor_before_after_us: Option<(f64, f64)>,
     pub floor_kind: &'static str,
     pub floor_us: Option<f64>,
     pub cpu_over_floor: Option<f64>,
@@ -285,6 +290,7 @@ impl Report {
             clk_tck_assumed: !ticks.measured,
             client_cpu_us_per_request: None,
             floor: None,
+            floor_before_after_us: None,
             floor_kind: "",
             floor_us: None,
             cpu_over_floor: None,
@@ -557,7 +563,9 @@ async fn issue_tokens(
                 let Some(request) = workload.request(0) else {
                     continue;
                 };
-                let reply = connection.send(request).await.map_err(client_error)?;
+                let reply = load::send(&mut connection, request)
+                    .await
+                    .map_err(BenchError::Client)?;
                 let token = reply.json()["access_token"].as_str().map(str::to_string);
                 match token {
                     Some(token) => tokens.push(token),
@@ -793,10 +801,12 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         .map(procfs::cpu_ticks_by_thread)
         .unwrap_or_default();
     let server_before = endpoint.pid.and_then(procfs::cpu_ticks);
+    let system_before = endpoint.pid.and_then(procfs::system_ticks);
     let client_before = procfs::cpu_ticks(std::process::id());
     let (outcome, connections) =
         load::closed_loop(connections, workload.clone(), first, options.stop).await;
     let server_after = endpoint.pid.and_then(procfs::cpu_ticks);
+    let system_after = endpoint.pid.and_then(procfs::system_ticks);
     let threads_after = endpoint
         .pid
         .map(procfs::cpu_ticks_by_thread)
@@ -806,7 +816,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let rss_after = endpoint.pid.and_then(procfs::rss_bytes);
     let threads = endpoint.pid.and_then(procfs::threads);
     let floor_after = floor::measure(options.floor_iterations)?;
-    let floor = floor_before.min(floor_after);
+    let floor = floor_before.mean(floor_after);
 
     let Outcome {
         ok,
@@ -844,6 +854,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         rss_after_mb: mb(rss_after),
         threads,
         cpu_us_per_request: server_cpu,
+        system_us_per_request: per_request(system_before, system_after),
         cores_busy: cores,
         cpu_us_per_request_by_thread: threads_after
             .iter()
@@ -863,6 +874,10 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.clk_tck_assumed = !ticks.measured;
     report.client_cpu_us_per_request = per_request(client_before, client_after);
     report.floor = Some(floor);
+    report.floor_before_after_us = Some((
+        scenario.floor_us(&floor_before).1,
+        scenario.floor_us(&floor_after).1,
+    ));
     report.floor_kind = floor_kind;
     report.floor_us = Some(floor_us);
     report.cpu_over_floor = server_cpu.map(|c| c / floor_us);

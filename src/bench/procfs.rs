@@ -37,6 +37,14 @@ fn proc_file(pid: u32, name: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{name}"))
 }
 
+/// `stime` alone (time in the kernel on the process's behalf: syscalls, and on loopback
+/// also the TCP receive work for the peer), in clock ticks.
+pub fn system_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_file(pid, "stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(12)?.parse().ok()
+}
+
 /// `utime + stime` of the whole process (every thread), in clock ticks.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(proc_file(pid, "stat")).ok()?;
@@ -131,6 +139,7 @@ mod tests {
     fn this_process_is_readable() {
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_some());
+        assert!(system_ticks(pid).unwrap() <= cpu_ticks(pid).unwrap());
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(!cpu_ticks_by_thread(pid).is_empty());
     }

@@ -161,9 +161,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if !args.json {
             eprintln!("sealkit bench: running {} …", scenario.name());
         }
-        let report = runtime
-            .block_on(bench::run(scenario, &options))
-            .unwrap_or_else(|e| Report::failed(scenario, &options, &e));
+        let report = match runtime.block_on(interruptible(bench::run(scenario, &options))) {
+            Some(outcome) => outcome.unwrap_or_else(|e| Report::failed(scenario, &options, &e)),
+            None => bail!("interrupted (the server the benchmark started was stopped)"),
+        };
         failed |= report.non_200 > 0 || report.transport_errors > 0 || report.error.is_some();
         if !args.json {
             print_report(&report);
@@ -181,6 +182,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first (`None`). Dropping the unfinished work
+/// drops the server process it started, which stops that server.
+async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return Some(work.await);
+    };
+    tokio::select! {
+        outcome = work => Some(outcome),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    }
 }
 
 fn opt(value: Option<f64>, digits: usize, unit: &str) -> String {
@@ -230,9 +245,10 @@ fn print_report(r: &Report) {
     match &r.server {
         Some(s) => {
             println!(
-                "  server CPU        {} per {} ({}; {} cores busy)",
+                "  server CPU        {} per {} ({} in the kernel; {}; {} cores busy)",
                 opt(s.cpu_us_per_request, 1, " µs"),
                 r.unit.trim_end_matches('s'),
+                opt(s.system_us_per_request, 1, " µs"),
                 tick_note,
                 opt(s.cores_busy, 2, "")
             );
@@ -265,10 +281,12 @@ fn print_report(r: &Report) {
             f.es256_verify_us, f.es256_sign_us, f.iterations, f.clock
         );
         println!(
-            "  CPU / floor       {} (floor for this request: {} = {})",
+            "  CPU / floor       {} (floor for this request: {} = {}; {} before the run, {} after)",
             opt(r.cpu_over_floor, 2, "×"),
             r.floor_kind,
-            opt(r.floor_us, 1, " µs")
+            opt(r.floor_us, 1, " µs"),
+            opt(r.floor_before_after_us.map(|b| b.0), 1, " µs"),
+            opt(r.floor_before_after_us.map(|b| b.1), 1, " µs"),
         );
     }
     for note in &r.notes {
@@ -326,14 +344,16 @@ fn soak(
             print_interval(p);
         }
     };
-    let report = runtime.block_on(bench::soak(
-        scenario,
-        options,
-        duration,
-        args.rate,
-        args.interval.0,
-        &mut each,
-    ))?;
+    let report = runtime
+        .block_on(interruptible(bench::soak(
+            scenario,
+            options,
+            duration,
+            args.rate,
+            args.interval.0,
+            &mut each,
+        )))
+        .context("interrupted (the server the benchmark started was stopped)")??;
     let failed = report
         .intervals
         .iter()

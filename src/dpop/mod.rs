@@ -98,13 +98,29 @@ struct ProofClaims {
 /// An endpoint URL reduced to what RFC 3986 §6.2.2/§6.2.3 normalisation says is
 /// significant: lower-case scheme and host, explicit port, path with percent-encoded
 /// unreserved characters decoded and dot segments removed. Query and fragment are dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality compares the normalised parts only. The text it was parsed from is kept so a
+/// proof whose `htu` is exactly that text (what every client sends) is matched without
+/// parsing it again: parsing is deterministic, so equal text means an equal URL.
+#[derive(Debug, Clone)]
 pub struct EndpointUrl {
     scheme: String,
     host: String,
     port: u16,
     path: String,
+    text: String,
 }
+
+impl PartialEq for EndpointUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.scheme == other.scheme
+            && self.host == other.host
+            && self.port == other.port
+            && self.path == other.path
+    }
+}
+
+impl Eq for EndpointUrl {}
 
 impl EndpointUrl {
     pub fn parse(text: &str) -> Option<EndpointUrl> {
@@ -117,7 +133,13 @@ impl EndpointUrl {
             host: url.host_str()?.to_ascii_lowercase(),
             port: url.port_or_known_default()?,
             path: decode_unreserved(url.path()),
+            text: text.to_string(),
         })
+    }
+
+    /// Whether `htu` names this endpoint (RFC 9449 §4.3 (9), after normalisation).
+    fn matches(&self, htu: &str) -> bool {
+        htu == self.text || EndpointUrl::parse(htu).as_ref() == Some(self)
     }
 }
 
@@ -150,36 +172,49 @@ fn decode_unreserved(path: &str) -> String {
 
 /// Parsed proof keys, keyed by their canonical JWK. Building an EC key from coordinates
 /// includes a point validation that costs about as much as a signature verification, and a
-/// client signs every proof with the same key, so this is worth caching. It is only a
-/// cache of public keys: dropping it changes no decision.
+/// client signs every proof with the same key, so this is worth caching, together with the
+/// key's RFC 7638 thumbprint (a function of the canonical JWK alone). It is only a cache of
+/// public keys: dropping it changes no decision.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: RwLock<HashMap<(ProofAlgorithm, String), Arc<dyn JwsVerifier>>>,
+    keys: RwLock<HashMap<String, CachedKey>>,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    alg: ProofAlgorithm,
+    verifier: Arc<dyn JwsVerifier>,
+    jkt: Arc<str>,
 }
 
 const KEY_CACHE_CAPACITY: usize = 16_384;
 
 impl KeyCache {
+    /// The verifier for `jwk` under `alg` and the key's thumbprint. The entry is found by
+    /// the canonical JWK; its algorithm must match too (an RSA key serves RS256 and PS256).
     fn verifier(
         &self,
         alg: ProofAlgorithm,
         canonical: &str,
         jwk: &Map<String, Value>,
-    ) -> Result<Arc<dyn JwsVerifier>, ProofError> {
-        let key = (alg, canonical.to_string());
+    ) -> Result<(Arc<dyn JwsVerifier>, Arc<str>), ProofError> {
         if let Ok(keys) = self.keys.read() {
-            if let Some(v) = keys.get(&key) {
-                return Ok(v.clone());
+            if let Some(entry) = keys.get(canonical).filter(|e| e.alg == alg) {
+                return Ok((entry.verifier.clone(), entry.jkt.clone()));
             }
         }
-        let verifier = build_verifier(alg, jwk)?;
+        let entry = CachedKey {
+            alg,
+            verifier: build_verifier(alg, jwk)?,
+            jkt: Arc::from(jwk::thumbprint_of_canonical(canonical)),
+        };
         if let Ok(mut keys) = self.keys.write() {
             if keys.len() >= KEY_CACHE_CAPACITY {
                 keys.clear();
             }
-            keys.insert(key, verifier.clone());
+            keys.insert(canonical.to_string(), entry.clone());
         }
-        Ok(verifier)
+        Ok((entry.verifier, entry.jkt))
     }
 }
 
@@ -290,7 +325,7 @@ pub fn validate_proof(
     let canonical = jwk::check_public_key(&jwk, alg)?;
 
     // §4.3 (6): the signature verifies with the key in jwk.
-    let verifier = keys.verifier(alg, &canonical, &jwk)?;
+    let (verifier, jkt) = keys.verifier(alg, &canonical, &jwk)?;
     let signing_input_len = header_b64.len() + 1 + claims_b64.len();
     verifier
         .verify(&proof.as_bytes()[..signing_input_len], &signature)
@@ -319,7 +354,7 @@ pub fn validate_proof(
         return Err(ProofError::WrongMethod);
     }
     // §4.3 (9): htu matches the target URI, ignoring query and fragment, after normalisation.
-    if EndpointUrl::parse(&htu).as_ref() != Some(request.target) {
+    if !request.target.matches(&htu) {
         return Err(ProofError::WrongTarget);
     }
     // §4.3 (11): iat within the acceptable window (lifetime + skew back, skew forward).
@@ -342,7 +377,7 @@ pub fn validate_proof(
     }
 
     Ok(ValidatedProof {
-        jkt: jwk::thumbprint_of_canonical(&canonical),
+        jkt: jkt.to_string(),
         jti,
         iat,
         nonce: claims.nonce,
@@ -351,3 +386,52 @@ pub fn validate_proof(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    /// The exact-text shortcut gives the same answers as normalising and comparing.
+    #[test]
+    fn htu_matching_is_normalising_equality() {
+        let target = EndpointUrl::parse("https://Auth.Example:443/token").unwrap();
+        for (htu, expected) in [
+            ("https://Auth.Example:443/token", true),
+            ("https://auth.example/token", true),
+            ("https://auth.example/%74oken?x=1#f", true),
+            ("https://auth.example/token/", false),
+            ("https://auth.example:8443/token", false),
+            ("http://auth.example/token", false),
+            ("https://evil.example/token", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(target.matches(htu), expected, "{htu}");
+            assert_eq!(
+                EndpointUrl::parse(htu).as_ref() == Some(&target),
+                expected,
+                "{htu}"
+            );
+        }
+    }
+
+    /// The cache returns the key's own thumbprint, and never a verifier for another alg.
+    #[test]
+    fn key_cache_entries_are_per_key_and_algorithm() {
+        let cache = KeyCache::default();
+        let key = crate::client::ProofKey::es256().unwrap();
+        let jwk = key.public_jwk().as_object().cloned().unwrap();
+        let canonical = jwk::check_public_key(&jwk, ProofAlgorithm::ES256).unwrap();
+        let (_, jkt) = cache
+            .verifier(ProofAlgorithm::ES256, &canonical, &jwk)
+            .unwrap();
+        assert_eq!(&*jkt, key.thumbprint());
+        let (_, again) = cache
+            .verifier(ProofAlgorithm::ES256, &canonical, &jwk)
+            .unwrap();
+        assert_eq!(jkt, again);
+        // Same canonical text under another algorithm is not served from the ES256 entry.
+        assert!(cache
+            .verifier(ProofAlgorithm::RS256, &canonical, &jwk)
+            .is_err());
+    }
+}
