@@ -170,52 +170,79 @@ fn decode_unreserved(path: &str) -> String {
     out
 }
 
-/// Parsed proof keys, keyed by their canonical JWK. Building an EC key from coordinates
-/// includes a point validation that costs about as much as a signature verification, and a
-/// client signs every proof with the same key, so this is worth caching, together with the
-/// key's RFC 7638 thumbprint (a function of the canonical JWK alone). It is only a cache of
-/// public keys: dropping it changes no decision.
+/// Proof headers already judged, found by the SHA-256 of their exact base64url text.
+///
+/// A client signs every proof with the same key under the same header, so after its first
+/// proof, decoding and parsing the header, checking its `typ`, `crit` and `jwk` (§4.3 (4),
+/// (7)), building the key (an EC point validation costs about as much as a signature
+/// verification) and computing its RFC 7638 thumbprint is one lookup. The entry is keyed by
+/// the header's exact bytes, so it holds the decision those bytes got and would get again;
+/// the one input that can change, the configured algorithm list (§4.3 (5)), is checked
+/// on every proof. Only headers that passed every check are cached, and dropping the cache
+/// changes no decision. The signature is verified on every proof.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: RwLock<HashMap<String, CachedKey>>,
+    headers: RwLock<HashMap<[u8; 32], JudgedHeader>>,
 }
 
 #[derive(Clone)]
-struct CachedKey {
+struct JudgedHeader {
     alg: ProofAlgorithm,
     verifier: Arc<dyn JwsVerifier>,
     jkt: Arc<str>,
 }
 
+/// Enough for every client of a large site; when it is full it starts again (a flood of
+/// distinct keys costs the flooder a key validation per proof, as without a cache).
 const KEY_CACHE_CAPACITY: usize = 16_384;
 
 impl KeyCache {
-    /// The verifier for `jwk` under `alg` and the key's thumbprint. The entry is found by
-    /// the canonical JWK; its algorithm must match too (an RSA key serves RS256 and PS256).
-    fn verifier(
-        &self,
-        alg: ProofAlgorithm,
-        canonical: &str,
-        jwk: &Map<String, Value>,
-    ) -> Result<(Arc<dyn JwsVerifier>, Arc<str>), ProofError> {
-        if let Ok(keys) = self.keys.read() {
-            if let Some(entry) = keys.get(canonical).filter(|e| e.alg == alg) {
-                return Ok((entry.verifier.clone(), entry.jkt.clone()));
-            }
-        }
-        let entry = CachedKey {
-            alg,
-            verifier: build_verifier(alg, jwk)?,
-            jkt: Arc::from(jwk::thumbprint_of_canonical(canonical)),
-        };
-        if let Ok(mut keys) = self.keys.write() {
-            if keys.len() >= KEY_CACHE_CAPACITY {
-                keys.clear();
-            }
-            keys.insert(canonical.to_string(), entry.clone());
-        }
-        Ok((entry.verifier, entry.jkt))
+    fn get(&self, header_digest: &[u8; 32]) -> Option<JudgedHeader> {
+        self.headers.read().ok()?.get(header_digest).cloned()
     }
+
+    fn insert(&self, header_digest: [u8; 32], judged: JudgedHeader) {
+        if let Ok(mut headers) = self.headers.write() {
+            if headers.len() >= KEY_CACHE_CAPACITY {
+                headers.clear();
+            }
+            headers.insert(header_digest, judged);
+        }
+    }
+}
+
+/// A proof header: judged on an earlier proof, or decoded from this one.
+enum Header {
+    Judged(JudgedHeader),
+    Parsed(ProofHeader),
+}
+
+/// The header checks of §4.3 (4), (5), (7) on a decoded header, and the key they accept.
+fn judge_header(header: ProofHeader, settings: &DpopSettings) -> Result<JudgedHeader, ProofError> {
+    // §4.3 (4): typ is dpop+jwt.
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(ProofError::WrongType);
+    }
+    // §4.3 (5): alg is an asymmetric algorithm the server accepts (never none or a MAC:
+    // they are not representable in `ProofAlgorithm`).
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(ProofAlgorithm::parse)
+        .filter(|a| settings.allowed_algorithms.contains(a))
+        .ok_or(ProofError::AlgorithmNotAllowed)?;
+    // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
+    if header.crit.is_some() {
+        return Err(ProofError::UnknownCritical);
+    }
+    // §4.3 (7): jwk is a public key (no private member), of the type alg names.
+    let jwk = header.jwk.ok_or(ProofError::MissingClaim("jwk"))?;
+    let canonical = jwk::check_public_key(&jwk, alg)?;
+    Ok(JudgedHeader {
+        alg,
+        verifier: build_verifier(alg, &jwk)?,
+        jkt: Arc::from(jwk::thumbprint_of_canonical(&canonical)),
+    })
 }
 
 fn build_verifier(
@@ -290,42 +317,50 @@ pub fn validate_proof(
     else {
         return Err(ProofError::Malformed("expected three dot-separated parts"));
     };
-    let header_json = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| ProofError::Malformed("header is not base64url"))?;
+    // A header seen before was judged then (see `KeyCache`): it is not decoded again.
+    let header_digest: [u8; 32] = Sha256::digest(header_b64.as_bytes()).into();
+    let cached = keys.get(&header_digest);
+    let header_json = match cached {
+        Some(_) => None,
+        None => Some(
+            URL_SAFE_NO_PAD
+                .decode(header_b64)
+                .map_err(|_| ProofError::Malformed("header is not base64url"))?,
+        ),
+    };
     let claims_json = URL_SAFE_NO_PAD
         .decode(claims_b64)
         .map_err(|_| ProofError::Malformed("payload is not base64url"))?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| ProofError::Malformed("signature is not base64url"))?;
-    let header: ProofHeader = serde_json::from_slice(&header_json)
-        .map_err(|_| ProofError::Malformed("header is not a JSON object"))?;
+    let header = match (cached, header_json) {
+        (Some(judged), _) => Header::Judged(judged),
+        (None, json) => Header::Parsed(
+            serde_json::from_slice(json.as_deref().unwrap_or_default())
+                .map_err(|_| ProofError::Malformed("header is not a JSON object"))?,
+        ),
+    };
     let claims: ProofClaims = serde_json::from_slice(&claims_json)
         .map_err(|_| ProofError::Malformed("payload is not a JSON object"))?;
 
-    // §4.3 (4): typ is dpop+jwt.
-    if header.typ.as_deref() != Some("dpop+jwt") {
-        return Err(ProofError::WrongType);
-    }
-    // §4.3 (5): alg is an asymmetric algorithm the server accepts (never none or a MAC:
-    // they are not representable in `ProofAlgorithm`).
-    let alg = header
-        .alg
-        .as_deref()
-        .and_then(ProofAlgorithm::parse)
-        .filter(|a| settings.allowed_algorithms.contains(a))
-        .ok_or(ProofError::AlgorithmNotAllowed)?;
-    // RFC 7515 §4.1.11: extensions we do not understand must make the JWS invalid.
-    if header.crit.is_some() {
-        return Err(ProofError::UnknownCritical);
-    }
-    // §4.3 (7): jwk is a public key (no private member), of the type alg names.
-    let jwk = header.jwk.ok_or(ProofError::MissingClaim("jwk"))?;
-    let canonical = jwk::check_public_key(&jwk, alg)?;
+    // §4.3 (4), (5), (7): typ, alg, crit and jwk, judged now or when this header was first
+    // seen; the algorithm list is the current one either way.
+    let JudgedHeader { verifier, jkt, .. } = match header {
+        Header::Judged(judged) => {
+            if !settings.allowed_algorithms.contains(&judged.alg) {
+                return Err(ProofError::AlgorithmNotAllowed);
+            }
+            judged
+        }
+        Header::Parsed(header) => {
+            let judged = judge_header(header, settings)?;
+            keys.insert(header_digest, judged.clone());
+            judged
+        }
+    };
 
     // §4.3 (6): the signature verifies with the key in jwk.
-    let (verifier, jkt) = keys.verifier(alg, &canonical, &jwk)?;
     let signing_input_len = header_b64.len() + 1 + claims_b64.len();
     verifier
         .verify(&proof.as_bytes()[..signing_input_len], &signature)
@@ -414,24 +449,102 @@ mod fast_path_tests {
         }
     }
 
-    /// The cache returns the key's own thumbprint, and never a verifier for another alg.
+    fn settings(algs: Vec<ProofAlgorithm>) -> DpopSettings {
+        DpopSettings {
+            enabled: true,
+            allowed_algorithms: algs,
+            algs_header: String::new(),
+            proof_lifetime: std::time::Duration::from_secs(60),
+            clock_skew: std::time::Duration::from_secs(5),
+            replay_window: std::time::Duration::from_secs(120),
+            nonce_required: false,
+            nonce_ttl: std::time::Duration::from_secs(300),
+            bypass: None,
+        }
+    }
+
+    fn proof(key: &crate::client::ProofKey, jti: &str) -> String {
+        key.sign(&serde_json::json!({
+            "jti": jti, "htm": "POST", "htu": "https://auth.example/token", "iat": 1_800_000_000
+        }))
+        .unwrap()
+    }
+
+    fn check(
+        proof: &str,
+        keys: &KeyCache,
+        algs: Vec<ProofAlgorithm>,
+    ) -> Result<String, ProofError> {
+        let target = EndpointUrl::parse("https://auth.example/token").unwrap();
+        let facts = RequestFacts {
+            method: "POST",
+            target: &target,
+            now: 1_800_000_000,
+            access_token: None,
+        };
+        validate_proof(&[proof.as_bytes()], &facts, &settings(algs), keys).map(|p| p.jkt)
+    }
+
+    /// With the header already judged, the signature is still verified on every proof and
+    /// the configured algorithms still apply.
     #[test]
-    fn key_cache_entries_are_per_key_and_algorithm() {
-        let cache = KeyCache::default();
-        let key = crate::client::ProofKey::es256().unwrap();
-        let jwk = key.public_jwk().as_object().cloned().unwrap();
-        let canonical = jwk::check_public_key(&jwk, ProofAlgorithm::ES256).unwrap();
-        let (_, jkt) = cache
-            .verifier(ProofAlgorithm::ES256, &canonical, &jwk)
-            .unwrap();
-        assert_eq!(&*jkt, key.thumbprint());
-        let (_, again) = cache
-            .verifier(ProofAlgorithm::ES256, &canonical, &jwk)
-            .unwrap();
-        assert_eq!(jkt, again);
-        // Same canonical text under another algorithm is not served from the ES256 entry.
-        assert!(cache
-            .verifier(ProofAlgorithm::RS256, &canonical, &jwk)
-            .is_err());
+    fn a_cached_header_still_needs_a_valid_signature_and_an_allowed_alg() {
+        let keys = KeyCache::default();
+        let es256 = vec![ProofAlgorithm::ES256];
+        let a = crate::client::ProofKey::es256().unwrap();
+        let b = crate::client::ProofKey::es256().unwrap();
+        assert_eq!(
+            check(&proof(&a, "1"), &keys, es256.clone()).unwrap(),
+            a.thumbprint()
+        );
+        assert_eq!(
+            check(&proof(&a, "2"), &keys, es256.clone()).unwrap(),
+            a.thumbprint()
+        );
+        assert_eq!(
+            keys.headers.read().unwrap().len(),
+            1,
+            "one header, judged once"
+        );
+
+        // A's (cached) header over B's claims and signature: B signed other bytes.
+        let pa = proof(&a, "3");
+        let pb = proof(&b, "3");
+        let (pa, pb): (Vec<&str>, Vec<&str>) = (pa.split('.').collect(), pb.split('.').collect());
+        let spliced = format!("{}.{}.{}", pa[0], pb[1], pb[2]);
+        assert_eq!(
+            check(&spliced, &keys, es256.clone()),
+            Err(ProofError::BadSignature)
+        );
+        // A's header and claims with a signature over other claims.
+        let other = proof(&a, "4");
+        let other_sig = other.rsplit('.').next().unwrap();
+        let resigned = format!("{}.{}.{}", pa[0], pa[1], other_sig);
+        assert_eq!(
+            check(&resigned, &keys, es256),
+            Err(ProofError::BadSignature)
+        );
+        // The operator removes ES256: the cached header is refused too.
+        assert_eq!(
+            check(&proof(&a, "5"), &keys, vec![ProofAlgorithm::EdDSA]),
+            Err(ProofError::AlgorithmNotAllowed)
+        );
+    }
+
+    /// A refused header is never cached: the same bytes are refused again.
+    #[test]
+    fn refused_headers_are_not_cached() {
+        let keys = KeyCache::default();
+        let a = crate::client::ProofKey::es256().unwrap();
+        let p = proof(&a, "1");
+        assert_eq!(
+            check(&p, &keys, vec![ProofAlgorithm::EdDSA]),
+            Err(ProofError::AlgorithmNotAllowed)
+        );
+        assert!(keys.headers.read().unwrap().is_empty());
+        assert_eq!(
+            check(&p, &keys, vec![ProofAlgorithm::ES256]).unwrap(),
+            a.thumbprint()
+        );
     }
 }
