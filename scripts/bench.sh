@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the release binary, runs every `sealkit bench` scenario with fixed parameters
+# Measures the static binary (or builds a release one), runs every `sealkit bench` scenario with fixed parameters
 # (each at least twice), a soak at a fixed rate, and writes the figures into
 # docs/performance.md between the `bench:begin` / `bench:end` markers (the hand-written
 # analysis around them is kept). Figures only: nothing here passes or fails on speed.
@@ -9,7 +9,8 @@
 #   BENCH_SOAK [2m]  BENCH_SOAK_RATE [2000]  BENCH_SCENARIOS [dpop,dpop-nonce,bearer,introspect,mtls,redis]
 #   BENCH_REDIS_URL (default: a redis-server started here on a free port, if installed)
 #   STATIC_BIN [target/x86_64-unknown-linux-musl/release/sealkit]  BENCH_OUT [docs/performance.md]
-#   BENCH_SKIP_BUILD=1 to use the binary already built
+#   BENCH_BIN: the binary to measure (default: STATIC_BIN if built, else target/release/sealkit)
+#   BENCH_SKIP_BUILD=1 to use target/release/sealkit as it is
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,12 +27,21 @@ STATIC_BIN=${STATIC_BIN:-$TARGET_DIR/x86_64-unknown-linux-musl/release/sealkit}
 
 command -v python3 >/dev/null || { echo "bench.sh: python3 is needed to write $OUT" >&2; exit 1; }
 
-if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
-    echo "== cargo build --release"
-    cargo build --release
+# The binary measured: BENCH_BIN if given; else the static binary when it has been built
+# (it is what sites run); else a release build made here.
+BIN=${BENCH_BIN:-}
+if [ -z "$BIN" ] && [ -x "$STATIC_BIN" ]; then
+    BIN=$STATIC_BIN
 fi
-BIN=$TARGET_DIR/release/sealkit
+if [ -z "$BIN" ]; then
+    if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+        echo "== cargo build --release"
+        cargo build --release
+    fi
+    BIN=$TARGET_DIR/release/sealkit
+fi
 [ -x "$BIN" ] || { echo "bench.sh: $BIN is missing" >&2; exit 1; }
+echo "== measuring $BIN"
 
 RESULTS=$(mktemp -d "${TMPDIR:-/tmp}/sealkit-bench-results.XXXXXX")
 REDIS_PID=
@@ -79,7 +89,7 @@ MACHINE_RUSTC=$(rustc --version) \
 MACHINE_COMMIT=$commit \
 MACHINE_DATE=$(date -u +%Y-%m-%dT%H:%MZ) \
 LOAD_BEFORE=$load_before LOAD_AFTER=$load_after \
-RELEASE_SIZE=$(stat -c %s "$BIN") STATIC_SIZE=$static_size STATIC_PATH=$STATIC_BIN \
+BENCH_BIN_PATH=$BIN BENCH_BIN_SIZE=$(stat -c %s "$BIN") STATIC_SIZE=$static_size STATIC_PATH=$STATIC_BIN \
 P_CONNECTIONS=$CONNECTIONS P_DURATION=$DURATION P_REPEAT=$REPEAT P_SOAK=$SOAK P_SOAK_RATE=$SOAK_RATE \
 P_REDIS=${REDIS_URL:+yes} \
 python3 - "$RESULTS" "$OUT" <<'PY'
@@ -134,7 +144,9 @@ L.append("")
 L.append(f"`sealkit bench --scenario … --connections {env('P_CONNECTIONS')} --duration {env('P_DURATION')} --json`, "
          f"{env('P_REPEAT')} runs; 1 s untimed warm-up per run; 16 DPoP keys; proofs signed before the run; "
          f"the authority is a separate `sealkit serve` process on a fresh demo site per scenario, the load "
-         f"generator runs on the same machine. Crypto floor: josekit ES256, 2 × 2000 iterations per run, single thread, lower of the two.")
+         f"generator runs on the same machine. Crypto floor: josekit ES256 verify and sign on one thread of the load generator, timed in thread CPU time: "
+         f"the median of samples of 50 iterations taken every 0.5 s while the load runs (the CPU of a shared "
+         f"machine changes speed from minute to minute, so a floor measured before or after a run can be off by 20%).")
 L.append("")
 L.append("### Figures")
 L.append("")
@@ -193,7 +205,7 @@ static = env("STATIC_SIZE")
 row("static binary < 25 MB", int(static) / 2**20 if static else None,
     lambda v: v < 25, lambda v: f"{v:.1f} MB (`{env('STATIC_PATH')}`)")
 L.append("")
-L.append(f"Release binary (glibc, `{'target/release/sealkit'}`): {int(env('RELEASE_SIZE')) / 2**20:.1f} MB."
+L.append(f"Binary measured: `{env('BENCH_BIN_PATH')}` ({int(env('BENCH_BIN_SIZE')) / 2**20:.1f} MB)."
          + ("" if static else f" No static binary at `{env('STATIC_PATH')}` (run scripts/build-static.sh)."))
 L.append("")
 

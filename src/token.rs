@@ -10,8 +10,10 @@ use base64::Engine;
 use josekit::jws::{JwsSigner, JwsVerifier};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 const KEY_FILE: &str = "signing-key.pem";
 
@@ -70,7 +72,12 @@ pub struct SigningKey {
     public_jwk: Value,
     /// base64url of the fixed JOSE header, `{"alg":"ES256","typ":"at+jwt","kid":...}`.
     header_b64: String,
+    /// Tokens whose signature verified, by SHA-256 of the token (see `verify_remembered`).
+    verified: std::sync::RwLock<HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
 }
+
+/// How many verified tokens are remembered; when full it starts again.
+const VERIFIED_CAPACITY: usize = 16_384;
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +128,7 @@ impl SigningKey {
                 .verifier_from_jwk(&public)
                 .map_err(key)?,
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
+            verified: Default::default(),
             public_jwk,
             kid,
         })
@@ -159,6 +167,29 @@ impl SigningKey {
             .verify(signing_input.as_bytes(), &signature)
             .ok()?;
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload_b64).ok()?).ok()
+    }
+
+    /// [`verify`](Self::verify), remembering the answer for a token that verified, by its
+    /// SHA-256 `digest`. A resource server introspects the same token on many calls; the
+    /// first costs a signature verification, the next ones a lookup. Only the exact
+    /// bytes that verified are found again (SHA-256), and a key verifies what it signed
+    /// for as long as the process holds it, so remembering changes no answer.
+    pub fn verify_remembered(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+    ) -> Option<Arc<AccessTokenClaims>> {
+        if let Some(claims) = self.verified.read().ok()?.get(digest) {
+            return Some(claims.clone());
+        }
+        let claims = Arc::new(self.verify(token)?);
+        if let Ok(mut verified) = self.verified.write() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(*digest, claims.clone());
+        }
+        Some(claims)
     }
 
     /// The JWK Set published at `/jwks`.
@@ -248,5 +279,36 @@ mod tests {
         let other = SigningKey::from_pem(&other_pem).unwrap();
         assert!(other.verify(&token).is_none());
         assert!(key.verify("garbage").is_none());
+    }
+
+    /// A remembered token answers without a new verification; a tampered or foreign one
+    /// is refused and not remembered.
+    #[test]
+    fn verified_tokens_are_remembered_and_only_those() {
+        let pem = josekit::jws::ES256
+            .generate_key_pair()
+            .unwrap()
+            .to_pem_private_key();
+        let key = SigningKey::from_pem(&pem).unwrap();
+        let digest = |t: &str| crate::store::TokenId::of(t).0;
+        let token = key.mint(&claims()).unwrap();
+        let first = key.verify_remembered(&token, &digest(&token)).unwrap();
+        let again = key.verify_remembered(&token, &digest(&token)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second answer is the remembered one"
+        );
+        assert_eq!(*first, claims());
+
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        for _ in 0..2 {
+            assert!(key
+                .verify_remembered(&tampered, &digest(&tampered))
+                .is_none());
+        }
+        assert_eq!(key.verified.read().unwrap().len(), 1);
     }
 }

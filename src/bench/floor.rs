@@ -9,7 +9,6 @@ use super::BenchError;
 use crate::client::ProofKey;
 use josekit::jws::{JwsSigner, JwsVerifier};
 use serde::Serialize;
-use std::time::Instant;
 
 /// Per-operation cost, in microseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -45,108 +44,231 @@ fn crypto(e: impl std::fmt::Display) -> BenchError {
     BenchError::Setup(format!("crypto floor: {e}"))
 }
 
+/// The operations the floor times, built once: a verifier for a real proof (as the
+/// server's key cache holds it) and a signer for a token-sized input (as the server's
+/// signing key is).
+struct Probe {
+    verifier: josekit::jws::alg::ecdsa::EcdsaJwsVerifier,
+    signer: josekit::jws::alg::ecdsa::EcdsaJwsSigner,
+    proof_input: String,
+    signature: Vec<u8>,
+    token_input: String,
+}
+
+impl Probe {
+    fn new() -> Result<Probe, BenchError> {
+        // A real proof, verified the way the server does (signing input, raw r||s).
+        let key = ProofKey::es256().map_err(crypto)?;
+        let proof = key
+            .proof("POST", "https://127.0.0.1:8443/token", None, None)
+            .map_err(crypto)?;
+        let (input, signature_b64) = proof
+            .rsplit_once('.')
+            .ok_or_else(|| crypto("proof without signature"))?;
+        let signature = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(signature_b64)
+                .map_err(crypto)?
+        };
+        let public = josekit::jwk::Jwk::from_map(
+            key.public_jwk()
+                .as_object()
+                .cloned()
+                .ok_or_else(|| crypto("public JWK is not an object"))?,
+        )
+        .map_err(crypto)?;
+        let pem = josekit::jws::ES256
+            .generate_key_pair()
+            .map_err(crypto)?
+            .to_pem_private_key();
+        Ok(Probe {
+            verifier: josekit::jws::ES256
+                .verifier_from_jwk(&public)
+                .map_err(crypto)?,
+            signer: josekit::jws::ES256.signer_from_pem(&pem).map_err(crypto)?,
+            proof_input: input.to_string(),
+            signature,
+            token_input: "e".repeat(520),
+        })
+    }
+
+    fn verify(&self) -> Result<(), BenchError> {
+        self.verifier
+            .verify(self.proof_input.as_bytes(), &self.signature)
+            .map_err(crypto)
+    }
+
+    fn sign(&self) -> Result<(), BenchError> {
+        std::hint::black_box(
+            self.signer
+                .sign(self.token_input.as_bytes())
+                .map_err(crypto)?,
+        );
+        Ok(())
+    }
+
+    /// Times `iterations` of each operation (after they ran once, so code is paged in).
+    fn measure(&self, iterations: u32) -> Result<CryptoFloor, BenchError> {
+        let iterations = iterations.max(1);
+        self.verify()?;
+        self.sign()?;
+        let clock = ThreadClock::new();
+        let started = clock.now();
+        for _ in 0..iterations {
+            self.verify()?;
+        }
+        let verify = clock.now() - started;
+        let started = clock.now();
+        for _ in 0..iterations {
+            self.sign()?;
+        }
+        let sign = clock.now() - started;
+        Ok(CryptoFloor {
+            iterations,
+            es256_verify_us: verify * 1e6 / f64::from(iterations),
+            es256_sign_us: sign * 1e6 / f64::from(iterations),
+            clock: clock.name(),
+        })
+    }
+}
+
 /// Measures `iterations` verifications and `iterations` signatures.
 pub fn measure(iterations: u32) -> Result<CryptoFloor, BenchError> {
-    let iterations = iterations.max(1);
-    // A real proof, verified the way the server does (signing input, raw r||s signature).
-    let key = ProofKey::es256().map_err(crypto)?;
-    let proof = key
-        .proof("POST", "https://127.0.0.1:8443/token", None, None)
-        .map_err(crypto)?;
-    let (input, signature_b64) = proof
-        .rsplit_once('.')
-        .ok_or_else(|| crypto("proof without signature"))?;
-    let signature = {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(crypto)?
+    let probe = Probe::new()?;
+    // Warm up (page in code, fill caches) before timing.
+    for _ in 0..iterations.clamp(1, 100) {
+        probe.verify()?;
+        probe.sign()?;
+    }
+    probe.measure(iterations)
+}
+
+/// Samples the floor *while* the load runs, on its own thread: a few milliseconds of
+/// crypto every half second. The CPU of a shared machine changes speed from minute to
+/// minute by tens of percent; samples taken under the same conditions as the load are the
+/// fair comparison, where a measurement before or after the run can be off by as much as
+/// the effect being measured. The sampler's own CPU (a few percent of one core) is
+/// reported so the load generator's figure can leave it out.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(Vec<CryptoFloor>, f64), BenchError>>,
+}
+
+/// Iterations of each operation per sample (about 10 ms of CPU).
+const SAMPLE_ITERATIONS: u32 = 50;
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl Sampler {
+    pub fn start() -> Result<Sampler, BenchError> {
+        let probe = Probe::new()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("floor sampler".into())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                let clock = ThreadClock::new();
+                let started = clock.now();
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    samples.push(probe.measure(SAMPLE_ITERATIONS)?);
+                    std::thread::park_timeout(SAMPLE_EVERY);
+                }
+                Ok((samples, clock.now() - started))
+            })
+            .map_err(crypto)?;
+        Ok(Sampler { stop, thread })
+    }
+
+    /// Stops sampling: the median of the samples, their count, and the sampler's CPU
+    /// seconds (`None` for the floor when no sample was taken).
+    pub fn finish(self) -> Result<(Option<CryptoFloor>, usize, f64), BenchError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.thread().unpark();
+        let (samples, cpu_s) = self
+            .thread
+            .join()
+            .map_err(|_| crypto("the floor sampler panicked"))??;
+        Ok((median(&samples), samples.len(), cpu_s))
+    }
+}
+
+/// Operation by operation, the median of the samples.
+fn median(samples: &[CryptoFloor]) -> Option<CryptoFloor> {
+    let first = samples.first()?;
+    let middle = |pick: fn(&CryptoFloor) -> f64| {
+        let mut values: Vec<f64> = samples.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
     };
-    let public = josekit::jwk::Jwk::from_map(
-        key.public_jwk()
-            .as_object()
-            .cloned()
-            .ok_or_else(|| crypto("public JWK is not an object"))?,
-    )
-    .map_err(crypto)?;
-    let verifier = josekit::jws::ES256
-        .verifier_from_jwk(&public)
-        .map_err(crypto)?;
-
-    // A token-sized signing input under a PEM key, as `token::SigningKey` has it.
-    let pem = josekit::jws::ES256
-        .generate_key_pair()
-        .map_err(crypto)?
-        .to_pem_private_key();
-    let signer = josekit::jws::ES256.signer_from_pem(&pem).map_err(crypto)?;
-    let token_input = "e".repeat(520);
-
-    // Warm up both (page in code, fill caches) before timing.
-    for _ in 0..iterations.min(100) {
-        verifier
-            .verify(input.as_bytes(), &signature)
-            .map_err(crypto)?;
-        signer.sign(token_input.as_bytes()).map_err(crypto)?;
-    }
-    let clock = ThreadClock::new();
-    let started = clock.now();
-    for _ in 0..iterations {
-        verifier
-            .verify(input.as_bytes(), &signature)
-            .map_err(crypto)?;
-    }
-    let verify = clock.now() - started;
-    let started = clock.now();
-    for _ in 0..iterations {
-        std::hint::black_box(signer.sign(token_input.as_bytes()).map_err(crypto)?);
-    }
-    let sign = clock.now() - started;
-    Ok(CryptoFloor {
-        iterations,
-        es256_verify_us: verify * 1e6 / f64::from(iterations),
-        es256_sign_us: sign * 1e6 / f64::from(iterations),
-        clock: clock.name(),
+    Some(CryptoFloor {
+        iterations: samples.iter().map(|s| s.iterations).sum(),
+        es256_verify_us: middle(|s| s.es256_verify_us),
+        es256_sign_us: middle(|s| s.es256_sign_us),
+        clock: first.clock,
     })
 }
 
-/// The measuring thread's own CPU time (`/proc/thread-self/schedstat`, nanoseconds on a
-/// CPU), so the floor is CPU time like the server's figure and other processes on a busy
-/// machine do not inflate it; wall time where that file is missing.
-struct ThreadClock {
-    wall: Instant,
-    cpu: bool,
-}
+/// The measuring thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`), so the floor is CPU
+/// time like the server's figure and other processes on a busy machine do not inflate it.
+/// (`/proc/thread-self/schedstat` is only brought up to date at scheduler ticks: over the
+/// few milliseconds of one sample it read anything from 0.4 µs to 3× the truth per sign.)
+struct ThreadClock;
 
 impl ThreadClock {
     fn new() -> ThreadClock {
-        ThreadClock {
-            wall: Instant::now(),
-            cpu: thread_cpu_ns().is_some(),
-        }
+        ThreadClock
     }
 
     /// Seconds.
     fn now(&self) -> f64 {
-        match self.cpu.then(thread_cpu_ns).flatten() {
-            Some(ns) => ns as f64 / 1e9,
-            None => self.wall.elapsed().as_secs_f64(),
-        }
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
     }
 
     fn name(&self) -> &'static str {
-        if self.cpu {
-            "thread CPU time"
-        } else {
-            "wall time"
-        }
+        "thread CPU time"
     }
 }
 
-fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn floor(verify: f64, sign: f64) -> CryptoFloor {
+        CryptoFloor {
+            iterations: 10,
+            es256_verify_us: verify,
+            es256_sign_us: sign,
+            clock: "thread CPU time",
+        }
+    }
+
+    /// An outlier sample (a preempted or throttled slice) does not move the floor.
+    #[test]
+    fn the_floor_is_the_median_of_the_samples() {
+        let odd = median(&[floor(100.0, 30.0), floor(400.0, 31.0), floor(101.0, 90.0)]).unwrap();
+        assert_eq!((odd.es256_verify_us, odd.es256_sign_us), (101.0, 31.0));
+        assert_eq!(odd.iterations, 30);
+        let even = median(&[floor(100.0, 30.0), floor(102.0, 32.0)]).unwrap();
+        assert_eq!((even.es256_verify_us, even.es256_sign_us), (101.0, 31.0));
+        assert!(median(&[]).is_none());
+    }
+
+    /// Sampling alongside other work yields samples and accounts for its own CPU.
+    #[test]
+    fn the_sampler_measures_until_stopped() {
+        let sampler = Sampler::start().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        let (floor, samples, cpu_s) = sampler.finish().unwrap();
+        assert!(samples >= 2, "{samples} samples in 1.2 s");
+        let floor = floor.unwrap();
+        assert!(floor.es256_verify_us > 1.0 && floor.es256_sign_us > 1.0);
+        assert!(cpu_s > 0.0);
+    }
 }

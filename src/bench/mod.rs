@@ -242,7 +242,10 @@ pub struct Report {
     /// The load generator's own CPU per request (it shares the machine).
     pub client_cpu_us_per_request: Option<f64>,
     pub floor: Option<CryptoFloor>,
-    /// The two measurements `floor` is the mean of (before and after the run).
+    /// Samples taken while the load ran; with 3 or more, `floor` is their median.
+    pub floor_samples_during_run: usize,
+    /// Measurements just before and just after the run (their mean is `floor` when
+    /// the run was too short for samples during it).
     pub floor_before_after_us: Option<(f64, f64)>,
     pub floor_kind: &'static str,
     pub floor_us: Option<f64>,
@@ -290,6 +293,7 @@ impl Report {
             clk_tck_assumed: !ticks.measured,
             client_cpu_us_per_request: None,
             floor: None,
+            floor_samples_during_run: 0,
             floor_before_after_us: None,
             floor_kind: "",
             floor_us: None,
@@ -803,8 +807,10 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let server_before = endpoint.pid.and_then(procfs::cpu_ticks);
     let system_before = endpoint.pid.and_then(procfs::system_ticks);
     let client_before = procfs::cpu_ticks(std::process::id());
+    let sampler = floor::Sampler::start()?;
     let (outcome, connections) =
         load::closed_loop(connections, workload.clone(), first, options.stop).await;
+    let (floor_during, floor_samples, sampler_cpu_s) = sampler.finish()?;
     let server_after = endpoint.pid.and_then(procfs::cpu_ticks);
     let system_after = endpoint.pid.and_then(procfs::system_ticks);
     let threads_after = endpoint
@@ -816,7 +822,12 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let rss_after = endpoint.pid.and_then(procfs::rss_bytes);
     let threads = endpoint.pid.and_then(procfs::threads);
     let floor_after = floor::measure(options.floor_iterations)?;
-    let floor = floor_before.mean(floor_after);
+    // The floor measured alongside the load when there are enough samples (a run of a
+    // second or two has few); otherwise what was measured just before and after it.
+    let floor = match floor_during {
+        Some(during) if floor_samples >= 3 => during,
+        _ => floor_before.mean(floor_after),
+    };
 
     let Outcome {
         ok,
@@ -872,7 +883,10 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     });
     report.clk_tck = ticks.per_second;
     report.clk_tck_assumed = !ticks.measured;
-    report.client_cpu_us_per_request = per_request(client_before, client_after);
+    // The floor sampler ran in this process; its CPU is not the load generator's.
+    report.client_cpu_us_per_request = per_request(client_before, client_after)
+        .map(|us| (us - sampler_cpu_s * 1e6 / ok.max(1) as f64).max(0.0));
+    report.floor_samples_during_run = floor_samples;
     report.floor = Some(floor);
     report.floor_before_after_us = Some((
         scenario.floor_us(&floor_before).1,

@@ -385,6 +385,9 @@ async fn accept_loop(
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .max_headers(64)
+                // Head and body in one buffer: over TLS that is one record and one
+                // write, where vectored writes made two records per response.
+                .writev(false)
                 .keep_alive(true);
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(connection).await {

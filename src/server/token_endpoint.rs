@@ -300,7 +300,7 @@ pub async fn handle(
         tenant: client.tenant.clone(),
         iat: now,
         exp: now + lifetime as i64,
-        jti: crate::secret::generate(),
+        jti: crate::secret::token_id(),
         cnf: if cnf.is_empty() {
             None
         } else {
