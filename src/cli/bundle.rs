@@ -229,7 +229,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
 /// run from the kit's scripts or a unit); `SEALKIT_LOG` overrides the `info` level.
 fn init_audit_logging() {
     let _ = tracing_subscriber::fmt()
-        .json()
+        .event_format(crate::telemetry::json_lines::JsonLines)
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SEALKIT_LOG")

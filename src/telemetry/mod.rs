@@ -5,6 +5,7 @@
 //! …) so operators can alert on them; the list lives in `events`. Nothing here ever logs a
 //! secret, a token or a proof: callers pass thumbprints and identifiers only.
 
+pub(crate) mod json_lines;
 pub mod metrics;
 
 use crate::config::LoggingSettings;
@@ -72,18 +73,12 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
     let (file_writer, guard) = tracing_appender::non_blocking(appender);
     let filter = || EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let file_layer = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
+        .event_format(json_lines::JsonLines)
         .with_writer(file_writer)
         .with_filter(filter());
     let stderr_layer = settings.stderr.then(|| {
         tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
+            .event_format(json_lines::JsonLines)
             .with_writer(std::io::stderr)
             .with_filter(filter())
     });
