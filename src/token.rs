@@ -170,15 +170,12 @@ impl SigningKey {
     }
 
     /// [`verify`](Self::verify), remembering the answer for a token that verified, by its
-    /// SHA-256 `digest`. A resource server introspects the same token on many calls; the
+    /// SHA-256. A resource server introspects the same token on many calls; the
     /// first costs a signature verification, the next ones a lookup. Only the exact
     /// bytes that verified are found again (SHA-256), and a key verifies what it signed
     /// for as long as the process holds it, so remembering changes no answer.
-    pub fn verify_remembered(
-        &self,
-        token: &str,
-        digest: &[u8; 32],
-    ) -> Option<Arc<AccessTokenClaims>> {
+    pub fn verify_remembered(&self, token: &str) -> Option<Arc<AccessTokenClaims>> {
+        let digest = &crate::store::TokenId::of(token).0;
         if let Some(claims) = self.verified.read().ok()?.get(digest) {
             return Some(claims.clone());
         }
@@ -290,10 +287,9 @@ mod tests {
             .unwrap()
             .to_pem_private_key();
         let key = SigningKey::from_pem(&pem).unwrap();
-        let digest = |t: &str| crate::store::TokenId::of(t).0;
         let token = key.mint(&claims()).unwrap();
-        let first = key.verify_remembered(&token, &digest(&token)).unwrap();
-        let again = key.verify_remembered(&token, &digest(&token)).unwrap();
+        let first = key.verify_remembered(&token).unwrap();
+        let again = key.verify_remembered(&token).unwrap();
         assert!(
             Arc::ptr_eq(&first, &again),
             "the second answer is the remembered one"
@@ -305,9 +301,7 @@ mod tests {
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         for _ in 0..2 {
-            assert!(key
-                .verify_remembered(&tampered, &digest(&tampered))
-                .is_none());
+            assert!(key.verify_remembered(&tampered).is_none());
         }
         assert_eq!(key.verified.read().unwrap().len(), 1);
     }

@@ -620,7 +620,15 @@ async fn plan(
         })
     };
     match scenario {
-        Scenario::Dpop | Scenario::Redis => Ok(Plan::Proofs(dpop_plan("DPOP", None)?)),
+        Scenario::Dpop => Ok(Plan::Proofs(dpop_plan("DPOP", None)?)),
+        Scenario::Redis => {
+            // A Redis database that does not know this site yet may have lost its data, so
+            // the authority raises its restart fence: every proof needs a nonce of this
+            // run for one replay window (docs/multi-node.md). A multi-node site runs with
+            // nonces anyway; the proofs carry one either way.
+            let nonce = fetch_nonce(endpoint, &credentials.basic("DPOP")?).await?;
+            Ok(Plan::Proofs(dpop_plan("DPOP", Some(nonce))?))
+        }
         Scenario::DpopNonce => {
             let nonce = fetch_nonce(endpoint, &credentials.basic("NONCE")?).await?;
             Ok(Plan::Proofs(dpop_plan("NONCE", Some(nonce))?))

@@ -66,7 +66,7 @@ pub async fn introspect(
             return Err(OAuthError::TemporarilyUnavailable);
         }
     };
-    let Some(claims) = authority.signing_key.verify_remembered(token, &id.0) else {
+    let Some(claims) = authority.signing_key.verify_remembered(token) else {
         return Ok(inactive());
     };
     let now = authority.clock.now();
