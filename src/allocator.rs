@@ -71,6 +71,40 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
+/// Routes OpenSSL's own allocations (a dozen BIGNUMs and contexts per ES256 operation) to
+/// mimalloc too; otherwise they go to the C library's malloc, which in the static binary
+/// is musl's. Must run before OpenSSL allocates anything, so `main` calls it first.
+/// `false` when OpenSSL had already allocated: it then keeps its allocator, which is
+/// slower but correct.
+pub fn route_openssl_allocations() -> bool {
+    use std::ffi::{c_char, c_int, c_void};
+    type Malloc = unsafe extern "C" fn(usize, *const c_char, c_int) -> *mut c_void;
+    type Realloc = unsafe extern "C" fn(*mut c_void, usize, *const c_char, c_int) -> *mut c_void;
+    type Free = unsafe extern "C" fn(*mut c_void, *const c_char, c_int);
+    extern "C" {
+        // OpenSSL 3, crypto.h; returns 0 once OpenSSL has allocated.
+        fn CRYPTO_set_mem_functions(m: Malloc, r: Realloc, f: Free) -> c_int;
+    }
+    unsafe extern "C" fn malloc(size: usize, _: *const c_char, _: c_int) -> *mut c_void {
+        libmimalloc_sys::mi_malloc(size)
+    }
+    unsafe extern "C" fn realloc(
+        block: *mut c_void,
+        size: usize,
+        _: *const c_char,
+        _: c_int,
+    ) -> *mut c_void {
+        libmimalloc_sys::mi_realloc(block, size)
+    }
+    unsafe extern "C" fn free(block: *mut c_void, _: *const c_char, _: c_int) {
+        libmimalloc_sys::mi_free(block)
+    }
+    // SAFETY: the three functions form one allocator (mimalloc's malloc/realloc/free, with
+    // OpenSSL's contract: realloc and free of null are valid), and OpenSSL only accepts them
+    // before its first allocation, so no block crosses allocators.
+    unsafe { CRYPTO_set_mem_functions(malloc, realloc, free) == 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

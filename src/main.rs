@@ -6,5 +6,6 @@ use clap::Parser;
 static ALLOCATOR: sealkit::allocator::Allocator = sealkit::allocator::Allocator;
 
 fn main() -> std::process::ExitCode {
+    sealkit::allocator::route_openssl_allocations();
     sealkit::cli::run(sealkit::cli::Cli::parse())
 }
