@@ -5,12 +5,12 @@
 //! even with glibc's, malloc and free took about a tenth of the CPU of a DPoP token; with
 //! mimalloc the server spends ~13% less CPU per token and issues ~15% more tokens/s
 //! (`docs/performance.md`). Why large blocks stay with the C library: sled builds 41
-//! histograms of 512 KiB at start-up and writes most of them never again. Through
-//! mimalloc alone the idle server was 43 MB resident instead of 22 MB; the C library
-//! maps such blocks straight from the kernel (glibc's mmap threshold, musl's likewise),
-//! which keeps the idle footprint where it was. Large blocks are rare and never per
-//! request (bodies are capped far below the threshold), so their cost does not show on
-//! the hot path.
+//! histograms of 512 KiB at start-up. Through mimalloc alone the idle server was 43 MB
+//! resident instead of 22 MB; with blocks of 256 KiB and more left to the C library,
+//! which maps each from the kernel on its own (glibc's mmap threshold, musl's likewise),
+//! it is back to 21–22 MB (measured with `sealkit bench`). Large blocks are rare and never
+//! per request (bodies are capped far below the threshold), so their cost does not show
+//! on the hot path.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
