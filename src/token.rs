@@ -254,27 +254,29 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
-    #[test]
-    fn tampered_or_foreign_tokens_do_not_verify() {
+    fn new_key() -> SigningKey {
         let pem = josekit::jws::ES256
             .generate_key_pair()
             .unwrap()
             .to_pem_private_key();
-        let key = SigningKey::from_pem(&pem).unwrap();
+        SigningKey::from_pem(&pem).unwrap()
+    }
+
+    /// `token` with one character of its signature changed.
+    fn tampered(token: &str) -> String {
+        let mut bytes = token.as_bytes().to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_do_not_verify() {
+        let key = new_key();
         let token = key.mint(&claims()).unwrap();
         assert!(key.verify(&token).is_some());
-        let mut tampered = token.clone().into_bytes();
-        let last = tampered.len() - 3;
-        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert!(key
-            .verify(std::str::from_utf8(&tampered).unwrap())
-            .is_none());
-        let other_pem = josekit::jws::ES256
-            .generate_key_pair()
-            .unwrap()
-            .to_pem_private_key();
-        let other = SigningKey::from_pem(&other_pem).unwrap();
-        assert!(other.verify(&token).is_none());
+        assert!(key.verify(&tampered(&token)).is_none());
+        assert!(new_key().verify(&token).is_none());
         assert!(key.verify("garbage").is_none());
     }
 
@@ -282,11 +284,7 @@ mod tests {
     /// is refused and not remembered.
     #[test]
     fn verified_tokens_are_remembered_and_only_those() {
-        let pem = josekit::jws::ES256
-            .generate_key_pair()
-            .unwrap()
-            .to_pem_private_key();
-        let key = SigningKey::from_pem(&pem).unwrap();
+        let key = new_key();
         let token = key.mint(&claims()).unwrap();
         let first = key.verify_remembered(&token).unwrap();
         let again = key.verify_remembered(&token).unwrap();
@@ -296,13 +294,12 @@ mod tests {
         );
         assert_eq!(*first, claims());
 
-        let mut tampered = token.clone().into_bytes();
-        let last = tampered.len() - 3;
-        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        let tampered = String::from_utf8(tampered).unwrap();
+        let tampered = tampered(&token);
         for _ in 0..2 {
             assert!(key.verify_remembered(&tampered).is_none());
         }
+        // A token of another key is not taken from this key's memory.
+        assert!(new_key().verify_remembered(&token).is_none());
         assert_eq!(key.verified.read().unwrap().len(), 1);
     }
 }

@@ -244,6 +244,8 @@ pub struct Report {
     pub floor: Option<CryptoFloor>,
     /// Samples taken while the load ran; with 3 or more, `floor` is their median.
     pub floor_samples_during_run: usize,
+    /// How `floor` was obtained, in words.
+    pub floor_method: String,
     /// Measurements just before and just after the run (their mean is `floor` when
     /// the run was too short for samples during it).
     pub floor_before_after_us: Option<(f64, f64)>,
@@ -294,6 +296,7 @@ impl Report {
             client_cpu_us_per_request: None,
             floor: None,
             floor_samples_during_run: 0,
+            floor_method: String::new(),
             floor_before_after_us: None,
             floor_kind: "",
             floor_us: None,
@@ -832,9 +835,15 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let floor_after = floor::measure(options.floor_iterations)?;
     // The floor measured alongside the load when there are enough samples (a run of a
     // second or two has few); otherwise what was measured just before and after it.
-    let floor = match floor_during {
-        Some(during) if floor_samples >= 3 => during,
-        _ => floor_before.mean(floor_after),
+    let (floor, floor_method) = match floor_during {
+        Some(during) if floor_samples >= 3 => (
+            during,
+            format!("median of {floor_samples} samples during the run"),
+        ),
+        _ => (
+            floor_before.mean(floor_after),
+            "mean of before and after the run".to_string(),
+        ),
     };
 
     let Outcome {
@@ -895,6 +904,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.client_cpu_us_per_request = per_request(client_before, client_after)
         .map(|us| (us - sampler_cpu_s * 1e6 / ok.max(1) as f64).max(0.0));
     report.floor_samples_during_run = floor_samples;
+    report.floor_method = floor_method;
     report.floor = Some(floor);
     report.floor_before_after_us = Some((
         scenario.floor_us(&floor_before).1,

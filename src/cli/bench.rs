@@ -276,17 +276,9 @@ fn print_report(r: &Report) {
         opt(r.client_cpu_us_per_request, 1, " µs")
     );
     if let Some(f) = &r.floor {
-        let when = if r.floor_samples_during_run >= 3 {
-            format!(
-                "median of {} samples during the run",
-                r.floor_samples_during_run
-            )
-        } else {
-            "mean of before and after the run".to_string()
-        };
         println!(
-            "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {when}, {} iterations, single thread, {})",
-            f.es256_verify_us, f.es256_sign_us, f.iterations, f.clock
+            "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {}, {} iterations, single thread, {})",
+            f.es256_verify_us, f.es256_sign_us, r.floor_method, f.iterations, f.clock
         );
         println!(
             "  CPU / floor       {} (floor for this request: {} = {}; {} before the run, {} after)",
