@@ -752,27 +752,24 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     // measures the rate the proofs for a timed run are sized by.
     let preparation = Instant::now();
     let mut prepared = 0;
+    // `--warmup 0s` still sends one request per connection: the warm-up is also the
+    // check that the scenario works at all.
+    let warmup_stop = if options.warmup.is_zero() {
+        Stop::Count(options.connections as u64)
+    } else {
+        Stop::After(options.warmup)
+    };
     let (workload, first) = match &plan {
         Plan::Fixed(workload) => {
-            let (_, back) = load::closed_loop(
-                connections,
-                workload.clone(),
-                0,
-                Stop::After(options.warmup),
-            )
-            .await;
+            let (_, back) = load::closed_loop(connections, workload.clone(), 0, warmup_stop).await;
             connections = back;
             (workload.clone(), 0)
         }
         Plan::Proofs(proofs) => {
             let warm = proofs.generate(0, 4000)?;
-            let (warmup, back) = load::closed_loop(
-                connections,
-                Arc::new(proofs.workload(warm)),
-                0,
-                Stop::After(options.warmup),
-            )
-            .await;
+            let (warmup, back) =
+                load::closed_loop(connections, Arc::new(proofs.workload(warm)), 0, warmup_stop)
+                    .await;
             connections = back;
             if warmup.ok == 0 {
                 return Err(BenchError::Client(format!(

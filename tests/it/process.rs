@@ -435,3 +435,53 @@ fn drill_run_fails_against_a_misconfigured_authority() {
         "every matrix row is listed: {junit}"
     );
 }
+
+/// `sealkit bench`, as an operator sizing a site runs it: it starts its own authority,
+/// drives it, and reports figures for every scenario with no failed request. (Figures
+/// only: nothing here judges speed.)
+#[test]
+fn bench_reports_figures_for_dpop_and_introspection() {
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "--scenario",
+            "dpop,introspect",
+            "--requests",
+            "400",
+            "--connections",
+            "4",
+            "--warmup",
+            "0s",
+            "--floor-iterations",
+            "50",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let reports = json["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{stdout}");
+    for (report, scenario) in reports.iter().zip(["dpop", "introspect"]) {
+        assert_eq!(report["scenario"], scenario, "{report}");
+        assert_eq!(report["ok"], 400, "{report}");
+        assert_eq!(report["non_200"], 0, "{report}");
+        assert_eq!(report["transport_errors"], 0, "{report}");
+        assert!(report["per_second"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(
+            report["latency"]["p99_ms"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert!(report["server"]["pid"].as_u64().is_some(), "{report}");
+        assert!(
+            report["floor"]["es256_verify_us"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+}
