@@ -81,6 +81,14 @@ pub struct Authority {
 }
 
 impl Authority {
+    /// What a handler answers when the store cannot: counted, logged, and 503
+    /// `temporarily_unavailable` (fail closed: no check is ever skipped instead).
+    pub fn store_failure(&self, error: StoreError) -> super::error::OAuthError {
+        self.metrics.store_errors.inc();
+        tracing::error!(event = events::STORE_ERROR, error = %error, "refusing the request: the store cannot answer");
+        super::error::OAuthError::TemporarilyUnavailable
+    }
+
     /// Builds the state and opens a run in the store (detecting an unclean previous end).
     pub async fn start(
         snapshot: Snapshot,

@@ -26,12 +26,6 @@ fn invalid_token(scheme: &'static str, description: &str) -> OAuthError {
     }
 }
 
-fn unavailable(authority: &Authority, error: crate::store::StoreError) -> OAuthError {
-    authority.metrics.store_errors.inc();
-    tracing::error!(event = events::STORE_ERROR, error = %error);
-    OAuthError::TemporarilyUnavailable
-}
-
 pub async fn handle(
     authority: &Authority,
     connection: &ConnectionContext,
@@ -64,7 +58,7 @@ pub async fn handle(
         .store
         .get_token(TokenId::of(token))
         .await
-        .map_err(|e| unavailable(authority, e))?
+        .map_err(|e| authority.store_failure(e))?
         .filter(|r| !r.revoked && r.exp > now)
         .ok_or_else(|| invalid_token(scheme, "the access token is not active"))?;
 
@@ -144,7 +138,7 @@ pub async fn handle(
             .store
             .claim_jti(&proof.jkt, &proof.jti, expires_at, now)
             .await
-            .map_err(|e| unavailable(authority, e))?
+            .map_err(|e| authority.store_failure(e))?
             == Claim::Replayed
         {
             authority.metrics.dpop_replay.inc();

@@ -60,11 +60,7 @@ pub async fn introspect(
     let record = match authority.store.get_token(id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Ok(inactive()),
-        Err(e) => {
-            authority.metrics.store_errors.inc();
-            tracing::error!(event = events::STORE_ERROR, error = %e);
-            return Err(OAuthError::TemporarilyUnavailable);
-        }
+        Err(e) => return Err(authority.store_failure(e)),
     };
     let Some(claims) = authority.signing_key.verify_remembered(token) else {
         return Ok(inactive());
@@ -123,11 +119,7 @@ pub async fn revoke(
         .get("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let id = TokenId::of(token);
-    let fail = |e: crate::store::StoreError| {
-        authority.metrics.store_errors.inc();
-        tracing::error!(event = events::STORE_ERROR, error = %e);
-        OAuthError::TemporarilyUnavailable
-    };
+    let fail = |e| authority.store_failure(e);
     // RFC 7009 §2.1: only the client the token was issued to may revoke it; for any other
     // caller the answer is the same 200 as for an unknown token, so nothing is revealed.
     match authority.store.get_token(id).await.map_err(fail)? {

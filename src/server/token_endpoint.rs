@@ -11,7 +11,7 @@ use super::request::{authenticate_client, Form};
 use super::response::{json_bytes, Response};
 use super::ConnectionContext;
 use crate::dpop::{validate_proof, RequestFacts, ValidatedProof};
-use crate::store::{Claim, StoreError, TokenId, TokenRecord};
+use crate::store::{Claim, TokenId, TokenRecord};
 use crate::telemetry::events;
 use crate::telemetry::metrics::{IssuedLabels, ReasonLabel, ResultLabel};
 use crate::token::{AccessTokenClaims, Confirmation};
@@ -25,12 +25,6 @@ struct TokenResponse<'a> {
     expires_in: u64,
     #[serde(skip_serializing_if = "str::is_empty")]
     scope: &'a str,
-}
-
-fn store_failure(authority: &Authority, error: StoreError) -> OAuthError {
-    authority.metrics.store_errors.inc();
-    tracing::error!(event = events::STORE_ERROR, error = %error, "refusing the request: the store cannot answer");
-    OAuthError::TemporarilyUnavailable
 }
 
 /// Outcome labels for `authority.dpop.request`.
@@ -147,7 +141,7 @@ pub async fn handle(
                     .store
                     .nonce_is_valid(n, now)
                     .await
-                    .map_err(|e| store_failure(authority, e))?,
+                    .map_err(|e| authority.store_failure(e))?,
                 None => false,
             };
             if !valid {
@@ -161,7 +155,7 @@ pub async fn handle(
                 let nonce = authority
                     .current_nonce()
                     .await
-                    .map_err(|e| store_failure(authority, e))?;
+                    .map_err(|e| authority.store_failure(e))?;
                 return Err(OAuthError::UseDpopNonce {
                     description: "a fresh server nonce is required in the DPoP proof".into(),
                     nonce,
@@ -175,7 +169,7 @@ pub async fn handle(
             .store
             .claim_jti(&validated.jkt, &validated.jti, expires_at, now)
             .await
-            .map_err(|e| store_failure(authority, e))?
+            .map_err(|e| authority.store_failure(e))?
         {
             Claim::Fresh => {}
             Claim::Replayed => {
@@ -229,7 +223,7 @@ pub async fn handle(
             let nonce = authority
                 .current_nonce()
                 .await
-                .map_err(|e| store_failure(authority, e))?;
+                .map_err(|e| authority.store_failure(e))?;
             return Err(OAuthError::UseDpopNonce {
                 description: "this client must present a DPoP proof".into(),
                 nonce,
@@ -328,7 +322,7 @@ pub async fn handle(
         .store
         .put_token(TokenId::of(&access_token), &record)
         .await
-        .map_err(|e| store_failure(authority, e))?;
+        .map_err(|e| authority.store_failure(e))?;
 
     let result = if bypassed { "bypass" } else { "accepted" };
     if bypassed {
@@ -375,7 +369,7 @@ pub async fn handle(
         let nonce = authority
             .current_nonce()
             .await
-            .map_err(|e| store_failure(authority, e))?;
+            .map_err(|e| authority.store_failure(e))?;
         if let Ok(value) = HeaderValue::from_str(&nonce) {
             response.headers_mut().insert("dpop-nonce", value);
         }
