@@ -113,22 +113,21 @@ impl Probe {
         let iterations = iterations.max(1);
         self.verify()?;
         self.sign()?;
-        let clock = ThreadClock::new();
-        let started = clock.now();
+        let started = thread_cpu_seconds();
         for _ in 0..iterations {
             self.verify()?;
         }
-        let verify = clock.now() - started;
-        let started = clock.now();
+        let verify = thread_cpu_seconds() - started;
+        let started = thread_cpu_seconds();
         for _ in 0..iterations {
             self.sign()?;
         }
-        let sign = clock.now() - started;
+        let sign = thread_cpu_seconds() - started;
         Ok(CryptoFloor {
             iterations,
             es256_verify_us: verify * 1e6 / f64::from(iterations),
             es256_sign_us: sign * 1e6 / f64::from(iterations),
-            clock: clock.name(),
+            clock: CLOCK_NAME,
         })
     }
 }
@@ -168,13 +167,12 @@ impl Sampler {
             .name("floor sampler".into())
             .spawn(move || {
                 let mut samples = Vec::new();
-                let clock = ThreadClock::new();
-                let started = clock.now();
+                let started = thread_cpu_seconds();
                 while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     samples.push(probe.measure(SAMPLE_ITERATIONS)?);
                     std::thread::park_timeout(SAMPLE_EVERY);
                 }
-                Ok((samples, clock.now() - started))
+                Ok((samples, thread_cpu_seconds() - started))
             })
             .map_err(crypto)?;
         Ok(Sampler { stop, thread })
@@ -214,26 +212,17 @@ fn median(samples: &[CryptoFloor]) -> Option<CryptoFloor> {
     })
 }
 
-/// The measuring thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`), so the floor is CPU
-/// time like the server's figure and other processes on a busy machine do not inflate it.
-/// (`/proc/thread-self/schedstat` is only brought up to date at scheduler ticks: over the
-/// few milliseconds of one sample it read anything from 0.4 µs to 3× the truth per sign.)
-struct ThreadClock;
+/// How the floor is timed (reported with it).
+const CLOCK_NAME: &str = "thread CPU time";
 
-impl ThreadClock {
-    fn new() -> ThreadClock {
-        ThreadClock
-    }
-
-    /// Seconds.
-    fn now(&self) -> f64 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-    }
-
-    fn name(&self) -> &'static str {
-        "thread CPU time"
-    }
+/// The calling thread's own CPU time in seconds (`CLOCK_THREAD_CPUTIME_ID`), so the floor
+/// is CPU time like the server's figure and other processes on a busy machine do not
+/// inflate it. (`/proc/thread-self/schedstat` is only brought up to date at scheduler
+/// ticks: over the few milliseconds of one sample it read anything from 0.4 µs to 3× the
+/// truth per sign.)
+fn thread_cpu_seconds() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 #[cfg(test)]
