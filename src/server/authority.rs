@@ -11,6 +11,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::token::SigningKey;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The server nonce handed out on responses. One nonce is current at a time and every
@@ -75,7 +76,7 @@ pub struct Authority {
     nonce: Mutex<Option<CurrentNonce>>,
     /// After an unclean shutdown, until this instant (Unix seconds) every DPoP proof must
     /// carry a nonce minted by this run (see `store` on crash safety).
-    fence_until: i64,
+    fence_until: AtomicI64,
     bypass: RwLock<Option<BypassWindow>>,
     pub jwks: Bytes,
 }
@@ -85,6 +86,9 @@ impl Authority {
     /// `temporarily_unavailable` (fail closed: no check is ever skipped instead).
     pub fn store_failure(&self, error: StoreError) -> super::error::OAuthError {
         self.metrics.store_errors.inc();
+        if let StoreError::ClaimsLost(_) = &error {
+            self.raise_fence();
+        }
         tracing::error!(event = events::STORE_ERROR, error = %error, "refusing the request: the store cannot answer");
         super::error::OAuthError::TemporarilyUnavailable
     }
@@ -123,7 +127,7 @@ impl Authority {
             keys: KeyCache::default(),
             clock,
             nonce: Mutex::new(None),
-            fence_until,
+            fence_until: AtomicI64::new(fence_until),
             jwks,
         };
         if let Some(window) = authority.active_bypass() {
@@ -176,7 +180,24 @@ impl Authority {
 
     /// Whether the restart fence is up (nonces required for every proof).
     pub fn fence_active(&self) -> bool {
-        self.clock.now() < self.fence_until
+        self.clock.now() < self.fence_until.load(Ordering::Acquire)
+    }
+
+    /// Raises the restart fence for one replay window from now: the store may have lost
+    /// claims, so every proof needs a nonce minted from now on. The nonce handed out so
+    /// far is dropped (the store has forgotten it, or it predates the loss).
+    pub fn raise_fence(&self) {
+        let now = self.clock.now();
+        let until = now + self.current().settings.dpop.replay_window.as_secs() as i64;
+        self.fence_until.fetch_max(until, Ordering::AcqRel);
+        if let Ok(mut nonce) = self.nonce.lock() {
+            *nonce = None;
+        }
+        tracing::warn!(
+            event = events::STORE_FENCE,
+            until,
+            "the store may have lost replay claims: DPoP proofs need a fresh server nonce until the replay window has passed"
+        );
     }
 
     /// The nonce to hand out now, minting and storing a new one when due.

@@ -32,6 +32,14 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the store holds a record it cannot read: {0}")]
     Corrupt(String),
+    /// The backend may have lost jti claims it had acknowledged (a Redis restart or
+    /// failover that dropped writes, a `FLUSHALL`, a sled database reopened after an I/O
+    /// error). Before returning this, the backend has made every nonce minted before the
+    /// loss invalid; the caller raises the restart fence (every DPoP proof then needs a
+    /// nonce minted after it, for one replay window) and answers `use_dpop_nonce`.
+    /// A backend reports one loss once per node; later calls proceed normally.
+    #[error("the store may have lost replay claims: {0}")]
+    ClaimsLost(String),
 }
 
 /// The outcome of claiming a jti.
