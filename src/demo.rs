@@ -142,7 +142,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DemoSite, DemoError> {
          dataDir: data\n\
          logging:\n  directory: logs\n  stderr: false\n\
          tokens:\n  lifetime: 5m\n\
-         security:\n  senderConstraints:\n    dpop:\n      enabled: true\n      allowedAlgorithms: [ES256, EdDSA]\n      proofLifetime: 60s\n      allowedClockSkew: 5s\n      replayWindow: 5m\n      nonce:\n        required: false\n        ttl: 5m\n\
+         security:\n  senderConstraints:\n    dpop:\n      enabled: true\n      allowedAlgorithms: [ES256, EdDSA]\n      proofLifetime: 60s\n      allowedClockSkew: 5s\n      replayWindow: 5m\n      allowTemporaryBypass: true\n      nonce:\n        required: false\n        ttl: 5m\n\
          tenants:\n\
          \x20 - id: dpop-required\n    senderConstraint: dpop\n\
          \x20 - id: dpop-nonce\n    senderConstraint: dpop\n    requireNonce: true\n\

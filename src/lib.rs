@@ -4,8 +4,9 @@
 //! binding, RFC 8705) over rustls, keeps nonces, replay claims and token records in an
 //! embedded sled store, and is operated entirely through the `sealkit` command line.
 //!
-//! Data flows one way: `server` → (`policy`, `dpop`) → `token` → `store`. Nothing below
-//! `server` knows HTTP; nothing below `cli` prints.
+//! Data flows one way: `server` → `core` (the gate: proofs, nonces, the restart fence,
+//! certificate binding; issuance) → (`policy`, `dpop`, `mtls`) → `token` → `store`. Nothing
+//! below `server` knows HTTP; nothing below `cli` prints.
 // No unsafe code, except in `allocator` (the global allocator cannot be written without).
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -20,6 +21,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod demo;
 pub mod dpop;
 pub mod drill;
@@ -30,4 +32,5 @@ pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

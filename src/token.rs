@@ -45,6 +45,14 @@ impl Confirmation {
     pub fn is_empty(&self) -> bool {
         self.jkt.is_none() && self.x5t_s256.is_none()
     }
+
+    /// A token's `cnf` claim as its record keeps it (RFC 7800; RFC 9449 §6.2; RFC 8705 §3.2).
+    pub fn of_record(record: &crate::store::TokenRecord) -> Confirmation {
+        Confirmation {
+            jkt: record.cnf_jkt.clone(),
+            x5t_s256: record.sender_certificate.clone(),
+        }
+    }
 }
 
 /// The claims of an access token (RFC 9068 §2.2 plus `tenant`).

@@ -19,7 +19,7 @@ pub enum HttpsError {
     #[error("cannot resolve {0}")]
     Resolve(String),
     #[error(transparent)]
-    Tls(#[from] crate::server::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("TLS client configuration: {0}")]
     Config(String),
     #[error("connection failed: {0}")]
@@ -72,20 +72,20 @@ impl TlsTarget {
             .next()
             .ok_or_else(|| HttpsError::Resolve(host.clone()))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in crate::server::tls::load_certificates(ca_file)? {
+        for cert in crate::tls::load_certificates(ca_file)? {
             roots
                 .add(cert)
                 .map_err(|e| HttpsError::Config(e.to_string()))?;
         }
-        let builder = rustls::ClientConfig::builder_with_provider(crate::server::tls::provider())
+        let builder = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| HttpsError::Config(e.to_string()))?
             .with_root_certificates(roots);
         let mut config = match client_identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(
-                    crate::server::tls::load_certificates(cert)?,
-                    crate::server::tls::load_private_key(key)?,
+                    crate::tls::load_certificates(cert)?,
+                    crate::tls::load_private_key(key)?,
                 )
                 .map_err(|e| HttpsError::Config(e.to_string()))?,
             None => builder.with_no_client_auth(),

@@ -7,6 +7,7 @@
 
 pub mod duration;
 
+use crate::dpop::ProofAlgorithm;
 use crate::policy::{SenderConstraint, TenantPolicy};
 use duration::HumanDuration;
 use serde::Deserialize;
@@ -19,6 +20,15 @@ use std::time::Duration;
 
 /// The longest a bypass drill may be configured to last.
 pub const MAX_BYPASS: Duration = Duration::from_secs(4 * 3600);
+
+/// Bounds of `limits.headerReadTimeout`, `bodyReadTimeout` and `handshakeTimeout`: `0s`
+/// would refuse every request, hours would let slow clients hold every connection slot.
+pub const MIN_IO_TIMEOUT: Duration = Duration::from_secs(1);
+pub const MAX_IO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The longest `replayWindow`: the store holds rate × window claims, and the restart
+/// fence lasts one window.
+pub const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(3600);
 
 // ---------------------------------------------------------------------------------------
 // File schema
@@ -108,6 +118,7 @@ pub struct LimitsFile {
     pub max_header_bytes: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub header_read_timeout: Option<HumanDuration>,
+    pub body_read_timeout: Option<HumanDuration>,
     pub handshake_timeout: Option<HumanDuration>,
     pub max_connections: Option<usize>,
 }
@@ -353,51 +364,6 @@ pub enum ConfigError {
     },
 }
 
-/// Signature algorithms a DPoP proof may use. `none` and MACs are not representable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProofAlgorithm {
-    ES256,
-    ES384,
-    EdDSA,
-    PS256,
-    RS256,
-}
-impl ProofAlgorithm {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "ES256" => Self::ES256,
-            "ES384" => Self::ES384,
-            "EdDSA" => Self::EdDSA,
-            // RFC 9864's fully-specified name for EdDSA over Ed25519, the only EdDSA curve
-            // accepted; current clients (e.g. oauth4webapi 3) label their proofs with it.
-            "Ed25519" => Self::EdDSA,
-            "PS256" => Self::PS256,
-            "RS256" => Self::RS256,
-            _ => return None,
-        })
-    }
-    /// The names this algorithm is advertised under (`dpop_signing_alg_values_supported`).
-    pub fn advertised_names(self) -> &'static [&'static str] {
-        match self {
-            Self::EdDSA => &["EdDSA", "Ed25519"],
-            Self::ES256 => &["ES256"],
-            Self::ES384 => &["ES384"],
-            Self::PS256 => &["PS256"],
-            Self::RS256 => &["RS256"],
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ES256 => "ES256",
-            Self::ES384 => "ES384",
-            Self::EdDSA => "EdDSA",
-            Self::PS256 => "PS256",
-            Self::RS256 => "RS256",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct DpopSettings {
     pub enabled: bool,
@@ -409,6 +375,9 @@ pub struct DpopSettings {
     pub replay_window: Duration,
     pub nonce_required: bool,
     pub nonce_ttl: Duration,
+    /// `allowTemporaryBypass` is `true` or a window: bypass drills may be started.
+    pub bypass_allowed: bool,
+    /// The window the file itself opens (`allowTemporaryBypass: {until, reason}`).
     pub bypass: Option<BypassWindow>,
 }
 
@@ -496,6 +465,9 @@ pub struct LimitsSettings {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub header_read_timeout: Duration,
+    /// From the end of the headers to the end of the body (a client dribbling its body
+    /// holds a connection slot; at the deadline it gets 408 and the connection is closed).
+    pub body_read_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_connections: usize,
 }
@@ -692,6 +664,11 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
             .header_read_timeout
             .map(|d| d.0)
             .unwrap_or(Duration::from_secs(10)),
+        body_read_timeout: file
+            .limits
+            .body_read_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
         handshake_timeout: file
             .limits
             .handshake_timeout
@@ -707,6 +684,22 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
     }
     if limits.max_connections == 0 {
         problems.add("limits.maxConnections", "must be at least 1");
+    }
+    for (key, value) in [
+        ("limits.headerReadTimeout", limits.header_read_timeout),
+        ("limits.bodyReadTimeout", limits.body_read_timeout),
+        ("limits.handshakeTimeout", limits.handshake_timeout),
+    ] {
+        if value < MIN_IO_TIMEOUT || value > MAX_IO_TIMEOUT {
+            problems.add(
+                key,
+                format!(
+                    "must be between {} and {}",
+                    HumanDuration(MIN_IO_TIMEOUT),
+                    HumanDuration(MAX_IO_TIMEOUT)
+                ),
+            );
+        }
     }
 
     let metrics_listen = match &file.metrics.listen {
@@ -1135,6 +1128,12 @@ fn validate_dpop(
     // A proof dated `skew` in the future stays acceptable until iat + lifetime + skew, so
     // the jti must be remembered at least that long after it was first seen.
     let minimum_window = lifetime + skew * 2;
+    if file.replay_window.0 > MAX_REPLAY_WINDOW {
+        problems.add(
+            format!("{P}.replayWindow"),
+            format!("must be at most {}", HumanDuration(MAX_REPLAY_WINDOW)),
+        );
+    }
     if file.replay_window.0 < minimum_window {
         problems.add(
             format!("{P}.replayWindow"),
@@ -1156,15 +1155,14 @@ fn validate_dpop(
             );
         }
     }
+    let bypass_allowed = !matches!(
+        file.allow_temporary_bypass,
+        BypassFile::Absent | BypassFile::Flag(false)
+    );
     let bypass = match &file.allow_temporary_bypass {
-        BypassFile::Absent | BypassFile::Flag(false) => None,
-        BypassFile::Flag(true) => {
-            problems.add(
-                format!("{P}.allowTemporaryBypass"),
-                "a bypass needs an expiry: write {until: <RFC 3339 time>, reason: <text>}",
-            );
-            None
-        }
+        // `true` allows `sealkit drill bypass` windows (each at most MAX_BYPASS); only a
+        // window written in the file starts one by itself.
+        BypassFile::Absent | BypassFile::Flag(_) => None,
         BypassFile::Window(window) => {
             match time::OffsetDateTime::parse(
                 &window.until,
@@ -1215,6 +1213,7 @@ fn validate_dpop(
         replay_window: file.replay_window.0,
         nonce_required: file.nonce.required,
         nonce_ttl,
+        bypass_allowed,
         bypass,
     }
 }

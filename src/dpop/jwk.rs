@@ -5,7 +5,7 @@
 //! in lexicographic order, without whitespace (RFC 7638 §3.2), so `kid`, `alg` or `use`
 //! never change it.
 
-use crate::config::ProofAlgorithm;
+use crate::dpop::ProofAlgorithm;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};

@@ -9,8 +9,9 @@
 //! This module does not know HTTP types; the caller passes the raw `DPoP` header values.
 
 pub mod jwk;
+pub mod nonce;
 
-use crate::config::{DpopSettings, ProofAlgorithm};
+use crate::config::DpopSettings;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use josekit::jws::JwsVerifier;
@@ -53,6 +54,51 @@ pub enum ProofError {
     FromTheFuture,
     #[error("the DPoP proof ath does not match the access token")]
     WrongAccessTokenHash,
+}
+
+/// Signature algorithms a DPoP proof may use. `none` and MACs are not representable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProofAlgorithm {
+    ES256,
+    ES384,
+    EdDSA,
+    PS256,
+    RS256,
+}
+impl ProofAlgorithm {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "ES256" => Self::ES256,
+            "ES384" => Self::ES384,
+            "EdDSA" => Self::EdDSA,
+            // RFC 9864's fully-specified name for EdDSA over Ed25519, the only EdDSA curve
+            // accepted; current clients (e.g. oauth4webapi 3) label their proofs with it.
+            "Ed25519" => Self::EdDSA,
+            "PS256" => Self::PS256,
+            "RS256" => Self::RS256,
+            _ => return None,
+        })
+    }
+    /// The names this algorithm is advertised under (`dpop_signing_alg_values_supported`).
+    pub fn advertised_names(self) -> &'static [&'static str] {
+        match self {
+            Self::EdDSA => &["EdDSA", "Ed25519"],
+            Self::ES256 => &["ES256"],
+            Self::ES384 => &["ES384"],
+            Self::PS256 => &["PS256"],
+            Self::RS256 => &["RS256"],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+            Self::PS256 => "PS256",
+            Self::RS256 => "RS256",
+        }
+    }
 }
 
 /// What the request claims to be, for comparing against the proof.
@@ -178,11 +224,32 @@ fn decode_unreserved(path: &str) -> String {
 /// verification) and computing its RFC 7638 thumbprint is one lookup. The entry is keyed by
 /// the header's exact bytes, so it holds the decision those bytes got and would get again;
 /// the one input that can change, the configured algorithm list (§4.3 (5)), is checked
-/// on every proof. Only headers that passed every check are cached, and dropping the cache
-/// changes no decision. The signature is verified on every proof.
+/// on every proof. A header is cached only after a proof under it passed every check of
+/// [`validate_proof`] (signature included), so made-up headers never take a place, and
+/// dropping the cache changes no decision. The signature is verified on every proof.
+///
+/// The cache is bounded in bytes ([`KEY_CACHE_BUDGET`]) and evicts one entry at a time by
+/// the CLOCK rule (second chance): an entry used since the hand last passed survives one
+/// more round, so the keys of active clients stay while a flood of one-shot keys cycles
+/// through the rest.
 #[derive(Default)]
 pub struct KeyCache {
-    headers: RwLock<HashMap<[u8; 32], JudgedHeader>>,
+    inner: RwLock<KeyCacheInner>,
+}
+
+#[derive(Default)]
+struct KeyCacheInner {
+    entries: HashMap<[u8; 32], CachedHeader>,
+    /// Insertion order; the CLOCK hand is the front.
+    order: std::collections::VecDeque<[u8; 32]>,
+    bytes: usize,
+}
+
+struct CachedHeader {
+    judged: JudgedHeader,
+    cost: usize,
+    /// Set on every hit (under the read lock), cleared when the hand passes.
+    referenced: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -192,22 +259,70 @@ struct JudgedHeader {
     jkt: Arc<str>,
 }
 
-/// Enough for every client of a large site; when it is full it starts again (a flood of
-/// distinct keys costs the flooder a key validation per proof, as without a cache).
-const KEY_CACHE_CAPACITY: usize = 16_384;
+/// The most memory the judged headers may take (estimated per entry from the header's
+/// size plus the parsed key): 8 MiB is ~20,000 EC keys or ~4,000 RSA-4096 keys.
+pub const KEY_CACHE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// What one cached header costs: its digest and thumbprint, the map and queue slots, and
+/// the parsed key, which is about as large as the key's base64url text in the header.
+fn entry_cost(header_b64_len: usize) -> usize {
+    const FIXED: usize = 32 + 43 + 160 + 256;
+    FIXED + header_b64_len * 2
+}
 
 impl KeyCache {
     fn get(&self, header_digest: &[u8; 32]) -> Option<JudgedHeader> {
-        self.headers.read().ok()?.get(header_digest).cloned()
+        let inner = self.inner.read().ok()?;
+        let entry = inner.entries.get(header_digest)?;
+        entry
+            .referenced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Some(entry.judged.clone())
     }
 
-    fn insert(&self, header_digest: [u8; 32], judged: JudgedHeader) {
-        if let Ok(mut headers) = self.headers.write() {
-            if headers.len() >= KEY_CACHE_CAPACITY {
-                headers.clear();
-            }
-            headers.insert(header_digest, judged);
+    fn insert(&self, header_digest: [u8; 32], judged: JudgedHeader, header_b64_len: usize) {
+        let cost = entry_cost(header_b64_len);
+        if cost > KEY_CACHE_BUDGET {
+            return;
         }
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        if inner.entries.contains_key(&header_digest) {
+            return;
+        }
+        while inner.bytes + cost > KEY_CACHE_BUDGET {
+            let Some(candidate) = inner.order.pop_front() else {
+                break;
+            };
+            let second_chance = inner.entries.get(&candidate).is_some_and(|e| {
+                e.referenced
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+            });
+            if second_chance {
+                inner.order.push_back(candidate);
+            } else if let Some(evicted) = inner.entries.remove(&candidate) {
+                inner.bytes -= evicted.cost;
+            }
+        }
+        inner.entries.insert(
+            header_digest,
+            CachedHeader {
+                judged,
+                cost,
+                referenced: std::sync::atomic::AtomicBool::new(false),
+            },
+        );
+        inner.order.push_back(header_digest);
+        inner.bytes += cost;
+    }
+
+    /// How many headers are cached and the bytes they are estimated to take.
+    pub fn usage(&self) -> (usize, usize) {
+        self.inner
+            .read()
+            .map(|i| (i.entries.len(), i.bytes))
+            .unwrap_or_default()
     }
 }
 
@@ -346,19 +461,16 @@ pub fn validate_proof(
 
     // §4.3 (4), (5), (7): typ, alg, crit and jwk, judged now or when this header was first
     // seen; the algorithm list is the current one either way.
-    let JudgedHeader { verifier, jkt, .. } = match header {
+    let (judged, newly_judged) = match header {
         Header::Judged(judged) => {
             if !settings.allowed_algorithms.contains(&judged.alg) {
                 return Err(ProofError::AlgorithmNotAllowed);
             }
-            judged
+            (judged, false)
         }
-        Header::Parsed(header) => {
-            let judged = judge_header(header, settings)?;
-            keys.insert(header_digest, judged.clone());
-            judged
-        }
+        Header::Parsed(header) => (judge_header(header, settings)?, true),
     };
+    let JudgedHeader { verifier, jkt, .. } = &judged;
 
     // §4.3 (6): the signature verifies with the key in jwk.
     let signing_input_len = header_b64.len() + 1 + claims_b64.len();
@@ -411,6 +523,10 @@ pub fn validate_proof(
         }
     }
 
+    // Every check passed: the header is worth remembering (see `KeyCache`).
+    if newly_judged {
+        keys.insert(header_digest, judged.clone(), header_b64.len());
+    }
     Ok(ValidatedProof {
         jkt: jkt.to_string(),
         jti,
@@ -459,6 +575,7 @@ mod fast_path_tests {
             replay_window: std::time::Duration::from_secs(120),
             nonce_required: false,
             nonce_ttl: std::time::Duration::from_secs(300),
+            bypass_allowed: false,
             bypass: None,
         }
     }
@@ -501,11 +618,7 @@ mod fast_path_tests {
             check(&proof(&a, "2"), &keys, es256.clone()).unwrap(),
             a.thumbprint()
         );
-        assert_eq!(
-            keys.headers.read().unwrap().len(),
-            1,
-            "one header, judged once"
-        );
+        assert_eq!(keys.usage().0, 1, "one header, judged once");
 
         // A's (cached) header over B's claims and signature: B signed other bytes.
         let pa = proof(&a, "3");
@@ -541,10 +654,75 @@ mod fast_path_tests {
             check(&p, &keys, vec![ProofAlgorithm::EdDSA]),
             Err(ProofError::AlgorithmNotAllowed)
         );
-        assert!(keys.headers.read().unwrap().is_empty());
+        assert_eq!(keys.usage().0, 0);
         assert_eq!(
             check(&p, &keys, vec![ProofAlgorithm::ES256]).unwrap(),
             a.thumbprint()
         );
+    }
+
+    /// A header whose first proof carries a bad signature is not cached: a made-up header
+    /// never takes a place, and the decision for the next proof is made from scratch.
+    #[test]
+    fn a_header_is_cached_only_after_its_signature_verified() {
+        let keys = KeyCache::default();
+        let es256 = vec![ProofAlgorithm::ES256];
+        let a = crate::client::ProofKey::es256().unwrap();
+        let good = proof(&a, "1");
+        let parts: Vec<&str> = good.split('.').collect();
+        let other = proof(&a, "2");
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            other.rsplit('.').next().unwrap()
+        );
+        assert_eq!(
+            check(&forged, &keys, es256.clone()),
+            Err(ProofError::BadSignature)
+        );
+        assert_eq!(keys.usage().0, 0, "nothing cached for a forged proof");
+        assert_eq!(check(&good, &keys, es256).unwrap(), a.thumbprint());
+        assert_eq!(keys.usage().0, 1);
+    }
+
+    /// The cache stays within its byte budget under a flood of distinct keys, evicting one
+    /// entry at a time, and a key in use keeps its place (second chance).
+    #[test]
+    fn the_key_cache_is_bounded_in_bytes_and_keeps_hot_keys() {
+        let keys = KeyCache::default();
+        let judged = |jkt: &str| JudgedHeader {
+            alg: ProofAlgorithm::ES256,
+            verifier: build_verifier(
+                ProofAlgorithm::ES256,
+                crate::client::ProofKey::es256()
+                    .unwrap()
+                    .public_jwk()
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap(),
+            jkt: Arc::from(jkt),
+        };
+        let template = judged("hot");
+        let digest = |i: u32| -> [u8; 32] { Sha256::digest(i.to_be_bytes()).into() };
+        keys.insert(digest(0), template.clone(), 300);
+        let per_entry = entry_cost(300);
+        let capacity = KEY_CACHE_BUDGET / per_entry;
+        for i in 1..(capacity as u32 * 3) {
+            // Client 0 keeps sending proofs while the flood goes on.
+            assert!(
+                keys.get(&digest(0)).is_some(),
+                "hot key evicted after {i} inserts"
+            );
+            keys.insert(digest(i), template.clone(), 300);
+            let (count, bytes) = keys.usage();
+            assert!(bytes <= KEY_CACHE_BUDGET, "{bytes} bytes over budget");
+            assert!(
+                count >= capacity.min(i as usize) - 1,
+                "evicted more than needed: {count}"
+            );
+        }
+        assert_eq!(keys.usage().0, capacity);
     }
 }

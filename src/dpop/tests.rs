@@ -23,6 +23,7 @@ fn settings() -> DpopSettings {
         replay_window: Duration::from_secs(120),
         nonce_required: false,
         nonce_ttl: Duration::from_secs(300),
+        bypass_allowed: false,
         bypass: None,
     }
 }

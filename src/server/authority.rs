@@ -1,26 +1,18 @@
-//! The authority's shared state: the current configuration snapshot (swapped atomically on
-//! reload), signing key, store, metrics, server nonce, restart fence and bypass state.
-//! Handlers borrow it.
+//! The authority's shared state as the server holds it: the current configuration snapshot
+//! (swapped atomically on reload) and the [`Core`] that makes every decision (gate, signing
+//! key, bypass, metrics, clock). Handlers borrow it.
 
 use crate::clock::Clock;
-use crate::config::{BypassWindow, Settings};
-use crate::dpop::{EndpointUrl, KeyCache};
-use crate::store::{PreviousShutdown, SenderStore, StoreError};
+use crate::config::Settings;
+use crate::core::Core;
+use crate::dpop::EndpointUrl;
+use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::Metrics;
 use crate::token::SigningKey;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-
-/// The server nonce handed out on responses. One nonce is current at a time and every
-/// nonce stays valid for its full TTL, so concurrent clients never invalidate each other's;
-/// a new one is minted when the current one has used half its TTL.
-struct CurrentNonce {
-    value: String,
-    minted_at: i64,
-}
+use std::sync::Arc;
 
 /// Everything derived from one configuration file. A reload builds a new snapshot and
 /// swaps it in; requests in flight finish on the snapshot they started with.
@@ -28,6 +20,8 @@ pub struct Snapshot {
     pub settings: Arc<Settings>,
     /// The token endpoint, normalised for comparing against DPoP `htu`.
     pub token_url: EndpointUrl,
+    /// The `/fresh-auth` endpoint, likewise.
+    pub fresh_auth_url: EndpointUrl,
     pub discovery: Bytes,
     pub tls: Arc<rustls::ServerConfig>,
     /// Judges client-certificate chains (client CA + CRLs), when client CAs are configured.
@@ -38,14 +32,17 @@ impl Snapshot {
     pub fn build(settings: Settings) -> Result<Snapshot, super::ServerError> {
         let token_url =
             EndpointUrl::parse(&settings.token_endpoint).ok_or(super::ServerError::Issuer)?;
+        let fresh_auth_url = EndpointUrl::parse(&format!("{}/fresh-auth", settings.issuer))
+            .ok_or(super::ServerError::Issuer)?;
         let discovery = Bytes::from(
             serde_json::to_vec(&super::meta::discovery_document(&settings)).unwrap_or_default(),
         );
-        let client_verifier = super::tls::client_verifier(&settings)?;
-        let tls = super::tls::server_config(&settings, client_verifier.clone())?;
+        let client_verifier = crate::tls::client_verifier(&settings)?;
+        let tls = crate::tls::server_config(&settings, client_verifier.clone())?;
         Ok(Snapshot {
             settings: Arc::new(settings),
             token_url,
+            fresh_auth_url,
             discovery,
             tls,
             client_verifier,
@@ -68,31 +65,11 @@ pub struct Authority {
     config: ArcSwap<Snapshot>,
     /// The file the configuration was loaded from, re-read on reload.
     pub config_path: Option<std::path::PathBuf>,
-    pub signing_key: SigningKey,
-    pub store: Arc<dyn SenderStore>,
-    pub metrics: Arc<Metrics>,
-    pub keys: KeyCache,
-    pub clock: Clock,
-    nonce: Mutex<Option<CurrentNonce>>,
-    /// After an unclean shutdown, until this instant (Unix seconds) every DPoP proof must
-    /// carry a nonce minted by this run (see `store` on crash safety).
-    fence_until: AtomicI64,
-    bypass: RwLock<Option<BypassWindow>>,
+    pub core: Core,
     pub jwks: Bytes,
 }
 
 impl Authority {
-    /// What a handler answers when the store cannot: counted, logged, and 503
-    /// `temporarily_unavailable` (fail closed: no check is ever skipped instead).
-    pub fn store_failure(&self, error: StoreError) -> super::error::OAuthError {
-        self.metrics.store_errors.inc();
-        if let StoreError::ClaimsLost(_) = &error {
-            self.raise_fence();
-        }
-        tracing::error!(event = events::STORE_ERROR, error = %error, "refusing the request: the store cannot answer");
-        super::error::OAuthError::TemporarilyUnavailable
-    }
-
     /// Builds the state and opens a run in the store (detecting an unclean previous end).
     pub async fn start(
         snapshot: Snapshot,
@@ -102,44 +79,29 @@ impl Authority {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Result<Authority, super::ServerError> {
-        let settings = snapshot.settings.clone();
-        let previous = store.begin_run().await?;
-        let now = clock.now();
-        let fence_until = if previous == PreviousShutdown::Unclean {
-            let until = now + settings.dpop.replay_window.as_secs() as i64;
-            tracing::warn!(
-                event = events::STORE_FENCE,
-                until,
-                "previous run ended uncleanly: DPoP proofs need a fresh server nonce until the replay window has passed"
-            );
-            until
-        } else {
-            0
-        };
         let jwks = Bytes::from(serde_json::to_vec(&signing_key.jwks()).unwrap_or_default());
+        let core = Core::start(&snapshot.settings, signing_key, store, metrics, clock).await?;
         let authority = Authority {
-            bypass: RwLock::new(settings.dpop.bypass.clone()),
             config: ArcSwap::from_pointee(snapshot),
             config_path,
-            signing_key,
-            store,
-            metrics,
-            keys: KeyCache::default(),
-            clock,
-            nonce: Mutex::new(None),
-            fence_until: AtomicI64::new(fence_until),
+            core,
             jwks,
         };
-        if let Some(window) = authority.active_bypass() {
-            authority.metrics.bypass_active.set(1);
-            tracing::warn!(event = events::BYPASS_STARTED, until = window.until, reason = %window.reason, source = "config");
-        }
+        authority.refresh_bypass_gauge();
         Ok(authority)
     }
 
     /// The configuration snapshot requests should use now.
     pub fn current(&self) -> Arc<Snapshot> {
         self.config.load_full()
+    }
+
+    pub fn store(&self) -> &Arc<dyn SenderStore> {
+        self.core.store()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.core.metrics
     }
 
     /// Re-reads the configuration file and swaps it in, or changes nothing and says why.
@@ -166,10 +128,13 @@ impl Authority {
         }
         let snapshot = Snapshot::build(settings)?;
         let settings = snapshot.settings.clone();
-        if settings.dpop.bypass != running.dpop.bypass {
-            self.set_bypass(settings.dpop.bypass.clone(), "config");
-        }
+        self.core.bypass.configure(
+            settings.dpop.bypass_allowed,
+            settings.dpop.bypass.clone(),
+            self.core.clock.now(),
+        );
         self.config.store(Arc::new(snapshot));
+        self.refresh_bypass_gauge();
         tracing::info!(
             event = events::CONFIG_RELOADED,
             clients = settings.clients.len(),
@@ -180,85 +145,19 @@ impl Authority {
 
     /// Whether the restart fence is up (nonces required for every proof).
     pub fn fence_active(&self) -> bool {
-        self.clock.now() < self.fence_until.load(Ordering::Acquire)
-    }
-
-    /// Raises the restart fence for one replay window from now: the store may have lost
-    /// claims, so every proof needs a nonce minted from now on. The nonce handed out so
-    /// far is dropped (the store has forgotten it, or it predates the loss).
-    pub fn raise_fence(&self) {
-        let now = self.clock.now();
-        let until = now + self.current().settings.dpop.replay_window.as_secs() as i64;
-        self.fence_until.fetch_max(until, Ordering::AcqRel);
-        if let Ok(mut nonce) = self.nonce.lock() {
-            *nonce = None;
-        }
-        tracing::warn!(
-            event = events::STORE_FENCE,
-            until,
-            "the store may have lost replay claims: DPoP proofs need a fresh server nonce until the replay window has passed"
-        );
-    }
-
-    /// The nonce to hand out now, minting and storing a new one when due.
-    pub async fn current_nonce(&self) -> Result<String, StoreError> {
-        let now = self.clock.now();
-        let ttl = self.current().settings.dpop.nonce_ttl.as_secs() as i64;
-        if let Ok(guard) = self.nonce.lock() {
-            if let Some(current) = guard.as_ref() {
-                if now - current.minted_at < ttl / 2 {
-                    return Ok(current.value.clone());
-                }
-            }
-        }
-        let value = crate::secret::generate();
-        self.store.put_nonce(&value, now + ttl).await?;
-        if let Ok(mut guard) = self.nonce.lock() {
-            *guard = Some(CurrentNonce {
-                value: value.clone(),
-                minted_at: now,
-            });
-        }
-        Ok(value)
+        self.core.fence_active()
     }
 
     /// The active bypass window, if one is on and not expired.
-    pub fn active_bypass(&self) -> Option<BypassWindow> {
-        let now = self.clock.now();
-        self.bypass
-            .read()
-            .ok()
-            .and_then(|b| b.clone())
-            .filter(|w| w.until > now)
+    pub fn active_bypass(&self) -> Option<crate::config::BypassWindow> {
+        self.core.bypass.active(self.core.clock.now())
     }
 
-    /// Turns a bypass on (until `until`) or off (`None`), with the audit event.
-    pub fn set_bypass(&self, window: Option<BypassWindow>, source: &str) {
-        if let Ok(mut guard) = self.bypass.write() {
-            match &window {
-                Some(w) => {
-                    tracing::warn!(event = events::BYPASS_STARTED, until = w.until, reason = %w.reason, source);
-                    self.metrics.bypass_active.set(1);
-                }
-                None if guard.is_some() => {
-                    tracing::warn!(event = events::BYPASS_ENDED, cause = "ended early", source);
-                    self.metrics.bypass_active.set(0);
-                }
-                None => {}
-            }
-            *guard = window;
-        }
-    }
-
-    /// Ends an expired bypass (called by the housekeeping task), with the audit event.
-    pub fn expire_bypass(&self) {
-        let now = self.clock.now();
-        if let Ok(mut guard) = self.bypass.write() {
-            if guard.as_ref().is_some_and(|w| w.until <= now) {
-                *guard = None;
-                self.metrics.bypass_active.set(0);
-                tracing::warn!(event = events::BYPASS_ENDED, cause = "expired");
-            }
-        }
+    /// Sets `authority_dpop_bypass_active` from the bypass state.
+    pub fn refresh_bypass_gauge(&self) {
+        self.core
+            .metrics
+            .bypass_active
+            .set(i64::from(self.active_bypass().is_some()));
     }
 }

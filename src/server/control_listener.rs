@@ -1,7 +1,6 @@
 //! The listening side of the control socket (protocol in `crate::control`).
 
 use super::authority::Authority;
-use crate::config::{BypassWindow, MAX_BYPASS};
 use crate::control::{ControlRequest, ControlResponse, MAX_LINE};
 use crate::telemetry::events;
 use serde_json::json;
@@ -88,7 +87,7 @@ fn status(authority: &Authority) -> serde_json::Value {
         "restartFence": authority.fence_active(),
         "bypass": match authority.active_bypass() {
             Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
-            None => json!({"active": false}),
+            None => json!({"active": false, "allowed": authority.core.bypass.allowed()}),
         },
     })
 }
@@ -97,25 +96,31 @@ fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlRe
     tracing::info!(event = events::CONTROL, request = ?request, peer_uid = uid);
     match request {
         ControlRequest::BypassOn { seconds, reason } => {
-            if seconds == 0 || seconds > MAX_BYPASS.as_secs() {
-                return refuse(&format!(
-                    "a bypass lasts between 1s and {}s",
-                    MAX_BYPASS.as_secs()
-                ));
-            }
-            if reason.trim().is_empty() {
-                return refuse("say why the bypass is on (--reason)");
-            }
-            let until = authority.clock.now() + seconds as i64;
-            authority.set_bypass(Some(BypassWindow { until, reason }), "drill");
-            ControlResponse {
-                ok: true,
-                message: format!("bypass on for {seconds}s"),
-                status: status(authority),
+            let operator = format!("uid:{uid}");
+            let now = authority.core.clock.now();
+            match authority
+                .core
+                .bypass
+                .start(seconds, &reason, &operator, now)
+            {
+                Ok(_) => {
+                    authority.refresh_bypass_gauge();
+                    ControlResponse {
+                        ok: true,
+                        message: format!("bypass on for {seconds}s"),
+                        status: status(authority),
+                    }
+                }
+                Err(refused) => refuse(&format!("bypass refused: {refused}")),
             }
         }
         ControlRequest::BypassOff => {
-            authority.set_bypass(None, "drill");
+            let operator = format!("uid:{uid}");
+            authority
+                .core
+                .bypass
+                .stop(&operator, authority.core.clock.now());
+            authority.refresh_bypass_gauge();
             ControlResponse {
                 ok: true,
                 message: "bypass off".into(),

@@ -1,9 +1,11 @@
 //! The one place OAuth errors become HTTP responses: status code, `error` code,
 //! `WWW-Authenticate`, `DPoP-Nonce`, `Cache-Control: no-store`.
 //!
-//! Handlers return [`OAuthError`]; nothing else in the server chooses an error status.
+//! Handlers return [`OAuthError`]; nothing else in the server chooses an error status. The
+//! core's domain errors ([`Denied`]) become OAuth errors in the one `From` below.
 
 use super::response::{json_response, Response};
+use crate::core::Denied;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
@@ -28,9 +30,14 @@ pub enum OAuthError {
     /// RFC 6749 §5.2.
     #[error("unauthorized_client")]
     UnauthorizedClient(String),
-    /// RFC 9449 §8: the client must (re)try with this server nonce.
+    /// RFC 9449 §8: the client must (re)try with this server nonce. With an access token
+    /// (§9, `resource_algs` set): 401 + `WWW-Authenticate: DPoP error="use_dpop_nonce"`.
     #[error("use_dpop_nonce")]
-    UseDpopNonce { description: String, nonce: String },
+    UseDpopNonce {
+        description: String,
+        nonce: String,
+        resource_algs: Option<String>,
+    },
     /// RFC 9449 §7.1: a proof that failed a check (400 at the token endpoint), or that was
     /// replayed or came with an access token (`unauthorized`: 401 + `WWW-Authenticate`).
     #[error("invalid_dpop_proof")]
@@ -54,6 +61,53 @@ pub enum OAuthError {
     MethodNotAllowed(&'static str),
     #[error("invalid_request")]
     PayloadTooLarge,
+    /// RFC 9110 §15.5.9: the body did not arrive within `limits.bodyReadTimeout`; the
+    /// connection is closed.
+    #[error("invalid_request")]
+    RequestTimeout,
+    /// RFC 6749 §5.2 / RFC 9110 §15.6.1: something failed that valid state never makes fail.
+    #[error("server_error")]
+    ServerError,
+}
+
+impl From<Denied> for OAuthError {
+    fn from(denied: Denied) -> OAuthError {
+        match denied {
+            Denied::InvalidScope(d) => OAuthError::InvalidScope(d),
+            Denied::UseDpopNonce {
+                description,
+                nonce,
+                with_access_token,
+                algs,
+            } => OAuthError::UseDpopNonce {
+                description: description.to_string(),
+                nonce,
+                resource_algs: with_access_token.then_some(algs),
+            },
+            Denied::InvalidDpopProof {
+                description,
+                unauthorized,
+                algs,
+            } => OAuthError::InvalidDpopProof {
+                description,
+                unauthorized,
+                algs,
+            },
+            Denied::CertificateRequired { description } => OAuthError::InvalidClient {
+                description,
+                basic_challenge: false,
+            },
+            Denied::InvalidToken {
+                description,
+                scheme,
+            } => OAuthError::InvalidToken {
+                description: description.to_string(),
+                scheme,
+            },
+            Denied::Unavailable => OAuthError::TemporarilyUnavailable,
+            Denied::Internal => OAuthError::ServerError,
+        }
+    }
 }
 
 impl OAuthError {
@@ -72,9 +126,18 @@ impl OAuthError {
             Self::InvalidScope(d) | Self::UnauthorizedClient(d) => {
                 (StatusCode::BAD_REQUEST, d.clone())
             }
-            Self::UseDpopNonce { description, .. } => {
-                (StatusCode::BAD_REQUEST, description.clone())
-            }
+            Self::UseDpopNonce {
+                description,
+                resource_algs,
+                ..
+            } => (
+                if resource_algs.is_some() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                description.clone(),
+            ),
             Self::InvalidDpopProof {
                 description,
                 unauthorized,
@@ -103,6 +166,14 @@ impl OAuthError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large".to_string(),
             ),
+            Self::RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time".to_string(),
+            ),
+            Self::ServerError => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the authority failed to answer this request".to_string(),
+            ),
         };
         let mut response = json_response(
             status,
@@ -119,9 +190,20 @@ impl OAuthError {
                     HeaderValue::from_static("Basic realm=\"sealkit\""),
                 );
             }
-            Self::UseDpopNonce { nonce, .. } => {
+            Self::UseDpopNonce {
+                nonce,
+                resource_algs,
+                ..
+            } => {
                 if let Ok(value) = HeaderValue::from_str(nonce) {
                     headers.insert("dpop-nonce", value);
+                }
+                if let Some(algs) = resource_algs {
+                    if let Ok(value) = HeaderValue::from_str(&format!(
+                        "DPoP error=\"use_dpop_nonce\", algs=\"{algs}\""
+                    )) {
+                        headers.insert(http::header::WWW_AUTHENTICATE, value);
+                    }
                 }
             }
             Self::InvalidDpopProof {
@@ -147,6 +229,9 @@ impl OAuthError {
             }
             Self::MethodNotAllowed(allow) => {
                 headers.insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            Self::RequestTimeout => {
+                headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }

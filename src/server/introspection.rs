@@ -34,7 +34,8 @@ fn authenticated_form(
         headers,
         &form,
         &certificate,
-        &authority.metrics,
+        authority.metrics(),
+        connection,
     )?;
     Ok((form, caller))
 }
@@ -57,15 +58,16 @@ pub async fn introspect(
     // The record first: a token this authority never recorded is inactive without the
     // cost of a signature verification (a flood of made-up tokens stays cheap).
     let id = TokenId::of(token);
-    let record = match authority.store.get_token(id).await {
+    let core = &authority.core;
+    let record = match core.store().get_token(id).await {
         Ok(Some(record)) => record,
         Ok(None) => return Ok(inactive()),
-        Err(e) => return Err(authority.store_failure(e)),
+        Err(e) => return Err(core.unavailable(e).into()),
     };
-    let Some(claims) = authority.signing_key.verify_remembered(token) else {
+    let Some(claims) = core.signing_key.verify_remembered(token) else {
         return Ok(inactive());
     };
-    let now = authority.clock.now();
+    let now = core.clock.now();
     if record.revoked || record.exp <= now {
         return Ok(inactive());
     }
@@ -73,8 +75,7 @@ pub async fn introspect(
     // themselves): the caller passes the thumbprint it saw; a mismatch is inactive.
     if let Some(seen) = form.get("cnf_x5t_s256") {
         if record.sender_certificate.as_deref() != Some(seen) {
-            authority
-                .metrics
+            core.metrics
                 .mtls_mismatch
                 .get_or_create(&ReasonLabel {
                     reason: "thumbprint-mismatch",
@@ -101,7 +102,7 @@ pub async fn introspect(
         "tenant": record.tenant,
         "token_type": record.token_type,
     });
-    let cnf = record.confirmation();
+    let cnf = crate::token::Confirmation::of_record(&record);
     if !cnf.is_empty() {
         body["cnf"] = json!(cnf);
     }
@@ -119,12 +120,14 @@ pub async fn revoke(
         .get("token")
         .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
     let id = TokenId::of(token);
-    let fail = |e| authority.store_failure(e);
-    // RFC 7009 §2.1: only the client the token was issued to may revoke it; for any other
-    // caller the answer is the same 200 as for an unknown token, so nothing is revealed.
-    match authority.store.get_token(id).await.map_err(fail)? {
+    let core = &authority.core;
+    let fail = |e| OAuthError::from(core.unavailable(e));
+    // RFC 7009 §2.1: only the client the token was issued to may revoke it; another
+    // client's request is refused (it holds the token, so the refusal reveals nothing it
+    // did not know). An unknown token gets 200: it is as revoked as it will ever be.
+    match core.store().get_token(id).await.map_err(fail)? {
         Some(record) if record.client_id == caller.id && !record.revoked => {
-            authority.store.revoke_token(id).await.map_err(fail)?;
+            core.store().revoke_token(id).await.map_err(fail)?;
             tracing::info!(
                 event = events::TOKEN_REVOKED,
                 client = %record.client_id, tenant = %record.tenant, token_jti = %record.jti,
@@ -134,9 +137,12 @@ pub async fn revoke(
         Some(record) => {
             tracing::warn!(
                 event = events::TOKEN_REVOKED,
-                decision = "ignored", reason = "not-the-owner",
+                decision = "refused", reason = "not-the-owner",
                 caller = %caller.id, owner = %record.client_id,
             );
+            return Err(OAuthError::UnauthorizedClient(
+                "this token was not issued to this client".into(),
+            ));
         }
         None => {}
     }

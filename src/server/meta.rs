@@ -1,4 +1,5 @@
-//! The public, read-only endpoints: discovery metadata (RFC 8414), `/jwks`, `/health`,
+//! The public, read-only endpoints: discovery metadata (RFC 8414 only: no ID tokens, so no
+//! OpenID Connect discovery), `/jwks`, `/health`,
 //! `/ready` and `/metrics`.
 
 use super::authority::Authority;
@@ -7,7 +8,7 @@ use crate::config::Settings;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-/// RFC 8414 metadata; also served as `openid-configuration` for clients that only look there.
+/// RFC 8414 metadata, at `/.well-known/oauth-authorization-server`.
 pub fn discovery_document(settings: &Settings) -> Value {
     let issuer = &settings.issuer;
     let secret_methods = ["client_secret_basic", "client_secret_post"];
@@ -18,12 +19,21 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "introspection_endpoint": format!("{issuer}/introspect"),
         "revocation_endpoint": format!("{issuer}/revoke"),
         "grant_types_supported": ["client_credentials"],
+        // RFC 8414 §2 requires the member; no authorization endpoint, so no response type.
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": secret_methods,
         "introspection_endpoint_auth_methods_supported": secret_methods,
         "revocation_endpoint_auth_methods_supported": secret_methods,
-        "dpop_signing_alg_values_supported": settings.dpop.allowed_algorithms.iter().flat_map(|a| a.advertised_names()).collect::<Vec<_>>(),
     });
+    // RFC 9449 §5.1: advertised only when proofs are accepted (`dpop.enabled`).
+    if settings.dpop.enabled {
+        doc["dpop_signing_alg_values_supported"] = json!(settings
+            .dpop
+            .allowed_algorithms
+            .iter()
+            .flat_map(|a| a.advertised_names())
+            .collect::<Vec<_>>());
+    }
     doc["fresh_auth_endpoint"] = json!(format!("{issuer}/fresh-auth"));
     if settings.tls_client_ca.is_some() {
         doc["tls_client_certificate_bound_access_tokens"] = json!(true);
@@ -59,12 +69,12 @@ pub fn health() -> Response {
 /// Ready when the store accepts a write and reads it back; reports the bypass state so a
 /// forgotten drill is visible to whatever polls readiness.
 pub async fn ready(authority: &Authority) -> Response {
-    let store = authority.store.probe().await;
+    let store = authority.store().probe().await;
     let bypass = authority.active_bypass();
     let body = json!({
         "ready": store.is_ok(),
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-        "signingKey": authority.signing_key.kid(),
+        "signingKey": authority.core.signing_key.kid(),
         "config": "valid",
         "restartFence": authority.fence_active(),
         "bypass": match &bypass {
@@ -84,6 +94,6 @@ pub fn metrics(authority: &Authority) -> Response {
     text(
         StatusCode::OK,
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        authority.metrics.render(),
+        authority.metrics().render(),
     )
 }

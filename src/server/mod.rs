@@ -12,11 +12,11 @@ mod introspection;
 pub mod meta;
 mod request;
 mod response;
-pub mod tls;
 mod token_endpoint;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::core::certificate::{CertificateSources, RequestCertificate};
 use crate::mtls::PeerCertificate;
 use crate::store::SenderStore;
 use crate::telemetry::events;
@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
@@ -65,25 +65,6 @@ pub struct ConnectionContext {
     pub client_certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// The client certificate a request is made with.
-#[derive(Debug, Clone)]
-pub enum RequestCertificate {
-    Present(Arc<PeerCertificate>),
-    Absent,
-    /// The request came through a trusted proxy that forwarded no `Client-Cert`: the
-    /// certificate context was lost on the way (metric reason `context-missing`).
-    ContextMissing,
-}
-
-impl RequestCertificate {
-    pub fn certificate(&self) -> Option<&PeerCertificate> {
-        match self {
-            Self::Present(c) => Some(c),
-            _ => None,
-        }
-    }
-}
-
 /// Decides which client certificate a request carries: the connection's own, or — only
 /// from a configured trusted proxy — the one in its RFC 9440 `Client-Cert` header.
 pub fn request_certificate(
@@ -91,44 +72,24 @@ pub fn request_certificate(
     connection: &ConnectionContext,
     headers: &http::HeaderMap,
 ) -> RequestCertificate {
-    let forwarded = headers.get("client-cert");
     let from_trusted_proxy = snapshot
         .settings
         .trusted_proxies
         .contains(&connection.peer.ip());
-    if !from_trusted_proxy {
-        if forwarded.is_some() {
-            tracing::warn!(
-                event = events::SENDER_CONSTRAINT, decision = "ignored", reason = "client-cert-header-from-untrusted-peer",
-                peer = %connection.peer,
-            );
-        }
-        return match &connection.client_certificate {
-            Some(c) => RequestCertificate::Present(c.clone()),
-            None => RequestCertificate::Absent,
-        };
-    }
-    let (Some(value), Some(verifier)) = (forwarded, &snapshot.client_verifier) else {
-        return RequestCertificate::ContextMissing;
-    };
-    let Some(leaf) = crate::mtls::parse_client_cert_header(value.as_bytes()) else {
-        return RequestCertificate::ContextMissing;
-    };
-    let mut chain = vec![rustls::pki_types::CertificateDer::from(leaf)];
-    if let Some(extra) = headers
-        .get("client-cert-chain")
-        .and_then(|v| crate::mtls::parse_client_cert_chain_header(v.as_bytes()))
-    {
-        chain.extend(
-            extra
-                .into_iter()
-                .map(rustls::pki_types::CertificateDer::from),
+    let forwarded = headers.get("client-cert").map(|v| v.as_bytes());
+    if !from_trusted_proxy && forwarded.is_some() {
+        tracing::warn!(
+            event = events::SENDER_CONSTRAINT, decision = "ignored", reason = "client-cert-header-from-untrusted-peer",
+            peer = %connection.peer,
         );
     }
-    match PeerCertificate::inspect(&chain, verifier.as_ref()) {
-        Some(c) => RequestCertificate::Present(Arc::new(c)),
-        None => RequestCertificate::ContextMissing,
-    }
+    crate::core::certificate::request_certificate(&CertificateSources {
+        connection: connection.client_certificate.as_ref(),
+        from_trusted_proxy,
+        client_cert_header: forwarded,
+        client_cert_chain_header: headers.get("client-cert-chain").map(|v| v.as_bytes()),
+        verifier: snapshot.client_verifier.as_deref(),
+    })
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing; it holds keys and the store.
@@ -235,7 +196,7 @@ pub async fn start(
         authority.clone(),
         shutdown_rx,
     )));
-    tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.signing_key.kid());
+    tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.core.signing_key.kid());
     Ok(RunningServer {
         addr,
         metrics_addr,
@@ -252,7 +213,7 @@ impl RunningServer {
         for task in self.tasks {
             let _ = task.await;
         }
-        self.authority.store.end_run().await?;
+        self.authority.store().end_run().await?;
         let socket = crate::control::socket_path(&self.authority.current().settings.data_dir);
         let _ = std::fs::remove_file(socket);
         tracing::info!(event = events::SERVER_STOPPED, addr = %self.addr);
@@ -419,8 +380,8 @@ async fn dispatch(
             if parts.method != Method::POST {
                 (endpoint, Err(OAuthError::MethodNotAllowed("POST")))
             } else {
-                let limit = authority.current().settings.limits.max_body_bytes;
-                match read_body(body, limit).await {
+                let limits = authority.current().settings.limits.clone();
+                match read_body(body, limits.max_body_bytes, limits.body_read_timeout).await {
                     Err(e) => (endpoint, Err(e)),
                     Ok(body) => {
                         let result = match endpoint {
@@ -455,9 +416,9 @@ async fn dispatch(
             ("other", Err(OAuthError::NotFound))
         }
         "/jwks" => ("jwks", Ok(meta::jwks(authority))),
-        "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration" => {
-            ("discovery", Ok(meta::discovery(authority)))
-        }
+        // RFC 8414 only: this authority issues no ID token, so it does not pretend to be an
+        // OpenID provider (`openid-configuration` is 404).
+        "/.well-known/oauth-authorization-server" => ("discovery", Ok(meta::discovery(authority))),
         "/health" => ("health", Ok(meta::health())),
         "/ready" => ("ready", Ok(meta::ready(authority).await)),
         "/metrics" if authority.current().settings.metrics_listen.is_none() => {
@@ -467,15 +428,23 @@ async fn dispatch(
     };
     let response = result.unwrap_or_else(OAuthError::into_response);
     authority
-        .metrics
+        .metrics()
         .request_seconds
         .get_or_create(&EndpointLabel { endpoint })
         .observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, OAuthError> {
-    match Limited::new(body, limit).collect().await {
+/// Reads a request body of at most `limit` bytes within `deadline` (from the end of the
+/// headers): a client that dribbles its body gets 408 and loses the connection instead of
+/// holding a connection slot.
+async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<Bytes, OAuthError> {
+    let collected = match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await
+    {
+        Ok(collected) => collected,
+        Err(_) => return Err(OAuthError::RequestTimeout),
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -497,19 +466,20 @@ async fn housekeeping(authority: Arc<Authority>, mut shutdown: watch::Receiver<b
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        authority.expire_bypass();
-        if let Err(e) = authority.store.sweep(authority.clock.now()).await {
-            authority.metrics.store_errors.inc();
+        authority.core.bypass.expire(authority.core.clock.now());
+        authority.refresh_bypass_gauge();
+        if let Err(e) = authority.store().sweep(authority.core.clock.now()).await {
+            authority.metrics().store_errors.inc();
             tracing::error!(event = events::STORE_ERROR, error = %e, "sweep failed");
         }
-        let size = authority.store.size();
+        let size = authority.store().size();
         for (kind, value) in [
             ("nonce", size.nonces),
             ("jti", size.jti_claims),
             ("token", size.tokens),
         ] {
             authority
-                .metrics
+                .metrics()
                 .store_entries
                 .get_or_create(&KindLabel { kind })
                 .set(value as i64);

@@ -1,10 +1,16 @@
 //! Request parsing shared by the endpoints: the form body (RFC 6749 §3.2: each parameter at
 //! most once) and client authentication (`client_secret_basic`, `client_secret_post`,
 //! `tls_client_auth`, `self_signed_tls_client_auth`).
+//!
+//! Every failed client authentication gets the same answer, byte for byte (RFC 6749 §5.2
+//! `invalid_client`, "client authentication failed"), so a caller learns neither whether a
+//! client id exists nor how it authenticates; the reason goes to the log
+//! (`authority.client.authentication.failed`).
 
 use super::error::OAuthError;
-use super::RequestCertificate;
+use super::ConnectionContext;
 use crate::config::{ClientAuth, ClientSettings, Settings};
+use crate::core::certificate::RequestCertificate;
 use crate::telemetry::metrics::{Metrics, ReasonLabel};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -65,6 +71,25 @@ fn invalid_client(basic: bool) -> OAuthError {
     }
 }
 
+/// Logs why a client authentication failed (never the credential) and returns the one
+/// answer every failure gets.
+fn failed(
+    connection: &ConnectionContext,
+    client_id: Option<&str>,
+    method: &'static str,
+    reason: &'static str,
+    basic: bool,
+) -> OAuthError {
+    tracing::info!(
+        event = crate::telemetry::events::CLIENT_AUTH_FAILED,
+        client = client_id.unwrap_or(""),
+        method,
+        reason,
+        peer = %connection.peer,
+    );
+    invalid_client(basic)
+}
+
 /// Authenticates the calling client. Exactly one method may be used: a secret (Basic or in
 /// the body), or — for clients registered for it — the TLS client certificate.
 pub fn authenticate_client(
@@ -73,10 +98,11 @@ pub fn authenticate_client(
     form: &Form,
     certificate: &RequestCertificate,
     metrics: &Metrics,
+    connection: &ConnectionContext,
 ) -> Result<(Arc<ClientSettings>, AuthMethod), OAuthError> {
     let authorization = headers.get(http::header::AUTHORIZATION);
     if authorization.is_none() && form.get("client_secret").is_none() {
-        return authenticate_by_certificate(settings, form, certificate, metrics);
+        return authenticate_by_certificate(settings, form, certificate, metrics, connection);
     }
     let (client_id, secret, method) = match authorization {
         Some(value) => {
@@ -85,18 +111,25 @@ pub fn authenticate_client(
                     "use one client authentication method, not two".into(),
                 ));
             }
-            let text = value.to_str().map_err(|_| invalid_client(true))?;
-            let (scheme, credentials) = text.split_once(' ').ok_or_else(|| invalid_client(true))?;
+            let malformed = || {
+                failed(
+                    connection,
+                    None,
+                    "client_secret_basic",
+                    "malformed-header",
+                    true,
+                )
+            };
+            let text = value.to_str().map_err(|_| malformed())?;
+            let (scheme, credentials) = text.split_once(' ').ok_or_else(malformed)?;
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(invalid_client(true));
+                return Err(malformed());
             }
             let decoded = STANDARD
                 .decode(credentials.trim())
-                .map_err(|_| invalid_client(true))?;
-            let decoded = String::from_utf8(decoded).map_err(|_| invalid_client(true))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| invalid_client(true))?;
+                .map_err(|_| malformed())?;
+            let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
             let decode = |s: &str| -> String {
                 url::form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -115,10 +148,24 @@ pub fn authenticate_client(
             (id, decode(secret), AuthMethod::ClientSecretBasic)
         }
         None => {
-            let id = form.get("client_id").ok_or_else(|| invalid_client(false))?;
-            let secret = form
-                .get("client_secret")
-                .ok_or_else(|| invalid_client(false))?;
+            let id = form.get("client_id").ok_or_else(|| {
+                failed(
+                    connection,
+                    None,
+                    "client_secret_post",
+                    "no-client-id",
+                    false,
+                )
+            })?;
+            let secret = form.get("client_secret").ok_or_else(|| {
+                failed(
+                    connection,
+                    Some(id),
+                    "client_secret_post",
+                    "no-secret",
+                    false,
+                )
+            })?;
             (
                 id.to_string(),
                 secret.to_string(),
@@ -137,39 +184,81 @@ pub fn authenticate_client(
             false
         }
     };
+    let method_name = if basic {
+        "client_secret_basic"
+    } else {
+        "client_secret_post"
+    };
     match client {
         Some(client) if matched => Ok((client.clone(), method)),
-        _ => Err(invalid_client(basic)),
+        Some(client) if matches!(client.auth, ClientAuth::Secret(_)) => Err(failed(
+            connection,
+            Some(&client_id),
+            method_name,
+            "wrong-secret",
+            basic,
+        )),
+        Some(_) => Err(failed(
+            connection,
+            Some(&client_id),
+            method_name,
+            "client-authenticates-with-certificate",
+            basic,
+        )),
+        None => Err(failed(
+            connection,
+            Some(&client_id),
+            method_name,
+            "unknown-client",
+            basic,
+        )),
     }
 }
 
-/// RFC 8705 §2: `client_id` in the body, the certificate as the credential.
+/// RFC 8705 §2: `client_id` in the body, the certificate as the credential. An unknown
+/// client id never moves `authority_mtls_mismatch_total` (anyone could page the operator);
+/// a registered certificate client that presented none counts as `missing-certificate`.
 fn authenticate_by_certificate(
     settings: &Settings,
     form: &Form,
     certificate: &RequestCertificate,
     metrics: &Metrics,
+    connection: &ConnectionContext,
 ) -> Result<(Arc<ClientSettings>, AuthMethod), OAuthError> {
-    let client = form
-        .get("client_id")
-        .and_then(|id| settings.clients.get(id))
-        .ok_or_else(|| invalid_client(false))?;
+    const METHOD: &str = "tls_client_auth";
+    let Some(id) = form.get("client_id") else {
+        return Err(failed(connection, None, METHOD, "no-credentials", false));
+    };
+    let Some(client) = settings.clients.get(id) else {
+        return Err(failed(
+            connection,
+            Some(id),
+            METHOD,
+            "unknown-client",
+            false,
+        ));
+    };
     let ClientAuth::Certificate(identity) = &client.auth else {
-        return Err(invalid_client(false));
+        return Err(failed(
+            connection,
+            Some(id),
+            METHOD,
+            "client-authenticates-with-secret",
+            false,
+        ));
     };
     let reason = match certificate {
         RequestCertificate::Present(c) if identity.matches(c) => {
             return Ok((client.clone(), AuthMethod::Certificate))
         }
-        RequestCertificate::Present(c) => {
-            tracing::info!(
-                event = crate::telemetry::events::SENDER_CONSTRAINT, client = %client.id, decision = "reject",
-                reason = "certificate-does-not-authenticate-client", chain = ?c.chain,
-            );
-            return Err(OAuthError::InvalidClient {
-                description: "the client certificate does not authenticate this client".into(),
-                basic_challenge: false,
-            });
+        RequestCertificate::Present(_) => {
+            return Err(failed(
+                connection,
+                Some(id),
+                METHOD,
+                "certificate-does-not-authenticate-client",
+                false,
+            ))
         }
         RequestCertificate::Absent => "missing-certificate",
         RequestCertificate::ContextMissing => "context-missing",
@@ -178,10 +267,5 @@ fn authenticate_by_certificate(
         .mtls_mismatch
         .get_or_create(&ReasonLabel { reason })
         .inc();
-    Err(OAuthError::InvalidClient {
-        description:
-            "this client authenticates with its TLS client certificate, and none was presented"
-                .into(),
-        basic_challenge: false,
-    })
+    Err(failed(connection, Some(id), METHOD, reason, false))
 }

@@ -74,16 +74,6 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
-impl TokenRecord {
-    /// The token's `cnf` claim as recorded (RFC 7800; RFC 9449 §6.2; RFC 8705 §3.2).
-    pub fn confirmation(&self) -> crate::token::Confirmation {
-        crate::token::Confirmation {
-            jkt: self.cnf_jkt.clone(),
-            x5t_s256: self.sender_certificate.clone(),
-        }
-    }
-}
-
 /// The key a token record is filed under: SHA-256 of the token, so the store never holds
 /// a usable token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,6 +25,8 @@ pub mod events {
     pub const TOKEN_REVOKED: &str = "authority.token.revoked";
     pub const BYPASS_STARTED: &str = "authority.dpop.bypass.started";
     pub const BYPASS_ENDED: &str = "authority.dpop.bypass.ended";
+    pub const BYPASS_REFUSED: &str = "authority.dpop.bypass.refused";
+    pub const CLIENT_AUTH_FAILED: &str = "authority.client.authentication.failed";
     pub const FRESH_AUTH: &str = "authority.freshAuth.succeeded";
     pub const CONFIG_RELOADED: &str = "authority.config.reloaded";
     pub const CONFIG_RELOAD_FAILED: &str = "authority.config.reloadFailed";

@@ -46,7 +46,9 @@ async fn introspection_reports_binding_and_revocation() {
         )
         .await
         .unwrap();
-    assert_eq!(reply.status, 200);
+    // RFC 7009 §2.1: another client's revocation is refused and changes nothing.
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json()["error"], "unauthorized_client");
     assert_eq!(site.introspect(&mut conn, &token).await["active"], true);
     let owner = site.auth("DPOP");
     let reply = conn
@@ -109,10 +111,12 @@ async fn a_bypass_drill_relaxes_the_requirement_then_reverts_by_itself() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let site = Site::start_with(|yaml| {
-        *yaml = yaml.replace(
-            "      nonce:\n",
-            &format!("      allowTemporaryBypass:\n        until: \"{until}\"\n        reason: sealed recap drill\n      nonce:\n"),
+        let edited = yaml.replace(
+            "      allowTemporaryBypass: true\n",
+            &format!("      allowTemporaryBypass:\n        until: \"{until}\"\n        reason: sealed recap drill\n"),
         );
+        assert_ne!(edited, *yaml, "the demo configuration changed: the edit did nothing");
+        *yaml = edited;
     })
     .await;
     let mut conn = site.conn().await;

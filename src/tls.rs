@@ -1,4 +1,5 @@
-//! The rustls server configuration: the site's server certificate, TLS 1.2 and 1.3 with the
+//! TLS material and configuration, shared by the server and the clients: PEM loading of
+//! certificates and keys, and the rustls server configuration: the site's server certificate, TLS 1.2 and 1.3 with the
 //! `ring` provider, session resumption, and (when a client CA is configured) optional
 //! client certificates (RFC 8705).
 //!

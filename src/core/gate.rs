@@ -1,0 +1,286 @@
+//! The gate: the one place a DPoP proof is admitted, for every endpoint that accepts one
+//! (`/token`, `/fresh-auth`, and the guard in front of resource services).
+//!
+//! Admission is, in this order: every stateless check of RFC 9449 §4.3
+//! ([`dpop::validate_proof`]) → the server nonce when the caller's policy requires one,
+//! when the **restart fence** is up, or when the proof carries one → the atomic claim of
+//! the `jti` in the store → the audit entry of a replay. A proof refused earlier never
+//! burns its jti. A store that reports lost claims raises the fence here, and the request
+//! is answered with a fresh nonce.
+//!
+//! The fence: after an unclean shutdown, or when the store may have lost claims it had
+//! acknowledged, every proof must carry a nonce minted after that moment, for one replay
+//! window (docs/crash-safety.md). A proof used before the loss carries no nonce or an old
+//! one, so it cannot be used again; after the window its `iat` is too old.
+
+use crate::config::DpopSettings;
+use crate::dpop::nonce::NonceSource;
+use crate::dpop::{validate_proof, EndpointUrl, KeyCache, ProofError, ValidatedProof};
+use crate::store::{Claim, SenderStore, StoreError};
+use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// Until when (Unix seconds) every proof needs a nonce minted after the fence went up.
+#[derive(Debug, Default)]
+pub struct Fence {
+    until: AtomicI64,
+}
+
+impl Fence {
+    pub fn is_up(&self, now: i64) -> bool {
+        now < self.until.load(Ordering::Acquire)
+    }
+
+    pub fn until(&self) -> i64 {
+        self.until.load(Ordering::Acquire)
+    }
+
+    /// Raises the fence until `until`; an earlier raise that lasts longer is kept.
+    fn raise(&self, until: i64) {
+        self.until.fetch_max(until, Ordering::AcqRel);
+    }
+}
+
+/// The counters and event names of one gate: the authority's and the guard's are distinct
+/// series, so a resource replay is not mistaken for a token-endpoint one.
+pub struct GateTelemetry {
+    pub nonce_miss: Counter,
+    pub replay: Counter,
+    /// The `event` of the replay audit entry, e.g. `authority.dpop.replay`.
+    pub replay_event: &'static str,
+    /// The `event` logged when the fence goes up.
+    pub fence_event: &'static str,
+}
+
+/// Who a proof was presented by, for the audit entry of a replay.
+pub struct Presenter<'a> {
+    pub tenant: &'a str,
+    pub client: &'a str,
+    pub peer: std::net::SocketAddr,
+    pub endpoint: &'static str,
+}
+
+/// What a request carries and must match.
+pub struct ProofCheck<'a> {
+    /// Every `DPoP` header value of the request (exactly one is allowed, §4.3 (1)).
+    pub proof_headers: &'a [&'a [u8]],
+    pub method: &'a str,
+    pub target: &'a EndpointUrl,
+    /// The access token presented with the proof (resource requests, `/fresh-auth`).
+    pub access_token: Option<&'a str>,
+    /// The token's `cnf.jkt`, when a token is presented: the proof must be signed by it.
+    pub bound_jkt: Option<&'a str>,
+    /// The policy or route requires a server nonce.
+    pub nonce_required: bool,
+    pub now: i64,
+}
+
+/// How the nonce was judged, for the `authority.dpop.request` log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceStatus {
+    NotRequired,
+    Valid,
+    Missing,
+    Invalid,
+    /// The store reported lost claims during this request: the fence went up.
+    FenceRaised,
+}
+
+impl NonceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotRequired => "not-required",
+            Self::Valid => "valid",
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::FenceRaised => "fence-raised",
+        }
+    }
+}
+
+/// Why the gate refused a proof.
+#[derive(Debug)]
+pub enum GateError {
+    /// A check of RFC 9449 §4.3 failed.
+    Invalid(ProofError),
+    /// §4.3 (12)(b): the proof key is not the one the presented token is bound to.
+    KeyMismatch,
+    /// The request must be retried with a proof carrying this nonce.
+    UseNonce { nonce: String, status: NonceStatus },
+    /// The jti was used before within the replay window (audited).
+    Replayed,
+    /// The store cannot answer: fail closed.
+    Store(StoreError),
+}
+
+/// A proof the gate admitted: valid, fresh, and its jti now claimed.
+#[derive(Debug)]
+pub struct Admitted {
+    pub proof: ValidatedProof,
+    pub nonce: NonceStatus,
+}
+
+/// The gate of one process (the authority, or a guard), over its store.
+pub struct Gate {
+    store: Arc<dyn SenderStore>,
+    keys: KeyCache,
+    nonces: NonceSource,
+    fence: Fence,
+    telemetry: GateTelemetry,
+}
+
+impl Gate {
+    pub fn new(store: Arc<dyn SenderStore>, telemetry: GateTelemetry) -> Gate {
+        Gate {
+            store,
+            keys: KeyCache::default(),
+            nonces: NonceSource::default(),
+            fence: Fence::default(),
+            telemetry,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn SenderStore> {
+        &self.store
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The proof-key cache (exposed for its usage figures).
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// Raises the restart fence for one replay window from `now` and stops handing out
+    /// the current nonce (it predates the loss).
+    pub fn raise_fence(&self, now: i64, replay_window: i64, cause: &str) {
+        let until = now + replay_window;
+        self.fence.raise(until);
+        self.nonces.forget();
+        tracing::warn!(
+            event = self.telemetry.fence_event,
+            until,
+            cause,
+            "DPoP proofs need a fresh server nonce until the replay window has passed"
+        );
+    }
+
+    /// The nonce to hand out now (`DPoP-Nonce`).
+    pub async fn current_nonce(
+        &self,
+        settings: &DpopSettings,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let ttl = settings.nonce_ttl.as_secs() as i64;
+        match self.nonces.current(self.store.as_ref(), now, ttl).await {
+            Err(StoreError::ClaimsLost(cause)) => {
+                self.raise_fence(now, settings.replay_window.as_secs() as i64, &cause);
+                self.nonces.current(self.store.as_ref(), now, ttl).await
+            }
+            other => other,
+        }
+    }
+
+    /// Admits the proof of one request, or says why not (see the module doc for the order).
+    pub async fn admit(
+        &self,
+        settings: &DpopSettings,
+        check: &ProofCheck<'_>,
+        presenter: &Presenter<'_>,
+    ) -> Result<Admitted, GateError> {
+        let now = check.now;
+        let facts = crate::dpop::RequestFacts {
+            method: check.method,
+            target: check.target,
+            now,
+            access_token: check.access_token,
+        };
+        // §4.3 (1)–(9), (11), (12)(a): every stateless check.
+        let proof = validate_proof(check.proof_headers, &facts, settings, &self.keys)
+            .map_err(GateError::Invalid)?;
+        // §4.3 (12)(b): with an access token, the proof is signed by the key it is bound to
+        // (checked before the nonce and the claim: another key's proof burns nothing).
+        if check.bound_jkt.is_some_and(|bound| bound != proof.jkt) {
+            return Err(GateError::KeyMismatch);
+        }
+
+        // §4.3 (10): the nonce, when required (policy, route or fence) or when one is sent.
+        let required = check.nonce_required || self.fence.is_up(now);
+        let mut status = NonceStatus::NotRequired;
+        if required || proof.nonce.is_some() {
+            let valid = match &proof.nonce {
+                Some(n) => match self.nonces.is_valid(self.store.as_ref(), n, now).await {
+                    Ok(valid) => valid,
+                    Err(StoreError::ClaimsLost(cause)) => {
+                        return Err(self.claims_lost(settings, now, &cause).await)
+                    }
+                    Err(e) => return Err(GateError::Store(e)),
+                },
+                None => false,
+            };
+            if !valid {
+                self.telemetry.nonce_miss.inc();
+                let status = if proof.nonce.is_some() {
+                    NonceStatus::Invalid
+                } else {
+                    NonceStatus::Missing
+                };
+                let nonce = self
+                    .current_nonce(settings, now)
+                    .await
+                    .map_err(GateError::Store)?;
+                return Err(GateError::UseNonce { nonce, status });
+            }
+            status = NonceStatus::Valid;
+        }
+
+        // §4.3 (12): the jti has not been seen within the window; claimed atomically.
+        let expires_at = now + settings.replay_window.as_secs() as i64;
+        match self
+            .store
+            .claim_jti(&proof.jkt, &proof.jti, expires_at, now)
+            .await
+        {
+            Ok(Claim::Fresh) => Ok(Admitted {
+                proof,
+                nonce: status,
+            }),
+            Ok(Claim::Replayed) => {
+                self.telemetry.replay.inc();
+                // The audit entry: who replayed, with which key; the jti is hashed so the
+                // log does not carry a reusable proof identifier.
+                tracing::warn!(
+                    event = self.telemetry.replay_event,
+                    endpoint = presenter.endpoint,
+                    tenant = %presenter.tenant,
+                    client = %presenter.client,
+                    cnf_jkt = %proof.jkt,
+                    jti_sha256 = %crate::dpop::access_token_hash(&proof.jti),
+                    iat = proof.iat,
+                    peer = %presenter.peer,
+                    "DPoP proof replayed within the replay window"
+                );
+                Err(GateError::Replayed)
+            }
+            Err(StoreError::ClaimsLost(cause)) => {
+                Err(self.claims_lost(settings, now, &cause).await)
+            }
+            Err(e) => Err(GateError::Store(e)),
+        }
+    }
+
+    /// The store may have lost claims: raise the fence and ask for a nonce minted now.
+    async fn claims_lost(&self, settings: &DpopSettings, now: i64, cause: &str) -> GateError {
+        self.raise_fence(now, settings.replay_window.as_secs() as i64, cause);
+        match self.current_nonce(settings, now).await {
+            Ok(nonce) => GateError::UseNonce {
+                nonce,
+                status: NonceStatus::FenceRaised,
+            },
+            Err(e) => GateError::Store(e),
+        }
+    }
+}
