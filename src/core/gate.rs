@@ -284,3 +284,234 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The gate with a real sled store on disk and a fixed `now`, no HTTP.
+    use super::*;
+    use crate::client::ProofKey;
+    use crate::store::sled_store::SledStore;
+    use crate::store::{StoreSize, TokenId, TokenRecord};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    const NOW: i64 = 1_800_000_000;
+    const URL: &str = "https://auth.example/token";
+
+    fn settings() -> DpopSettings {
+        DpopSettings {
+            enabled: true,
+            allowed_algorithms: vec![crate::dpop::ProofAlgorithm::ES256],
+            algs_header: "ES256".into(),
+            proof_lifetime: Duration::from_secs(60),
+            clock_skew: Duration::from_secs(5),
+            replay_window: Duration::from_secs(120),
+            nonce_required: false,
+            nonce_ttl: Duration::from_secs(300),
+            bypass_allowed: false,
+            bypass: None,
+        }
+    }
+
+    fn gate(store: Arc<dyn SenderStore>) -> Gate {
+        Gate::new(
+            store,
+            GateTelemetry {
+                nonce_miss: Counter::default(),
+                replay: Counter::default(),
+                replay_event: "test.dpop.replay",
+                fence_event: "test.fence",
+            },
+        )
+    }
+
+    fn sled(dir: &tempfile::TempDir) -> Arc<dyn SenderStore> {
+        Arc::new(SledStore::open(&dir.path().join("store")).unwrap())
+    }
+
+    fn presenter() -> Presenter<'static> {
+        Presenter {
+            tenant: "t",
+            client: "c",
+            peer: "127.0.0.1:1".parse().unwrap(),
+            endpoint: "token",
+        }
+    }
+
+    async fn admit(
+        gate: &Gate,
+        proof: &str,
+        nonce_required: bool,
+        bound_jkt: Option<&str>,
+    ) -> Result<Admitted, GateError> {
+        let target = EndpointUrl::parse(URL).unwrap();
+        let headers = [proof.as_bytes()];
+        let check = ProofCheck {
+            proof_headers: &headers,
+            method: "POST",
+            target: &target,
+            access_token: None,
+            bound_jkt,
+            nonce_required,
+            now: NOW,
+        };
+        gate.admit(&settings(), &check, &presenter()).await
+    }
+
+    fn proof(key: &ProofKey, nonce: Option<&str>) -> String {
+        key.proof_at("POST", URL, nonce, None, NOW).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_proof_is_admitted_once_and_its_replay_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(sled(&dir));
+        let key = ProofKey::es256().unwrap();
+        let p = proof(&key, None);
+        let admitted = admit(&gate, &p, false, None).await.unwrap();
+        assert_eq!(admitted.proof.jkt, key.thumbprint());
+        assert_eq!(admitted.nonce, NonceStatus::NotRequired);
+        assert!(matches!(
+            admit(&gate, &p, false, None).await,
+            Err(GateError::Replayed)
+        ));
+        assert_eq!(gate.telemetry.replay.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_required_nonce_must_be_one_the_store_minted() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(sled(&dir));
+        let key = ProofKey::es256().unwrap();
+        let Err(GateError::UseNonce { nonce, status }) =
+            admit(&gate, &proof(&key, None), true, None).await
+        else {
+            panic!("no nonce asked for")
+        };
+        assert_eq!(status, NonceStatus::Missing);
+        let Err(GateError::UseNonce { status, .. }) =
+            admit(&gate, &proof(&key, Some("made-up")), true, None).await
+        else {
+            panic!("a made-up nonce was accepted")
+        };
+        assert_eq!(status, NonceStatus::Invalid);
+        assert_eq!(gate.telemetry.nonce_miss.get(), 2);
+        let admitted = admit(&gate, &proof(&key, Some(&nonce)), true, None)
+            .await
+            .unwrap();
+        assert_eq!(admitted.nonce, NonceStatus::Valid);
+    }
+
+    /// A proof refused before the claim (another key than the token's) burns nothing: the
+    /// same proof is then admitted where it belongs.
+    #[tokio::test]
+    async fn a_proof_by_another_key_is_refused_before_its_jti_is_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(sled(&dir));
+        let key = ProofKey::es256().unwrap();
+        let p = proof(&key, None);
+        assert!(matches!(
+            admit(&gate, &p, false, Some("another-thumbprint")).await,
+            Err(GateError::KeyMismatch)
+        ));
+        let thumbprint = key.thumbprint();
+        assert!(admit(&gate, &p, false, Some(&thumbprint)).await.is_ok());
+    }
+
+    /// The fence: while it is up every proof needs a nonce minted after it went up; the
+    /// nonce handed out before is no longer handed out.
+    #[tokio::test]
+    async fn while_the_fence_is_up_every_proof_needs_a_new_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(sled(&dir));
+        let before = gate.current_nonce(&settings(), NOW).await.unwrap();
+        gate.raise_fence(NOW, 120, "test");
+        assert!(gate.fence().is_up(NOW) && !gate.fence().is_up(NOW + 120));
+        let key = ProofKey::es256().unwrap();
+        let Err(GateError::UseNonce { nonce, .. }) =
+            admit(&gate, &proof(&key, None), false, None).await
+        else {
+            panic!("a proof without a nonce passed the fence")
+        };
+        assert_ne!(nonce, before, "the pre-fence nonce is still handed out");
+        assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
+            .await
+            .is_ok());
+    }
+
+    /// A store that reports lost claims once (as a restarted Redis would).
+    struct LosesClaimsOnce {
+        inner: Arc<dyn SenderStore>,
+        lost: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl SenderStore for LosesClaimsOnce {
+        async fn begin_run(&self) -> Result<crate::store::PreviousShutdown, StoreError> {
+            self.inner.begin_run().await
+        }
+        async fn end_run(&self) -> Result<(), StoreError> {
+            self.inner.end_run().await
+        }
+        async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
+            self.inner.put_nonce(nonce, expires_at).await
+        }
+        async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.nonce_is_valid(nonce, now).await
+        }
+        async fn claim_jti(
+            &self,
+            jkt: &str,
+            jti: &str,
+            expires_at: i64,
+            now: i64,
+        ) -> Result<Claim, StoreError> {
+            if !self.lost.swap(true, Ordering::SeqCst) {
+                return Err(StoreError::ClaimsLost("test".into()));
+            }
+            self.inner.claim_jti(jkt, jti, expires_at, now).await
+        }
+        async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
+            self.inner.put_token(id, record).await
+        }
+        async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.get_token(id).await
+        }
+        async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.revoke_token(id).await
+        }
+        async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+            self.inner.sweep(now).await
+        }
+        fn size(&self) -> StoreSize {
+            self.inner.size()
+        }
+        async fn probe(&self) -> Result<(), StoreError> {
+            self.inner.probe().await
+        }
+    }
+
+    #[tokio::test]
+    async fn lost_claims_raise_the_fence_and_ask_for_a_nonce() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(Arc::new(LosesClaimsOnce {
+            inner: sled(&dir),
+            lost: AtomicBool::new(false),
+        }));
+        let key = ProofKey::es256().unwrap();
+        let Err(GateError::UseNonce { nonce, status }) =
+            admit(&gate, &proof(&key, None), false, None).await
+        else {
+            panic!("lost claims did not stop the request")
+        };
+        assert_eq!(status, NonceStatus::FenceRaised);
+        assert!(gate.fence().is_up(NOW + 119));
+        assert!(matches!(
+            admit(&gate, &proof(&key, None), false, None).await,
+            Err(GateError::UseNonce { .. })
+        ));
+        assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
+            .await
+            .is_ok());
+    }
+}

@@ -238,3 +238,210 @@ impl OAuthError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every OAuth error against the README's matrix: status, `error`, and the headers a
+    /// client acts on.
+    #[test]
+    fn every_error_maps_to_its_status_and_headers() {
+        let algs = || "ES256 EdDSA".to_string();
+        // (error, status, code, WWW-Authenticate, DPoP-Nonce, Retry-After)
+        let table: Vec<(
+            OAuthError,
+            u16,
+            &str,
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+        )> = vec![
+            (
+                OAuthError::InvalidRequest("x".into()),
+                400,
+                "invalid_request",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::InvalidClient {
+                    description: "x".into(),
+                    basic_challenge: false,
+                },
+                401,
+                "invalid_client",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::InvalidClient {
+                    description: "x".into(),
+                    basic_challenge: true,
+                },
+                401,
+                "invalid_client",
+                Some("Basic realm=\"sealkit\""),
+                None,
+                None,
+            ),
+            (
+                OAuthError::UnsupportedGrantType,
+                400,
+                "unsupported_grant_type",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::InvalidScope("x".into()),
+                400,
+                "invalid_scope",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::UnauthorizedClient("x".into()),
+                400,
+                "unauthorized_client",
+                None,
+                None,
+                None,
+            ),
+            // DPoP required without a proof, or nonce missing/stale: 400 + DPoP-Nonce.
+            (
+                OAuthError::UseDpopNonce {
+                    description: "x".into(),
+                    nonce: "n1".into(),
+                    resource_algs: None,
+                },
+                400,
+                "use_dpop_nonce",
+                None,
+                Some("n1"),
+                None,
+            ),
+            // With an access token (RFC 9449 §9): 401 and a DPoP challenge with algs.
+            (
+                OAuthError::UseDpopNonce {
+                    description: "x".into(),
+                    nonce: "n2".into(),
+                    resource_algs: Some(algs()),
+                },
+                401,
+                "use_dpop_nonce",
+                Some("DPoP error=\"use_dpop_nonce\", algs=\"ES256 EdDSA\""),
+                Some("n2"),
+                None,
+            ),
+            // A proof failing a check at the token endpoint: 400.
+            (
+                OAuthError::InvalidDpopProof {
+                    description: "x".into(),
+                    unauthorized: false,
+                    algs: algs(),
+                },
+                400,
+                "invalid_dpop_proof",
+                None,
+                None,
+                None,
+            ),
+            // A replayed proof: 401 + challenge.
+            (
+                OAuthError::InvalidDpopProof {
+                    description: "x".into(),
+                    unauthorized: true,
+                    algs: algs(),
+                },
+                401,
+                "invalid_dpop_proof",
+                Some("DPoP error=\"invalid_dpop_proof\", algs=\"ES256 EdDSA\""),
+                None,
+                None,
+            ),
+            // A token used with another certificate.
+            (
+                OAuthError::InvalidToken {
+                    description: "x".into(),
+                    scheme: "Bearer",
+                },
+                401,
+                "invalid_token",
+                Some("Bearer error=\"invalid_token\""),
+                None,
+                None,
+            ),
+            // The store cannot answer: fail closed.
+            (
+                OAuthError::TemporarilyUnavailable,
+                503,
+                "temporarily_unavailable",
+                None,
+                None,
+                Some("1"),
+            ),
+            (
+                OAuthError::ServerError,
+                500,
+                "server_error",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::RequestTimeout,
+                408,
+                "invalid_request",
+                None,
+                None,
+                None,
+            ),
+            (
+                OAuthError::PayloadTooLarge,
+                413,
+                "invalid_request",
+                None,
+                None,
+                None,
+            ),
+            (OAuthError::NotFound, 404, "not_found", None, None, None),
+        ];
+        for (error, status, code, www, nonce, retry) in table {
+            let label = format!("{error:?}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{label}");
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            assert_eq!(header("www-authenticate").as_deref(), www, "{label}");
+            assert_eq!(header("dpop-nonce").as_deref(), nonce, "{label}");
+            assert_eq!(header("retry-after").as_deref(), retry, "{label}");
+            assert_eq!(
+                header("cache-control").as_deref(),
+                Some("no-store"),
+                "{label}"
+            );
+            let body = response.body().clone();
+            let body = futures_body(body);
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], code, "{label}");
+        }
+    }
+
+    fn futures_body(body: http_body_util::Full<bytes::Bytes>) -> bytes::Bytes {
+        use http_body_util::BodyExt;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(body.collect())
+            .unwrap()
+            .to_bytes()
+    }
+}

@@ -3,6 +3,7 @@
 //! with certificates from sealkit's own CA and a real sled store on disk.
 
 mod bundle;
+mod core;
 mod harness;
 mod lifecycle;
 mod mtls;

@@ -485,3 +485,228 @@ fn bench_reports_figures_for_dpop_and_introspection() {
         );
     }
 }
+
+/// `/fresh-auth` goes through the same gate as `/token`: a fresh-auth request that got 200,
+/// replayed after `kill -9` and a restart, is refused for every DPoP client (the restart
+/// fence), nonce tenant or not; a fresh proof with the nonce handed out gets 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_auth_request_replayed_after_kill_9_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let token_url = site.var("SEALKIT_TOKEN_URL").to_string();
+    let fresh_url = format!("{}/fresh-auth", site.issuer);
+    let form = [("grant_type", "client_credentials")];
+
+    let mut server = serve(&site);
+    let mut conn = target.connect().await.unwrap();
+    // One DPoP client without nonces, one in the nonce tenant: a token each, then a
+    // fresh-auth request that succeeds.
+    let mut captured = Vec::new();
+    for prefix in ["DPOP", "NONCE"] {
+        let auth = basic_auth(
+            site.var(&format!("SEALKIT_{prefix}_CLIENT_ID")),
+            site.var(&format!("SEALKIT_{prefix}_CLIENT_SECRET")),
+        );
+        let key = ProofKey::es256().unwrap();
+        let mut nonce: Option<String> = None;
+        let token = loop {
+            let proof = key
+                .proof("POST", &token_url, nonce.as_deref(), None)
+                .unwrap();
+            let reply = conn
+                .post_form(
+                    "/token",
+                    &form,
+                    &[("authorization", &auth), ("dpop", &proof)],
+                )
+                .await
+                .unwrap();
+            if reply.status == 200 {
+                break reply.json()["access_token"].as_str().unwrap().to_string();
+            }
+            assert_eq!(reply.json()["error"], "use_dpop_nonce", "{:?}", reply.body);
+            assert!(nonce.is_none(), "a second nonce round");
+            nonce = reply.header("dpop-nonce").map(str::to_string);
+        };
+        let dpop = format!("DPoP {token}");
+        let mut fresh_nonce = nonce.clone();
+        let proof = loop {
+            let proof = key
+                .proof("POST", &fresh_url, fresh_nonce.as_deref(), Some(&token))
+                .unwrap();
+            let reply = conn
+                .post_form(
+                    "/fresh-auth",
+                    &[],
+                    &[("authorization", &dpop), ("dpop", &proof)],
+                )
+                .await
+                .unwrap();
+            if reply.status == 200 {
+                break proof;
+            }
+            assert_eq!(reply.json()["error"], "use_dpop_nonce", "{:?}", reply.body);
+            fresh_nonce = reply.header("dpop-nonce").map(str::to_string);
+        };
+        captured.push((prefix, key, token, proof));
+    }
+    // Revoking a throwaway token flushes the store, so the tokens above are on disk (what
+    // this test is about is the proofs, not the records).
+    let auth = basic_auth(
+        site.var("SEALKIT_BEARER_CLIENT_ID"),
+        site.var("SEALKIT_BEARER_CLIENT_SECRET"),
+    );
+    let throwaway = conn
+        .post_form("/token", &form, &[("authorization", &auth)])
+        .await
+        .unwrap()
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = conn
+        .post_form(
+            "/revoke",
+            &[("token", &throwaway)],
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    server.kill().unwrap(); // SIGKILL: no shutdown path runs
+    server.wait().unwrap();
+
+    let mut server = serve(&site);
+    let mut conn = target.connect().await.unwrap();
+    for (prefix, key, token, proof) in &captured {
+        let dpop = format!("DPoP {token}");
+        let again = conn
+            .post_form(
+                "/fresh-auth",
+                &[],
+                &[("authorization", &dpop), ("dpop", proof)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.status, 401,
+            "{prefix}: replay accepted: {:?}",
+            again.body
+        );
+        assert!(
+            matches!(
+                again.json()["error"].as_str(),
+                Some("use_dpop_nonce") | Some("invalid_dpop_proof")
+            ),
+            "{prefix}: {:?}",
+            again.body
+        );
+        // The fence: even the client without nonces is asked for one, with the header.
+        assert_eq!(again.json()["error"], "use_dpop_nonce", "{prefix}");
+        let nonce = again
+            .header("dpop-nonce")
+            .expect("a DPoP-Nonce")
+            .to_string();
+        assert!(again
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("DPoP error=\"use_dpop_nonce\""));
+        let fresh = key
+            .proof("POST", &fresh_url, Some(&nonce), Some(token))
+            .unwrap();
+        let reply = conn
+            .post_form(
+                "/fresh-auth",
+                &[],
+                &[("authorization", &dpop), ("dpop", &fresh)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{prefix}: {:?}", reply.body);
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// `allowTemporaryBypass: false` is a switch: `drill bypass` is refused with a clear
+/// message, a non-zero exit and an audit event, and requests stay enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_forbids_bypass_refuses_bypass_drills() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let yaml = std::fs::read_to_string(&site.config).unwrap();
+    let forbidden = yaml.replace("allowTemporaryBypass: true", "allowTemporaryBypass: false");
+    assert_ne!(
+        forbidden, yaml,
+        "the demo configuration changed: the edit did nothing"
+    );
+    std::fs::write(&site.config, forbidden).unwrap();
+    let mut server = serve(&site);
+
+    let out = sealkit(
+        &["drill", "bypass", "--for", "1m", "--reason", "recap drill"],
+        &site.config,
+    );
+    assert!(!out.status.success(), "a forbidden bypass started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("forbids bypass drills") && stderr.contains("allowTemporaryBypass"),
+        "{stderr}"
+    );
+    wait_for_log_line(
+        &site.dir.join("logs"),
+        &[
+            "\"event\":\"authority.dpop.bypass.refused\"",
+            "forbids bypass",
+        ],
+    );
+    // Still enforced: no proof → use_dpop_nonce.
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let auth = basic_auth(
+        site.var("SEALKIT_DPOP_CLIENT_ID"),
+        site.var("SEALKIT_DPOP_CLIENT_SECRET"),
+    );
+    let reply = conn
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            &[("authorization", &auth)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.json()["error"], "use_dpop_nonce");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// Timeouts of `0s` and a replay window beyond its bound are refused with their key paths.
+#[test]
+fn config_check_bounds_every_timeout_and_the_replay_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&site.config).unwrap()).unwrap();
+    doc["limits"] =
+        serde_yaml::from_str("{headerReadTimeout: 0s, bodyReadTimeout: 0s, handshakeTimeout: 10m}")
+            .unwrap();
+    doc["security"]["senderConstraints"]["dpop"]["replayWindow"] = "2h".into();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "limits.headerReadTimeout: must be between 1s and 2m",
+        "limits.bodyReadTimeout: must be between 1s and 2m",
+        "limits.handshakeTimeout: must be between 1s and 2m",
+        "security.senderConstraints.dpop.replayWindow: must be at most 1h",
+    ] {
+        assert!(stderr.contains(line), "`{line}` not in:\n{stderr}");
+    }
+}
