@@ -243,20 +243,23 @@ impl OAuthError {
 mod tests {
     use super::*;
 
+    /// (error, status, `error`, `WWW-Authenticate`, `DPoP-Nonce`, `Retry-After`)
+    type Row = (
+        OAuthError,
+        u16,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+
     /// Every OAuth error against the README's matrix: status, `error`, and the headers a
     /// client acts on.
     #[test]
     fn every_error_maps_to_its_status_and_headers() {
         let algs = || "ES256 EdDSA".to_string();
         // (error, status, code, WWW-Authenticate, DPoP-Nonce, Retry-After)
-        let table: Vec<(
-            OAuthError,
-            u16,
-            &str,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-        )> = vec![
+        let table: Vec<Row> = vec![
             (
                 OAuthError::InvalidRequest("x".into()),
                 400,
