@@ -25,6 +25,7 @@ pub mod core;
 pub mod demo;
 pub mod dpop;
 pub mod drill;
+pub mod guard;
 pub mod kit;
 pub mod mtls;
 pub mod policy;

@@ -71,7 +71,18 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 pub fn client_verifier(
     settings: &Settings,
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
-    let Some(ca_path) = &settings.tls_client_ca else {
+    client_verifier_for(
+        settings.tls_client_ca.as_deref(),
+        settings.tls_client_crl.as_deref(),
+    )
+}
+
+/// A client-certificate verifier for this CA file and optional CRL file.
+pub fn client_verifier_for(
+    client_ca: Option<&Path>,
+    client_crl: Option<&Path>,
+) -> Result<Option<Arc<dyn ClientCertVerifier>>, TlsError> {
+    let Some(ca_path) = client_ca else {
         return Ok(None);
     };
     let mut roots = rustls::RootCertStore::empty();
@@ -81,7 +92,7 @@ pub fn client_verifier(
             .map_err(|e| TlsError::Config(e.to_string()))?;
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-    if let Some(crl_path) = &settings.tls_client_crl {
+    if let Some(crl_path) = client_crl {
         let read_err = |message: String| TlsError::Read {
             path: crl_path.display().to_string(),
             message,
@@ -159,8 +170,21 @@ pub fn server_config(
     settings: &Settings,
     client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = load_certificates(&settings.tls_certificate)?;
-    let key = load_private_key(&settings.tls_private_key)?;
+    server_config_for(
+        &settings.tls_certificate,
+        &settings.tls_private_key,
+        client_verifier,
+    )
+}
+
+/// The rustls server configuration for this certificate chain and key.
+pub fn server_config_for(
+    certificate: &Path,
+    private_key: &Path,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = load_certificates(certificate)?;
+    let key = load_private_key(private_key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?;

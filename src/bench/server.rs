@@ -59,6 +59,7 @@ impl ServerProcess {
             site: DemoSite {
                 dir: root.clone(),
                 config: PathBuf::new(),
+                guard_config: PathBuf::new(),
                 ca_file: PathBuf::new(),
                 issuer: String::new(),
                 env: Default::default(),

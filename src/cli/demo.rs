@@ -1,6 +1,7 @@
 //! `sealkit demo`: creates (or reuses) a complete demo site and serves it.
 
 use crate::config::Settings;
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("       -d grant_type=client_credentials \"$SEALKIT_TOKEN_URL\"");
     println!("The DPoP tenants answer 400 use_dpop_nonce without a proof; any RFC 9449 client");
     println!("(e.g. oauth4webapi, see tests/external) gets a DPoP-bound token with cnf.jkt.");
+    println!();
+    println!(
+        "Resources behind the guard ({}):",
+        site.var("SEALKIT_RESOURCE_URL")
+    );
+    println!(
+        "  a DPoP-bound token with a proof for GET $SEALKIT_RESOURCE_URL (htm, htu, ath) → 200,"
+    );
+    println!("  the echo shows X-Sealkit-Client/-Tenant/-Scope/-Token-Type/-Cnf; the same proof again → 401.");
     if args.prepare_only {
         return Ok(ExitCode::SUCCESS);
     }
@@ -44,6 +54,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let server = crate::server::bind_and_start(settings.clone(), site.config.clone()).await?;
+        // The guard, in front of the built-in echo upstream (a Unix socket in the site).
+        let echo = crate::guard::echo::bind_unix(&site.dir.join("echo.sock"))?;
+        tokio::spawn(crate::guard::echo::serve_unix(echo));
+        let guard_settings = crate::guard::config::GuardSettings::load(&site.guard_config)?;
+        let guard_listener = tokio::net::TcpListener::bind(guard_settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the guard", guard_settings.listen))?;
+        let guard = crate::guard::start(
+            guard_settings,
+            guard_listener,
+            crate::guard::GuardOptions {
+                config_path: Some(site.guard_config.clone()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        println!(
+            "sealkit guard listening on https://{} (resource: {})",
+            guard.addr,
+            site.var("SEALKIT_RESOURCE_URL")
+        );
         // Show the enforcement working: the verification matrix against this very site.
         let mut plan = crate::drill::DrillPlan::from_env_file(&site.dir.join("demo.env"))?;
         plan.log_dir = Some(settings.logging.directory.clone());
@@ -55,6 +86,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
         println!("\nServing until Ctrl-C.");
         server.serve_until_signal().await?;
+        guard.shutdown().await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

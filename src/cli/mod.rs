@@ -10,6 +10,7 @@ mod ca;
 mod config_check;
 mod demo;
 mod drill;
+mod guard;
 mod kit;
 mod reload;
 mod secret;
@@ -58,6 +59,8 @@ enum Command {
     /// The offline kit: build it (connected side), verify and unpack it (sealed host)
     #[command(subcommand)]
     Kit(kit::KitCommand),
+    /// Enforce DPoP and certificate binding in front of resource services (a reverse proxy)
+    Guard(guard::GuardArgs),
     /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
     Bench(bench::BenchArgs),
 }
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Drill(cmd) => drill::run(cmd),
         Command::Reload(target) => reload::run(target),
         Command::Bench(args) => bench::run(args),
+        Command::Guard(args) => guard::run(args),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run(cmd).map(|()| ExitCode::SUCCESS)

@@ -630,92 +630,9 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
         );
     }
 
-    let logging = LoggingSettings {
-        directory: file
-            .logging
-            .directory
-            .as_ref()
-            .map(|p| resolve(base, p))
-            .unwrap_or_else(|| data_dir.join("logs")),
-        rotation: file
-            .logging
-            .rotation
-            .clone()
-            .unwrap_or_else(|| "daily".into()),
-        retention: file.logging.retention.unwrap_or(14),
-        level: file.logging.level.clone().unwrap_or_else(|| "info".into()),
-        stderr: file.logging.stderr.unwrap_or(true),
-    };
-    if !matches!(logging.rotation.as_str(), "hourly" | "daily" | "never") {
-        problems.add("logging.rotation", "must be hourly, daily or never");
-    }
-    if logging.retention == 0 {
-        problems.add("logging.retention", "must keep at least one file");
-    }
-    if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
-        problems.add("logging.level", "not a tracing filter (try info or debug)");
-    }
-
-    let limits = LimitsSettings {
-        max_header_bytes: file.limits.max_header_bytes.unwrap_or(16 * 1024),
-        max_body_bytes: file.limits.max_body_bytes.unwrap_or(16 * 1024),
-        header_read_timeout: file
-            .limits
-            .header_read_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10)),
-        body_read_timeout: file
-            .limits
-            .body_read_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10)),
-        handshake_timeout: file
-            .limits
-            .handshake_timeout
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10)),
-        max_connections: file.limits.max_connections.unwrap_or(4096),
-    };
-    if !(8192..=1024 * 1024).contains(&limits.max_header_bytes) {
-        problems.add("limits.maxHeaderBytes", "must be between 8192 and 1048576");
-    }
-    if !(1024..=1024 * 1024).contains(&limits.max_body_bytes) {
-        problems.add("limits.maxBodyBytes", "must be between 1024 and 1048576");
-    }
-    if limits.max_connections == 0 {
-        problems.add("limits.maxConnections", "must be at least 1");
-    }
-    for (key, value) in [
-        ("limits.headerReadTimeout", limits.header_read_timeout),
-        ("limits.bodyReadTimeout", limits.body_read_timeout),
-        ("limits.handshakeTimeout", limits.handshake_timeout),
-    ] {
-        if value < MIN_IO_TIMEOUT || value > MAX_IO_TIMEOUT {
-            problems.add(
-                key,
-                format!(
-                    "must be between {} and {}",
-                    HumanDuration(MIN_IO_TIMEOUT),
-                    HumanDuration(MAX_IO_TIMEOUT)
-                ),
-            );
-        }
-    }
-
-    let metrics_listen = match &file.metrics.listen {
-        None => None,
-        Some(text) => match text.parse::<SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => Some(a),
-            Ok(_) => {
-                problems.add("metrics.listen", "must be a loopback address (plain HTTP)");
-                None
-            }
-            Err(_) => {
-                problems.add("metrics.listen", "must be IP:PORT, e.g. 127.0.0.1:9464");
-                None
-            }
-        },
-    };
+    let logging = validate_logging(&file.logging, base, &data_dir, &mut problems);
+    let limits = validate_limits(&file.limits, &mut problems);
+    let metrics_listen = validate_metrics(&file.metrics, &mut problems);
 
     let storage_settings = validate_storage(&file.storage, base, &issuer, &mut problems);
 
@@ -875,6 +792,142 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
         tenants,
         clients,
     })
+}
+
+/// `logging:`: where and how the JSON log lines go (default `<dataDir>/logs`).
+fn validate_logging(
+    file: &LoggingFile,
+    base: &Path,
+    data_dir: &Path,
+    problems: &mut Problems,
+) -> LoggingSettings {
+    let logging = LoggingSettings {
+        directory: file
+            .directory
+            .as_ref()
+            .map(|p| resolve(base, p))
+            .unwrap_or_else(|| data_dir.join("logs")),
+        rotation: file.rotation.clone().unwrap_or_else(|| "daily".into()),
+        retention: file.retention.unwrap_or(14),
+        level: file.level.clone().unwrap_or_else(|| "info".into()),
+        stderr: file.stderr.unwrap_or(true),
+    };
+    if !matches!(logging.rotation.as_str(), "hourly" | "daily" | "never") {
+        problems.add("logging.rotation", "must be hourly, daily or never");
+    }
+    if logging.retention == 0 {
+        problems.add("logging.retention", "must keep at least one file");
+    }
+    if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+        problems.add("logging.level", "not a tracing filter (try info or debug)");
+    }
+
+    logging
+}
+
+/// `limits:`: request sizes, timeouts (each within [`MIN_IO_TIMEOUT`, `MAX_IO_TIMEOUT`]),
+/// connections.
+fn validate_limits(file: &LimitsFile, problems: &mut Problems) -> LimitsSettings {
+    let limits = LimitsSettings {
+        max_header_bytes: file.max_header_bytes.unwrap_or(16 * 1024),
+        max_body_bytes: file.max_body_bytes.unwrap_or(16 * 1024),
+        header_read_timeout: file
+            .header_read_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
+        body_read_timeout: file
+            .body_read_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
+        handshake_timeout: file
+            .handshake_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10)),
+        max_connections: file.max_connections.unwrap_or(4096),
+    };
+    if !(8192..=1024 * 1024).contains(&limits.max_header_bytes) {
+        problems.add("limits.maxHeaderBytes", "must be between 8192 and 1048576");
+    }
+    if !(1024..=1024 * 1024).contains(&limits.max_body_bytes) {
+        problems.add("limits.maxBodyBytes", "must be between 1024 and 1048576");
+    }
+    if limits.max_connections == 0 {
+        problems.add("limits.maxConnections", "must be at least 1");
+    }
+    for (key, value) in [
+        ("limits.headerReadTimeout", limits.header_read_timeout),
+        ("limits.bodyReadTimeout", limits.body_read_timeout),
+        ("limits.handshakeTimeout", limits.handshake_timeout),
+    ] {
+        if value < MIN_IO_TIMEOUT || value > MAX_IO_TIMEOUT {
+            problems.add(
+                key,
+                format!(
+                    "must be between {} and {}",
+                    HumanDuration(MIN_IO_TIMEOUT),
+                    HumanDuration(MAX_IO_TIMEOUT)
+                ),
+            );
+        }
+    }
+
+    limits
+}
+
+/// `metrics.listen`: an optional plain-HTTP loopback listener for `/metrics`.
+fn validate_metrics(file: &MetricsFile, problems: &mut Problems) -> Option<SocketAddr> {
+    match &file.listen {
+        None => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(_) => {
+                problems.add("metrics.listen", "must be a loopback address (plain HTTP)");
+                None
+            }
+            Err(_) => {
+                problems.add("metrics.listen", "must be IP:PORT, e.g. 127.0.0.1:9464");
+                None
+            }
+        },
+    }
+}
+
+/// The sections `sealkit guard`'s configuration shares with the authority's, validated by
+/// the same rules (`guard::config`).
+pub(crate) struct SharedSections {
+    pub logging: LoggingSettings,
+    pub limits: LimitsSettings,
+    pub metrics_listen: Option<SocketAddr>,
+    pub storage: StorageSettings,
+    pub dpop: DpopSettings,
+}
+
+/// The files of the shared sections, as a guard's configuration holds them.
+pub(crate) struct SharedFiles<'a> {
+    pub logging: &'a LoggingFile,
+    pub limits: &'a LimitsFile,
+    pub metrics: &'a MetricsFile,
+    pub storage: &'a StorageFile,
+    pub dpop: &'a DpopFile,
+}
+
+/// Validates the shared sections; every problem is returned with its key path.
+pub(crate) fn validate_shared(
+    files: &SharedFiles<'_>,
+    base: &Path,
+    data_dir: &Path,
+    issuer: &str,
+    now: i64,
+) -> (SharedSections, Vec<ConfigProblem>) {
+    let mut problems = Problems(Vec::new());
+    let sections = SharedSections {
+        logging: validate_logging(files.logging, base, data_dir, &mut problems),
+        limits: validate_limits(files.limits, &mut problems),
+        metrics_listen: validate_metrics(files.metrics, &mut problems),
+        storage: validate_storage(files.storage, base, issuer, &mut problems),
+        dpop: validate_dpop(files.dpop, files.storage.kind, now, &mut problems),
+    };
+    (sections, problems.0)
 }
 
 /// The `storage:` block: Redis settings only with `kind: redis`, never a password inline.

@@ -93,7 +93,7 @@ pub fn request_certificate(
 }
 
 /// Creates `dir` (and parents) with mode 0700 when missing; it holds keys and the store.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

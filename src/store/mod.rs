@@ -167,3 +167,20 @@ pub async fn open_store(settings: &Settings) -> Result<Arc<dyn SenderStore>, Sto
         }
     }
 }
+
+/// Opens a store for a process other than the authority (the guard): sled under
+/// `<data_dir>/store`, or Redis with the settings given (their own key namespace).
+pub async fn open_store_for(
+    storage: &crate::config::StorageSettings,
+    data_dir: &std::path::Path,
+    replay_window: std::time::Duration,
+) -> Result<Arc<dyn SenderStore>, StoreError> {
+    match &storage.redis {
+        None => Ok(Arc::new(sled_store::SledStore::open(
+            &data_dir.join("store"),
+        )?)),
+        Some(redis) => Ok(Arc::new(
+            redis_store::RedisStore::open(redis, replay_window).await?,
+        )),
+    }
+}

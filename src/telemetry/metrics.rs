@@ -41,7 +41,7 @@ pub const MTLS_REASONS: [&str; 3] = [
     "thumbprint-mismatch",
 ];
 
-fn latency_histogram() -> Histogram {
+pub fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
 }

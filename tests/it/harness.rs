@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 
 pub struct Site {
     pub server: RunningServer,
+    /// The port the demo's guard.yaml names, bound and waiting (see `guard::GuardSite`).
+    pub guard_listener: Option<TcpListener>,
     pub demo: DemoSite,
     pub target: TlsTarget,
     pub clock: Clock,
@@ -33,7 +35,13 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let demo = sealkit::demo::prepare(&dir.path().join("site"), addr).unwrap();
+        let guard_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let demo = sealkit::demo::prepare_with_guard(
+            &dir.path().join("site"),
+            addr,
+            guard_listener.local_addr().unwrap(),
+        )
+        .unwrap();
         let mut yaml = std::fs::read_to_string(&demo.config).unwrap();
         prepare(&demo, &mut yaml);
         std::fs::write(&demo.config, yaml).unwrap();
@@ -52,6 +60,7 @@ impl Site {
         let target = TlsTarget::new(&demo.issuer, &demo.ca_file, None).unwrap();
         Site {
             server,
+            guard_listener: Some(guard_listener),
             demo,
             target,
             clock,
@@ -120,6 +129,12 @@ impl Site {
 
     pub async fn stop(self) {
         self.server.shutdown().await.unwrap();
+    }
+
+    /// Stops the authority but keeps the site's files (returned: dropping them deletes).
+    pub async fn stop_keeping_files(self) -> tempfile::TempDir {
+        self.server.shutdown().await.unwrap();
+        self._dir
     }
 }
 

@@ -1,0 +1,432 @@
+//! `sealkit guard` in front of the demo's echo upstream, over real TLS: what a resource
+//! request must prove (RFC 9449 §7, RFC 8705 §3), what reaches the upstream, and what
+//! survives the authority going away and a `kill -9` of the guard.
+
+use crate::harness::{metric, Site};
+use sealkit::client::https::{Connection, Reply, TlsTarget};
+use sealkit::client::ProofKey;
+use sealkit::guard::config::GuardSettings;
+use sealkit::guard::{GuardOptions, RunningGuard};
+use serde_json::Value;
+use std::path::Path;
+
+/// A demo site with its guard running in this process, in front of the echo upstream.
+pub struct GuardSite {
+    pub site: Site,
+    pub guard: RunningGuard,
+    pub target: TlsTarget,
+    _echo: tokio::task::JoinHandle<()>,
+}
+
+impl GuardSite {
+    pub async fn start() -> GuardSite {
+        let mut site = Site::start().await;
+        let echo = sealkit::guard::echo::bind_unix(&site.demo.dir.join("echo.sock")).unwrap();
+        let echo = tokio::spawn(sealkit::guard::echo::serve_unix(echo));
+        let settings = GuardSettings::load(&site.demo.guard_config).unwrap();
+        let listener = site.guard_listener.take().unwrap();
+        let guard = sealkit::guard::start(
+            settings,
+            listener,
+            GuardOptions {
+                clock: site.clock.clone(),
+                config_path: Some(site.demo.guard_config.clone()),
+            },
+        )
+        .await
+        .unwrap();
+        let target = TlsTarget::new(
+            &format!("https://127.0.0.1:{}", guard.addr.port()),
+            &site.demo.ca_file,
+            None,
+        )
+        .unwrap();
+        GuardSite {
+            site,
+            guard,
+            target,
+            _echo: echo,
+        }
+    }
+
+    pub fn resource_url(&self) -> String {
+        self.site.demo.var("SEALKIT_RESOURCE_URL").to_string()
+    }
+
+    pub fn path_of(url: &str) -> String {
+        url::Url::parse(url).unwrap().path().to_string()
+    }
+
+    /// A DPoP-bound token of the demo's DPoP client (scope as asked, all when `None`).
+    pub async fn dpop_token(&self, key: &ProofKey, scope: Option<&str>) -> String {
+        let mut conn = self.site.conn().await;
+        let auth = self.site.auth("DPOP");
+        let proof = self.site.proof(key, None);
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
+        let reply = conn
+            .post_form(
+                "/token",
+                &form,
+                &[("authorization", &auth), ("dpop", &proof)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.json()["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// Sends `method url` with these headers through `conn`.
+pub async fn call(
+    conn: &mut Connection,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(GuardSite::path_of(url));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    conn.send(
+        builder
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn dpop_headers<'a>(token: &'a str, proof: &'a str) -> [(&'static str, String); 2] {
+    [
+        ("authorization", format!("DPoP {token}")),
+        ("dpop", proof.to_string()),
+    ]
+}
+
+async fn call_dpop(
+    conn: &mut Connection,
+    method: &str,
+    url: &str,
+    token: &str,
+    proof: &str,
+) -> Reply {
+    let headers = dpop_headers(token, proof);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    call(conn, method, url, &headers).await
+}
+
+fn challenge(reply: &Reply) -> String {
+    reply
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The issue's list, through the guard: a valid request passes with the identity headers
+/// and without the credentials; a replay, a proof for another method or URL, a wrong
+/// `ath`, another key, a bound token as Bearer, an unbound token → 401; a `read` token
+/// writing → 403; spoofed identity headers never reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_admits_only_the_sender_of_a_bound_token() {
+    let g = GuardSite::start().await;
+    let url = g.resource_url();
+    let key = ProofKey::es256().unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let mut conn = g.target.connect().await.unwrap();
+
+    // A valid request, with spoofed identity headers added by the client.
+    let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+    let headers = dpop_headers(&token, &proof);
+    let mut all: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    all.extend([
+        ("x-sealkit-client", "admin"),
+        ("x-sealkit-scope", "everything"),
+        ("x-forwarded-user", "root"),
+        ("remote-user", "root"),
+    ]);
+    let reply = call(&mut conn, "GET", &url, &all).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
+    let echo = reply.json();
+    let seen = &echo["headers"];
+    assert_eq!(echo["path"], GuardSite::path_of(&url));
+    assert_eq!(
+        seen["x-sealkit-client"],
+        g.site.demo.var("SEALKIT_DPOP_CLIENT_ID")
+    );
+    assert_eq!(seen["x-sealkit-tenant"], "dpop-required");
+    assert_eq!(seen["x-sealkit-scope"], "read write");
+    assert_eq!(seen["x-sealkit-token-type"], "DPoP");
+    assert_eq!(seen["x-sealkit-cnf"], format!("jkt={}", key.thumbprint()));
+    for gone in ["authorization", "dpop", "x-forwarded-user", "remote-user"] {
+        assert!(
+            seen.get(gone).is_none(),
+            "{gone} reached the upstream: {seen}"
+        );
+    }
+
+    // The same proof again: a replay.
+    let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        challenge(&reply).starts_with("DPoP error=\"invalid_dpop_proof\""),
+        "{}",
+        challenge(&reply)
+    );
+    assert!(challenge(&reply).contains("algs=\""));
+
+    // A proof for another method, another URL, with a wrong ath, by another key.
+    let other_key = ProofKey::es256().unwrap();
+    let other_url = url.replace("/api/echo", "/api/other");
+    for (what, proof) in [
+        (
+            "another method",
+            key.proof("POST", &url, None, Some(&token)).unwrap(),
+        ),
+        (
+            "another URL",
+            key.proof("GET", &other_url, None, Some(&token)).unwrap(),
+        ),
+        (
+            "a wrong ath",
+            key.proof("GET", &url, None, Some("another-token")).unwrap(),
+        ),
+        (
+            "another key",
+            other_key.proof("GET", &url, None, Some(&token)).unwrap(),
+        ),
+    ] {
+        let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+        assert_eq!(reply.status, 401, "{what}: {:?}", reply.body);
+        assert!(
+            challenge(&reply).contains("error=\"invalid_dpop_proof\""),
+            "{what}: {}",
+            challenge(&reply)
+        );
+    }
+
+    // The DPoP-bound token as Bearer (RFC 9449 §7.2).
+    let bearer = format!("Bearer {token}");
+    let reply = call(&mut conn, "GET", &url, &[("authorization", &bearer)]).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        challenge(&reply).contains("error=\"invalid_token\""),
+        "{}",
+        challenge(&reply)
+    );
+
+    // An unbound token (the unconstrained tenant's Bearer token).
+    let mut auth_conn = g.site.conn().await;
+    let unbound = g.site.token(&mut auth_conn, "BEARER", &[]).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = call(
+        &mut conn,
+        "GET",
+        &url,
+        &[("authorization", &format!("Bearer {unbound}"))],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+
+    // Two proofs: a malformed request.
+    let p1 = key.proof("GET", &url, None, Some(&token)).unwrap();
+    let p2 = key.proof("GET", &url, None, Some(&token)).unwrap();
+    let dpop = format!("DPoP {token}");
+    let reply = call(
+        &mut conn,
+        "GET",
+        &url,
+        &[("authorization", &dpop), ("dpop", &p1), ("dpop", &p2)],
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+
+    // A read-only token writing: 403 insufficient_scope.
+    let read_only = g.dpop_token(&key, Some("read")).await;
+    let proof = key.proof("POST", &url, None, Some(&read_only)).unwrap();
+    let reply = call_dpop(&mut conn, "POST", &url, &read_only, &proof).await;
+    assert_eq!(reply.status, 403, "{:?}", reply.body);
+    assert!(
+        challenge(&reply).contains("error=\"insufficient_scope\""),
+        "{}",
+        challenge(&reply)
+    );
+    // …and reading is fine.
+    let proof = key.proof("GET", &url, None, Some(&read_only)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &url, &read_only, &proof)
+            .await
+            .status,
+        200
+    );
+
+    // No token at all: a challenge without an error code.
+    let reply = call(&mut conn, "GET", &url, &[]).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        challenge(&reply).starts_with("DPoP algs="),
+        "{}",
+        challenge(&reply)
+    );
+}
+
+/// A certificate-bound token passes over its own certificate and is refused over another
+/// one, moving `guard_mtls_mismatch_total{reason="thumbprint-mismatch"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bound_token_needs_its_certificate_at_the_resource() {
+    let g = GuardSite::start().await;
+    let demo = &g.site.demo;
+    let with_cert = |cert: &str, key: &str, base: &str| {
+        TlsTarget::new(
+            base,
+            &demo.ca_file,
+            Some((Path::new(demo.var(cert)), Path::new(demo.var(key)))),
+        )
+        .unwrap()
+    };
+    let own_at_authority = with_cert("SEALKIT_MTLS_CERT", "SEALKIT_MTLS_KEY", &demo.issuer);
+    let mut conn = own_at_authority.connect().await.unwrap();
+    let reply = conn
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", demo.var("SEALKIT_MTLS_CLIENT_ID")),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let guard_base = format!("https://127.0.0.1:{}", g.guard.addr.port());
+    let url = g.resource_url();
+
+    let own = with_cert("SEALKIT_MTLS_CERT", "SEALKIT_MTLS_KEY", &guard_base);
+    let reply = call(
+        &mut own.connect().await.unwrap(),
+        "GET",
+        &url,
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
+    assert_eq!(reply.json()["headers"]["x-sealkit-token-type"], "Bearer");
+    assert!(reply.json()["headers"]["x-sealkit-cnf"]
+        .as_str()
+        .unwrap()
+        .starts_with("x5t#S256="));
+
+    let series = "guard_mtls_mismatch_total{reason=\"thumbprint-mismatch\"}";
+    let metrics = |g: &GuardSite| g.guard.guard.metrics.render();
+    let before = metric(&metrics(&g), series);
+    let other = with_cert("SEALKIT_OTHER_CERT", "SEALKIT_OTHER_KEY", &guard_base);
+    let reply = call(
+        &mut other.connect().await.unwrap(),
+        "GET",
+        &url,
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+    assert_eq!(metric(&metrics(&g), series), before + 1.0);
+    // Without any certificate.
+    let reply = call(
+        &mut g.target.connect().await.unwrap(),
+        "GET",
+        &url,
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, 401);
+}
+
+/// The nonce route answers `use_dpop_nonce` with a nonce, then 200 with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nonce_route_asks_for_a_resource_nonce() {
+    let g = GuardSite::start().await;
+    let url = g.site.demo.var("SEALKIT_RESOURCE_NONCE_URL").to_string();
+    let key = ProofKey::es256().unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let mut conn = g.target.connect().await.unwrap();
+    let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        challenge(&reply).starts_with("DPoP error=\"use_dpop_nonce\""),
+        "{}",
+        challenge(&reply)
+    );
+    let nonce = reply
+        .header("dpop-nonce")
+        .expect("a DPoP-Nonce")
+        .to_string();
+    let proof = key.proof("GET", &url, Some(&nonce), Some(&token)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+}
+
+/// With the authority stopped, a guard restarted from its last known good keys still
+/// verifies tokens (and still refuses forged ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_keeps_verifying_from_cached_keys_when_the_authority_is_down() {
+    let g = GuardSite::start().await;
+    let url = g.resource_url();
+    let key = ProofKey::es256().unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let GuardSite {
+        site, guard, _echo, ..
+    } = g;
+    guard.shutdown().await.unwrap();
+    let demo = site.demo.clone();
+    let clock = site.clock.clone();
+    let _files = site.stop_keeping_files().await; // the authority is gone
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = GuardSettings::load(&demo.guard_config).unwrap();
+    let guard = sealkit::guard::start(
+        settings,
+        listener,
+        GuardOptions {
+            clock,
+            config_path: None,
+        },
+    )
+    .await
+    .unwrap();
+    let target = TlsTarget::new(
+        &format!("https://127.0.0.1:{}", guard.addr.port()),
+        &demo.ca_file,
+        None,
+    )
+    .unwrap();
+    let mut conn = target.connect().await.unwrap();
+    // htu names the configured external URL, whatever port this guard listens on.
+    let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
+    let ready: Value = conn.get("/ready").await.unwrap().json();
+    assert_eq!(ready["signingKeys"], 1, "{ready}");
+    // A token with a flipped signature byte is still refused.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let proof = key.proof("GET", &url, None, Some(&forged)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &url, &forged, &proof)
+            .await
+            .status,
+        401
+    );
+    guard.shutdown().await.unwrap();
+}
