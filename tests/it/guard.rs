@@ -430,3 +430,119 @@ async fn the_guard_keeps_verifying_from_cached_keys_when_the_authority_is_down()
     );
     guard.shutdown().await.unwrap();
 }
+
+/// `kill -9` of a guard process under load, restart on the same data directory, replay
+/// every proof that got a 200: none is accepted (the restart fence), and fresh requests
+/// with the nonce handed out succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_of_the_guard_no_proof_that_passed_is_accepted_again() {
+    let mut site = Site::start().await;
+    let echo = sealkit::guard::echo::bind_unix(&site.demo.dir.join("echo.sock")).unwrap();
+    tokio::spawn(sealkit::guard::echo::serve_unix(echo));
+    let port = site
+        .guard_listener
+        .take()
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = ["--config".as_ref(), site.demo.guard_config.as_os_str()];
+    let mut child = crate::harness::spawn_listening("guard", &args);
+    let target = TlsTarget::new(
+        &format!("https://127.0.0.1:{port}"),
+        &site.demo.ca_file,
+        None,
+    )
+    .unwrap();
+    let url = site.demo.var("SEALKIT_RESOURCE_URL").to_string();
+
+    // Three clients, each with its own key and token, send requests until the kill.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let key = ProofKey::es256().unwrap();
+        let mut conn = site.conn().await;
+        let proof = site.proof(&key, None);
+        let token = site.token(&mut conn, "DPOP", &[&proof]).await.json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        clients.push((std::sync::Arc::new(key), token));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for (key, token) in clients.clone() {
+        let (target, url, stop) = (target.clone(), url.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut passed = Vec::new();
+            let Ok(mut conn) = target.connect().await else {
+                return passed;
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+                let headers = dpop_headers(&token, &proof);
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                let mut builder = http::Request::builder()
+                    .method("GET")
+                    .uri(GuardSite::path_of(&url));
+                for (n, v) in &headers {
+                    builder = builder.header(*n, *v);
+                }
+                match conn
+                    .send(
+                        builder
+                            .body(http_body_util::Full::new(bytes::Bytes::new()))
+                            .unwrap(),
+                    )
+                    .await
+                {
+                    Ok(reply) if reply.status == 200 => passed.push(proof),
+                    Ok(_) => {}
+                    Err(_) => break, // the guard died under us
+                }
+            }
+            passed
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap(); // SIGKILL, under load
+    child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut passed: Vec<(String, String)> = Vec::new();
+    for (task, (_, token)) in load.into_iter().zip(&clients) {
+        for proof in task.await.unwrap() {
+            passed.push((token.clone(), proof));
+        }
+    }
+    assert!(
+        passed.len() >= 30,
+        "only {} requests passed before the kill",
+        passed.len()
+    );
+
+    let mut child = crate::harness::spawn_listening("guard", &args);
+    let mut conn = target.connect().await.unwrap();
+    let mut accepted = 0;
+    let mut nonce = None;
+    for (token, proof) in &passed {
+        let reply = call_dpop(&mut conn, "GET", &url, token, proof).await;
+        if reply.status == 200 {
+            accepted += 1;
+        }
+        nonce = nonce.or(reply.header("dpop-nonce").map(str::to_string));
+    }
+    eprintln!(
+        "replayed {} proofs that had passed before kill -9: {accepted} accepted",
+        passed.len()
+    );
+    assert_eq!(accepted, 0);
+    // A fresh proof with the nonce the restarted guard hands out passes.
+    let (key, token) = &clients[0];
+    let proof = key
+        .proof("GET", &url, nonce.as_deref(), Some(token))
+        .unwrap();
+    let reply = call_dpop(&mut conn, "GET", &url, token, &proof).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -167,9 +167,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
 
 /// Starts `sealkit serve ARGS` as a separate process and waits for its "listening" line.
 pub fn spawn_serve(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    spawn_listening("serve", args)
+}
+
+/// Starts `sealkit COMMAND ARGS` (`serve` or `guard`) and waits for its "listening" line.
+pub fn spawn_listening(command: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
     use std::io::BufRead;
     let mut child = std::process::Command::new(BIN)
-        .arg("serve")
+        .arg(command)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
