@@ -109,7 +109,9 @@ fn run_matrix(args: RunArgs) -> anyhow::Result<ExitCode> {
             other_key,
         });
     }
-    plan.log_dir = args.log_dir;
+    if args.log_dir.is_some() {
+        plan.log_dir = args.log_dir;
+    }
     if args.bypass {
         plan.bypass_socket = Some(args.host.socket()?);
     }

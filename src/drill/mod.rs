@@ -60,6 +60,11 @@ pub struct DrillPlan {
     pub log_dir: Option<PathBuf>,
     /// On the authority's host: its control socket, for the bypass drill.
     pub bypass_socket: Option<PathBuf>,
+    /// A resource behind `sealkit guard` (`SEALKIT_RESOURCE_URL`): an https URL written as
+    /// the guard compares `htu`. Absent: the resource rows are skipped.
+    pub resource_url: Option<String>,
+    /// The guard's `/metrics` (`SEALKIT_GUARD_METRICS_URL`), for the mismatch metric row.
+    pub guard_metrics_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +111,10 @@ impl DrillPlan {
             nonce_client: credentials("NONCE"),
             introspect_client: credentials("INTROSPECT"),
             mtls,
-            log_dir: None,
+            log_dir: get("SEALKIT_LOG_DIR").map(PathBuf::from),
             bypass_socket: None,
+            resource_url: get("SEALKIT_RESOURCE_URL"),
+            guard_metrics_url: get("SEALKIT_GUARD_METRICS_URL"),
         })
     }
 }
@@ -233,6 +240,14 @@ pub async fn run(plan: &DrillPlan) -> Report {
     if let Err(e) = mtls_scenarios(&mut drill).await {
         drill.report.push(
             "mtls scenarios",
+            "completed",
+            format!("aborted: {e}"),
+            false,
+        );
+    }
+    if let Err(e) = resource_scenarios(&mut drill, &target).await {
+        drill.report.push(
+            "resource scenarios",
             "completed",
             format!("aborted: {e}"),
             false,
@@ -534,6 +549,203 @@ async fn mtls_scenarios(drill: &mut Drill<'_>) -> Result<(), DrillError> {
             format!("+{delta}"),
             delta == 1.0,
         );
+    }
+    Ok(())
+}
+
+/// The guard's `guard_mtls_mismatch_total{reason="thumbprint-mismatch"}`, when its
+/// metrics URL is known and answers.
+async fn guard_mismatches(conn: &mut Connection, url: Option<&str>) -> Option<f64> {
+    let reply = get_with(conn, url?, &[]).await.ok()?;
+    (reply.status == 200).then(|| {
+        metric(
+            &String::from_utf8_lossy(&reply.body),
+            "guard_mtls_mismatch_total{reason=\"thumbprint-mismatch\"}",
+        )
+    })
+}
+
+/// `GET url` with these headers over `conn`.
+async fn get_with(
+    conn: &mut Connection,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Reply, DrillError> {
+    let path = url::Url::parse(url)
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|_| "/".into());
+    let mut builder = http::Request::get(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| crate::client::https::HttpsError::Request(e.to_string()))?;
+    Ok(conn.send(request).await?)
+}
+
+/// The resource rows (RFC 9449 §7, RFC 8705 §3 at `sealkit guard`): a replayed proof, a
+/// proof by another key, a DPoP-bound token as Bearer, a certificate-bound token over
+/// another certificate.
+async fn resource_scenarios(drill: &mut Drill<'_>, target: &TlsTarget) -> Result<(), DrillError> {
+    const REPLAY: &str = "resource: proof replayed";
+    const OTHER_KEY: &str = "resource: another key's proof";
+    const AS_BEARER: &str = "resource: DPoP-bound token as Bearer";
+    const OTHER_CERT: &str = "resource: certificate-bound token, other certificate";
+    const CERT_METRIC: &str = "resource: guard mismatch metric";
+    let rows = [REPLAY, OTHER_KEY, AS_BEARER, OTHER_CERT, CERT_METRIC];
+    let (Some(url), Some(client)) = (
+        drill.plan.resource_url.clone(),
+        drill.plan.dpop_client.clone(),
+    ) else {
+        for row in rows {
+            drill.report.skip(
+                row,
+                "401",
+                "no SEALKIT_RESOURCE_URL (or no DPoP client) given",
+            );
+        }
+        return Ok(());
+    };
+    let parsed = url::Url::parse(&url).map_err(|e| DrillError::Env {
+        path: "SEALKIT_RESOURCE_URL".into(),
+        message: e.to_string(),
+    })?;
+    let base = format!(
+        "https://{}:{}",
+        parsed.host_str().unwrap_or_default(),
+        parsed.port_or_known_default().unwrap_or(443)
+    );
+    let guard = TlsTarget::new(&base, &drill.plan.ca_file, None)?;
+    let key_error = |e: crate::client::ClientError| DrillError::Env {
+        path: "proof key".into(),
+        message: e.to_string(),
+    };
+    let key = ProofKey::es256().map_err(key_error)?;
+    let mut conn = target.connect().await?;
+    let proof = key
+        .proof("POST", &drill.token_url, None, None)
+        .map_err(key_error)?;
+    let reply = drill.token(&mut conn, &client, Some(&proof)).await?;
+    let token = reply.json()["access_token"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut resource = guard.connect().await?;
+    let dpop = format!("DPoP {token}");
+
+    let proof = key
+        .proof("GET", &url, None, Some(&token))
+        .map_err(key_error)?;
+    let first = get_with(
+        &mut resource,
+        &url,
+        &[("authorization", &dpop), ("dpop", &proof)],
+    )
+    .await?;
+    let again = get_with(
+        &mut resource,
+        &url,
+        &[("authorization", &dpop), ("dpop", &proof)],
+    )
+    .await?;
+    drill.report.push(
+        REPLAY,
+        "200, then 401 invalid_dpop_proof",
+        format!("{} then {}", first.status.as_u16(), summary(&again)),
+        first.status == 200 && again.status == 401,
+    );
+
+    let other = ProofKey::es256().map_err(key_error)?;
+    let proof = other
+        .proof("GET", &url, None, Some(&token))
+        .map_err(key_error)?;
+    let reply = get_with(
+        &mut resource,
+        &url,
+        &[("authorization", &dpop), ("dpop", &proof)],
+    )
+    .await?;
+    drill.report.push(
+        OTHER_KEY,
+        "401 invalid_dpop_proof",
+        summary(&reply),
+        reply.status == 401,
+    );
+
+    let bearer = format!("Bearer {token}");
+    let reply = get_with(&mut resource, &url, &[("authorization", &bearer)]).await?;
+    drill.report.push(
+        AS_BEARER,
+        "401 invalid_token",
+        summary(&reply),
+        reply.status == 401,
+    );
+
+    let Some(mtls) = drill.plan.mtls.clone() else {
+        drill
+            .report
+            .skip(OTHER_CERT, "401 invalid_token", "no mTLS client given");
+        drill.report.skip(
+            CERT_METRIC,
+            "thumbprint-mismatch +1",
+            "no mTLS client given",
+        );
+        return Ok(());
+    };
+    let own = TlsTarget::new(
+        &drill.plan.issuer,
+        &drill.plan.ca_file,
+        Some((&mtls.cert, &mtls.key)),
+    )?;
+    let reply = own
+        .connect()
+        .await?
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &mtls.client_id),
+            ],
+            &[],
+        )
+        .await?;
+    let bound = format!(
+        "Bearer {}",
+        reply.json()["access_token"].as_str().unwrap_or("")
+    );
+    let metrics_url = drill.plan.guard_metrics_url.clone();
+    let before = guard_mismatches(&mut resource, metrics_url.as_deref()).await;
+    let other_cert = TlsTarget::new(
+        &base,
+        &drill.plan.ca_file,
+        Some((&mtls.other_cert, &mtls.other_key)),
+    )?;
+    let reply = get_with(
+        &mut other_cert.connect().await?,
+        &url,
+        &[("authorization", &bound)],
+    )
+    .await?;
+    drill.report.push(
+        OTHER_CERT,
+        "401 invalid_token",
+        summary(&reply),
+        reply.status == 401,
+    );
+    let after = guard_mismatches(&mut resource, metrics_url.as_deref()).await;
+    match (before, after) {
+        (Some(before), Some(after)) => drill.report.push(
+            CERT_METRIC,
+            "thumbprint-mismatch +1",
+            format!("+{}", after - before),
+            after - before == 1.0,
+        ),
+        _ => drill.report.skip(
+            CERT_METRIC,
+            "thumbprint-mismatch +1",
+            "no SEALKIT_GUARD_METRICS_URL given",
+        ),
     }
     Ok(())
 }
