@@ -84,7 +84,8 @@ for attempt in 1 2 3; do
       break
     fi
     if [[ -f $dir/ca/root.crt ]] &&
-      curl -fsS -o /dev/null --max-time 2 --cacert "$dir/ca/root.crt" "https://127.0.0.1:$port/ready" 2>/dev/null; then
+      curl -fsS -o /dev/null --max-time 2 --cacert "$dir/ca/root.crt" "https://127.0.0.1:$port/ready" 2>/dev/null &&
+      curl -fsS -o /dev/null --max-time 2 --cacert "$dir/ca/root.crt" "https://127.0.0.1:$((port + 1))/health" 2>/dev/null; then
       ready=1
       break
     fi

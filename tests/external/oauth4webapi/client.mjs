@@ -409,4 +409,47 @@ for (const [label, entry] of [
   );
 }
 
+// ------------------------------------- resources behind `sealkit guard` (RFC 9449 §7)
+
+// oauth4webapi makes the resource request itself: DPoP scheme, a proof with ath, htm and
+// htu of this request, and a retry with the nonce when the guard asks for one.
+async function resourceRequest(url, token, dpop) {
+  const call = () =>
+    oauth.protectedResourceRequest(token, 'GET', new URL(url), undefined, undefined, { ...http, DPoP: dpop });
+  try {
+    return { response: await call(), retried: false };
+  } catch (err) {
+    if (oauth.isDPoPNonceError(err)) return { response: await call(), retried: true };
+    throw err;
+  }
+}
+
+if (process.env.SEALKIT_RESOURCE_URL) {
+  for (const [label, url, expectNonce] of [
+    ['resource via guard', process.env.SEALKIT_RESOURCE_URL, false],
+    ['nonce resource via guard', env('SEALKIT_RESOURCE_NONCE_URL'), true],
+  ]) {
+    const dpop = oauth.DPoP({}, dpopTokens.keys);
+    let result;
+    try {
+      result = await resourceRequest(url, dpopTokens.tokens.access_token, dpop);
+    } catch (err) {
+      fail(`${label}: 200`, describeError(err));
+    }
+    const { response, retried } = result;
+    const body = await response.json().catch(() => ({}));
+    check(response.status === 200, `${label}: 200`, `HTTP ${response.status} ${JSON.stringify(body)}`);
+    check(
+      retried === expectNonce,
+      `${label}: ${expectNonce ? 'nonce challenge answered' : 'no nonce challenge'}`,
+      `retried=${retried}`,
+    );
+    check(
+      body.headers?.['x-sealkit-token-type'] === 'DPoP' && body.headers?.authorization === undefined,
+      `${label}: upstream sees the identity, not the credentials`,
+      JSON.stringify(body.headers),
+    );
+  }
+}
+
 console.log(summary());
