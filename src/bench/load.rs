@@ -19,12 +19,16 @@ pub type Prepared = Request<Full<Bytes>>;
 
 /// The requests a closed-loop run sends.
 pub enum Workload {
-    /// Request `i` carries proof `i`; the run ends early when they are used up.
+    /// Request `i` carries proof `i` (and `Authorization` `i` when the proofs go with
+    /// access tokens, at a resource); the run ends early when they are used up.
     Unique {
-        path: &'static str,
+        method: http::Method,
+        path: String,
         headers: Vec<(&'static str, HeaderValue)>,
         body: Bytes,
         proofs: Vec<HeaderValue>,
+        /// Empty, or one per proof (cheap clones of shared bytes).
+        authorizations: Vec<HeaderValue>,
     },
     /// Request `i` sends body `i mod len`, for ever.
     Cycle {
@@ -35,17 +39,25 @@ pub enum Workload {
 }
 
 fn build(
-    path: &'static str,
+    method: http::Method,
+    path: &str,
     headers: &[(&'static str, HeaderValue)],
     body: Bytes,
     proof: Option<&HeaderValue>,
 ) -> Option<Prepared> {
-    let mut request = Request::post(path).body(Full::new(body)).ok()?;
+    let has_body = !body.is_empty();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(body))
+        .ok()?;
     let map = request.headers_mut();
-    map.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-www-form-urlencoded"),
-    );
+    if has_body {
+        map.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+    }
     for (name, value) in headers {
         map.insert(*name, value.clone());
     }
@@ -60,11 +72,22 @@ impl Workload {
     pub fn request(&self, i: usize) -> Option<Prepared> {
         match self {
             Workload::Unique {
+                method,
                 path,
                 headers,
                 body,
                 proofs,
-            } => build(path, headers, body.clone(), Some(proofs.get(i)?)),
+                authorizations,
+            } => {
+                let mut request =
+                    build(method.clone(), path, headers, body.clone(), Some(proofs.get(i)?))?;
+                if let Some(authorization) = authorizations.get(i) {
+                    request
+                        .headers_mut()
+                        .insert(http::header::AUTHORIZATION, authorization.clone());
+                }
+                Some(request)
+            }
             Workload::Cycle {
                 path,
                 headers,
@@ -73,7 +96,13 @@ impl Workload {
                 if bodies.is_empty() {
                     return None;
                 }
-                build(path, headers, bodies[i % bodies.len()].clone(), None)
+                build(
+                    http::Method::POST,
+                    path,
+                    headers,
+                    bodies[i % bodies.len()].clone(),
+                    None,
+                )
             }
         }
     }

@@ -198,3 +198,85 @@ pub fn disk_usage(dir: &Path) -> u64 {
     }
     total
 }
+
+/// `sealkit guard` on a demo site, in front of the echo upstream this process serves.
+pub struct GuardProcess {
+    pub pid: u32,
+    pub target: TlsTarget,
+    /// The resource URL the proofs name (`htu`).
+    pub resource_url: String,
+    child: Option<Child>,
+}
+
+impl GuardProcess {
+    /// Serves the demo's echo upstream in this process and starts `sealkit guard` with the
+    /// site's guard.yaml; returns when its `/ready` answers 200.
+    pub async fn start(site: &DemoSite) -> Result<GuardProcess, BenchError> {
+        let echo = crate::guard::echo::bind_unix(&site.dir.join("echo.sock"))
+            .map_err(setup("cannot open the echo upstream's socket"))?;
+        tokio::spawn(crate::guard::echo::serve_unix(echo));
+        let resource_url = site.var("SEALKIT_RESOURCE_URL").to_string();
+        let base = url::Url::parse(&resource_url)
+            .map(|u| format!("https://{}:{}", u.host_str().unwrap_or_default(), u.port().unwrap_or(443)))
+            .map_err(|e| BenchError::Setup(format!("SEALKIT_RESOURCE_URL: {e}")))?;
+        let target = TlsTarget::new(&base, &site.ca_file, None)
+            .map_err(|e| BenchError::Setup(format!("TLS client: {e}")))?;
+        let exe = std::env::current_exe().map_err(setup("cannot find this executable"))?;
+        let stderr = std::fs::File::create(site.dir.join("guard.stderr"))
+            .map_err(setup("cannot create the guard's stderr file"))?;
+        let mut child = Command::new(exe)
+            .arg("guard")
+            .arg("--config")
+            .arg(&site.guard_config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(setup("cannot start `sealkit guard`"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(BenchError::Setup(format!(
+                    "the guard exited ({status}) before it was ready: {}",
+                    std::fs::read_to_string(site.dir.join("guard.stderr")).unwrap_or_default()
+                )));
+            }
+            if let Ok(mut conn) = target.connect().await {
+                if matches!(conn.get("/ready").await, Ok(r) if r.status == http::StatusCode::OK) {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err(BenchError::Setup("the guard did not become ready within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(GuardProcess {
+            pid: child.id(),
+            target,
+            resource_url,
+            child: Some(child),
+        })
+    }
+}
+
+impl Drop for GuardProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Scenarios, comma-separated: dpop, dpop-nonce, bearer, introspect, mtls, redis, or all
+    /// Scenarios, comma-separated: dpop, dpop-nonce, bearer, introspect, mtls, redis, guard, or all
     #[arg(long, value_delimiter = ',', default_value = "dpop")]
     scenario: Vec<String>,
     /// Keep-alive TLS connections driving the load
@@ -89,7 +89,7 @@ fn scenarios(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
         match Scenario::parse(name) {
             Some(s) => out.push(s),
             None => bail!(
-                "unknown scenario `{name}` (dpop, dpop-nonce, bearer, introspect, mtls, redis, all)"
+                "unknown scenario `{name}` (dpop, dpop-nonce, bearer, introspect, mtls, redis, guard, all)"
             ),
         }
     }
