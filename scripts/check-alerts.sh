@@ -3,8 +3,9 @@
 # authority-alerts.yaml and guard-alerts.yaml) must come with its unit tests in
 # kit/prometheus/NAME.test.yaml. For each pair: `promtool check rules` on the rule file;
 # a coverage check (every alert of the file has a test case where it fires and one where
-# it must not, and the tests name no alert the file lacks); `promtool test rules` on the
-# tests, one test group at a time. Then it prints
+# it must not, the tests name no alert the file lacks, and every `runbook:` annotation
+# names a file of this repository and, after `#`, one of its headings); `promtool test
+# rules` on the tests, one test group at a time. Then it prints
 #   alert rules: N passed, M failed
 # (N and M count test groups, plus one coverage check per rule file, plus the metrics check
 # with --metrics). Installs promtool (Debian package `prometheus`) when it is missing and
@@ -165,6 +166,29 @@ coverage() { # RULES TESTS
     ' "$1" "$2"
 }
 
+# Every `runbook:` annotation names an existing file, and its `#anchor` (if any) a heading
+# of that file (GitHub's anchor: lower case, punctuation dropped, spaces to hyphens).
+runbooks_exist() { # RULES
+    local bad=0 runbook doc anchor
+    while read -r runbook; do
+        [ -n "$runbook" ] || continue
+        doc=${runbook%%#*}
+        if [ ! -f "$doc" ]; then
+            echo "    runbook $runbook: no such file $doc"
+            bad=$((bad + 1))
+            continue
+        fi
+        [ "$doc" != "$runbook" ] || continue
+        anchor=${runbook#*#}
+        if ! sed -n 's/^#\{1,6\} \{1,\}//p' "$doc" | tr '[:upper:]' '[:lower:]' |
+            sed -e 's/[^a-z0-9 _-]//g' -e 's/ /-/g' | grep -qxF -- "$anchor"; then
+            echo "    runbook $runbook: $doc has no heading with the anchor #$anchor"
+            bad=$((bad + 1))
+        fi
+    done < <(sed -n "s/^[[:space:]]*runbook:[[:space:]]*//p" "$1" | tr -d "\"'" | sort -u)
+    [ "$bad" = 0 ]
+}
+
 # --- unit tests, one group at a time --------------------------------------------------------
 # promtool 2.42 (Debian 12) cannot select test groups, so each test file is split into one
 # file per group (its header -- rule_files, evaluation_interval -- plus that group) in a
@@ -176,9 +200,9 @@ for rules in "${rule_files[@]}"; do
     stem=$(basename "${rules%.yaml}")
 
     echo "== coverage of $tests"
-    if out=$(coverage "$rules" "$tests"); then
+    if out=$(coverage "$rules" "$tests" && runbooks_exist "$rules"); then
         passed=$((passed + 1))
-        echo "  ok    every alert of $rules fires in one test case and stays silent in another"
+        echo "  ok    every alert of $rules fires in one test case and stays silent in another; its runbooks exist"
     else
         failed=$((failed + 1))
         echo "  FAIL  coverage of $rules"
