@@ -14,11 +14,18 @@
 #   /var/lib/sealkit/bundles          0700      the bundle root (trusted-keys/ pinned from
 #                                               trust/keys/*.pub on the first install)
 #   /var/lib/sealkit/data             0700      store, signing key, control socket
+#   /var/lib/sealkit/guard-data       0700      the guard's store and cached JWKS
 #   /var/log/sealkit                  0750      sealkit:sealkit
+#   /var/log/sealkit-guard            0750      sealkit:sealkit (the guard's logs)
 #   /etc/systemd/system/sealkit.service         the hardened unit
+#   /etc/systemd/system/sealkit-guard.service   the guard's hardened unit
 #   $PREFIX/share/sealkit/                      README.md, default authority.yaml, prometheus/
 #
-# It does not import bundles, enable or start the service: see the next steps it prints.
+# It does not import bundles, enable or start the authority: see the next steps it prints.
+# The guard (sealkit-guard.service) stays disabled unless the active bundle carries a
+# guard.yaml: then the run that first installs its unit enables it (does not start it);
+# otherwise the steps to enable it are printed. A guard unit the operator disabled is left
+# disabled.
 #
 # Environment:
 #   DESTDIR   install into this root instead of / (no accounts, no ownership, no systemctl);
@@ -44,7 +51,9 @@ ETC=$DESTDIR/etc/sealkit
 STATE=$DESTDIR/var/lib/sealkit
 BUNDLES=$STATE/bundles
 DATA=$STATE/data
+GUARD_DATA=$STATE/guard-data
 LOGS=$DESTDIR/var/log/sealkit
+GUARD_LOGS=$DESTDIR/var/log/sealkit-guard
 UNIT_DIR=$DESTDIR/etc/systemd/system
 BIN_DIR=$DESTDIR$PREFIX/bin
 SHARE=$DESTDIR$PREFIX/share/sealkit
@@ -179,7 +188,9 @@ ensure_dir "$STATE" 0700 sealkit:sealkit
 ensure_dir "$BUNDLES" 0700 sealkit:sealkit
 ensure_dir "$BUNDLES/trusted-keys" 0755 root:root
 ensure_dir "$DATA" 0700 sealkit:sealkit
+ensure_dir "$GUARD_DATA" 0700 sealkit:sealkit
 ensure_dir "$LOGS" 0750 sealkit:sealkit
+ensure_dir "$GUARD_LOGS" 0750 sealkit:sealkit
 
 # --- files ---------------------------------------------------------------------------------
 
@@ -198,18 +209,24 @@ if [ -d "$KIT_DIR/tls" ]; then
     done
 fi
 
-# The unit names the binary; follow PREFIX.
-unit_src="$KIT_DIR/sealkit.service"
-unit_tmp=
-if [ "$PREFIX" != /usr/local ]; then
-    unit_tmp=$(mktemp)
-    sed "s|/usr/local/|$PREFIX/|g" "$unit_src" >"$unit_tmp"
-    unit_src=$unit_tmp
-fi
+# The units name the binary; follow PREFIX.
+# put_unit NAME — installs $KIT_DIR/NAME as $UNIT_DIR/NAME
+put_unit() {
+    unit_src="$KIT_DIR/$1"
+    unit_tmp=
+    if [ "$PREFIX" != /usr/local ]; then
+        unit_tmp=$(mktemp)
+        sed "s|/usr/local/|$PREFIX/|g" "$unit_src" >"$unit_tmp"
+        unit_src=$unit_tmp
+    fi
+    put_file "$unit_src" "$UNIT_DIR/$1" 0644 root:root
+    [ -z "$unit_tmp" ] || rm -f "$unit_tmp"
+}
 before=$changed
-put_file "$unit_src" "$UNIT_DIR/sealkit.service" 0644 root:root
+put_unit sealkit.service
+if [ -e "$UNIT_DIR/sealkit-guard.service" ]; then guard_unit_new=no; else guard_unit_new=yes; fi
+put_unit sealkit-guard.service
 unit_changed=$((changed - before))
-[ -z "$unit_tmp" ] || rm -f "$unit_tmp"
 
 put_file "$KIT_DIR/authority.yaml" "$SHARE/authority.yaml" 0644 root:root
 put_file "$KIT_DIR/README.md" "$SHARE/README.md" 0644 root:root
@@ -249,6 +266,27 @@ if [ "$privileged" = yes ] && [ "$unit_changed" -gt 0 ] && [ -d /run/systemd/sys
     say "systemctl daemon-reload"
 fi
 
+# The guard runs where the bundle configures one. Enabled (not started) only by the run that
+# installs its unit, so that a later run never undoes an operator's `systemctl disable`.
+guard_hint=no
+if [ -f "$BUNDLES/current/guard.yaml" ]; then
+    guard_enabled=unknown
+    if [ "$privileged" = yes ] && [ -d /run/systemd/system ]; then
+        if systemctl is-enabled --quiet sealkit-guard.service 2>/dev/null; then
+            guard_enabled=yes
+        elif [ "$guard_unit_new" = yes ]; then
+            systemctl enable sealkit-guard.service >/dev/null 2>&1 \
+                || die "cannot enable sealkit-guard.service"
+            guard_enabled=yes
+            changed=$((changed + 1))
+            say "enabled sealkit-guard.service: the bundle carries guard.yaml (start it: systemctl start sealkit-guard)"
+        else
+            guard_enabled=no
+        fi
+    fi
+    [ "$guard_enabled" = yes ] || guard_hint=yes
+fi
+
 # --- done ----------------------------------------------------------------------------------
 
 if [ "$changed" -eq 0 ]; then
@@ -269,4 +307,9 @@ if [ ! -e "$BUNDLES/current" ]; then
     echo "       $PREFIX/bin/sealkit bundle import ${bundle_hint:-<site>-v<n>.bundle.tar.zst} --site <site>"
     echo "  $((step + 1)). systemctl enable --now sealkit && $PREFIX/bin/sealkit bundle status"
     echo "  $((step + 2)). Drill it: $PREFIX/bin/sealkit drill run ... (docs/runbooks/run-drill.md)"
+    echo "  $((step + 3)). If the bundle carries guard.yaml (a resource guard on this host):"
+    echo "       systemctl enable --now sealkit-guard (docs/runbooks/guard.md)"
+elif [ "$guard_hint" = yes ]; then
+    echo "note: the active bundle carries guard.yaml and sealkit-guard is not enabled${DESTDIR:+ (not checked: DESTDIR)}; if this host guards resources:"
+    echo "       systemctl enable --now sealkit-guard (docs/runbooks/guard.md)"
 fi

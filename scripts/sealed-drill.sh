@@ -139,7 +139,9 @@ etc/sealkit/tls/server.key 640
 var/lib/sealkit 700
 var/lib/sealkit/bundles 700
 var/lib/sealkit/data 700
+var/lib/sealkit/guard-data 700
 var/log/sealkit 750
+var/log/sealkit-guard 750
 MODES
 
     say "bundle import"
