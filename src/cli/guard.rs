@@ -1,5 +1,5 @@
 //! `sealkit guard --config guard.yaml`: enforce DPoP and certificate binding in front of
-//! the site's resource services; `sealkit guard check FILE` validates a guard.yaml.
+//! the site's resource services; `sealkit guard --config FILE --check` validates one.
 
 use crate::guard::config::GuardSettings;
 use anyhow::Context;

@@ -286,7 +286,11 @@ impl AccessTokenKeys {
             Some(v) => v,
             None => {
                 let verified = match self.verify_signature(token) {
-                    Err(TokenRejection::UnknownKey) if self.may_refetch() => {
+                    // No keys yet (the authority was unreachable at start) or a kid not
+                    // seen before: fetch again, at most every `keys.minRefetch`.
+                    Err(TokenRejection::UnknownKey | TokenRejection::NoKeys)
+                        if self.may_refetch() =>
+                    {
                         let _ = self.refresh().await;
                         self.verify_signature(token)?
                     }

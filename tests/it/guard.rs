@@ -546,3 +546,118 @@ async fn after_kill_9_of_the_guard_no_proof_that_passed_is_accepted_again() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A revocation-sensitive route asks the authority (RFC 7662): a revoked token is refused
+/// at once, and with the authority unreachable the route fails closed (503) while plain
+/// routes keep working; an unreachable upstream is a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspected_routes_see_revocations_and_fail_closed() {
+    // The demo's guard.yaml plus introspection and a sensitive route (typed edits).
+    let mut site = Site::start().await;
+    let demo = site.demo.clone();
+    let secret_file = demo.dir.join("guard-introspection.secret");
+    std::fs::write(&secret_file, demo.var("SEALKIT_INTROSPECT_CLIENT_SECRET")).unwrap();
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&demo.guard_config).unwrap()).unwrap();
+    doc["introspection"] = serde_yaml::from_str(&format!(
+        "{{url: \"{}/introspect\", clientId: {}, clientSecretFile: {}, cacheTtl: 0s}}",
+        demo.issuer,
+        demo.var("SEALKIT_INTROSPECT_CLIENT_ID"),
+        secret_file.display()
+    ))
+    .unwrap();
+    doc["routes"].as_sequence_mut().unwrap().push(
+        serde_yaml::from_str(
+            "{prefix: /sensitive/, audience: \"https://api.demo.sealkit\", scopes: [read], accept: [dpop], introspect: true}",
+        )
+        .unwrap(),
+    );
+    std::fs::write(&demo.guard_config, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let echo = sealkit::guard::echo::bind_unix(&demo.dir.join("echo.sock")).unwrap();
+    let echo_task = tokio::spawn(sealkit::guard::echo::serve_unix(echo));
+    let guard = sealkit::guard::start(
+        GuardSettings::load(&demo.guard_config).unwrap(),
+        site.guard_listener.take().unwrap(),
+        GuardOptions::default(),
+    )
+    .await
+    .unwrap();
+    let target = TlsTarget::new(
+        &format!("https://127.0.0.1:{}", guard.addr.port()),
+        &demo.ca_file,
+        None,
+    )
+    .unwrap();
+    let g = GuardSite {
+        site,
+        guard,
+        target,
+        _echo: echo_task,
+    };
+    let sensitive = g.resource_url().replace("/api/echo", "/sensitive/echo");
+    let plain = g.resource_url();
+    let key = ProofKey::es256().unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let mut conn = g.target.connect().await.unwrap();
+    let proof = key.proof("GET", &sensitive, None, Some(&token)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &sensitive, &token, &proof)
+            .await
+            .status,
+        200
+    );
+
+    // Revoked at the authority → refused at the sensitive route at once.
+    let owner = g.site.auth("DPOP");
+    let mut auth_conn = g.site.conn().await;
+    let reply = auth_conn
+        .post_form(
+            "/revoke",
+            &[("token", &token)],
+            &[("authorization", &owner)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let proof = key.proof("GET", &sensitive, None, Some(&token)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &sensitive, &token, &proof).await;
+    assert_eq!(reply.status, 401, "{:?}", reply.body);
+    assert!(challenge(&reply).contains("error=\"invalid_token\""));
+
+    // The authority goes away: the sensitive route fails closed, the plain one still serves.
+    let fresh = g.dpop_token(&key, None).await;
+    let GuardSite {
+        site,
+        guard,
+        target,
+        _echo,
+    } = g;
+    let _files = site.stop_keeping_files().await;
+    let mut conn = target.connect().await.unwrap();
+    let proof = key.proof("GET", &sensitive, None, Some(&fresh)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &sensitive, &fresh, &proof).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert!(reply.header("retry-after").is_some());
+    let proof = key.proof("GET", &plain, None, Some(&fresh)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &plain, &fresh, &proof)
+            .await
+            .status,
+        200
+    );
+
+    // The upstream goes away: 502, and the metric says why.
+    _echo.abort();
+    std::fs::remove_file(demo.dir.join("echo.sock")).unwrap();
+    let proof = key.proof("GET", &plain, None, Some(&fresh)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &plain, &fresh, &proof).await;
+    assert_eq!(reply.status, 502, "{:?}", reply.body);
+    assert_eq!(
+        metric(
+            &guard.guard.metrics.render(),
+            "guard_upstream_errors_total{reason=\"unreachable\"}"
+        ),
+        1.0
+    );
+    guard.shutdown().await.unwrap();
+}
