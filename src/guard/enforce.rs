@@ -217,36 +217,6 @@ impl Enforcer<'_> {
             }
         }
 
-        // Scopes before the proof: a request refused here burns no jti.
-        let granted: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
-        if route.scopes.iter().any(|s| !granted.contains(&s.as_str())) {
-            return Err(Refusal::InsufficientScope {
-                scope: route.scopes.join(" "),
-            });
-        }
-
-        // Revocation-sensitive routes ask the authority (fail closed).
-        if route.introspect {
-            let introspector = self.introspection.ok_or(Refusal::Unavailable {
-                reason: "introspection",
-            })?;
-            match introspector.is_active(token, request.now).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return Err(invalid_token(
-                        "inactive",
-                        "the access token is no longer active",
-                    ))
-                }
-                Err(e) => {
-                    tracing::error!(event = super::events::INTROSPECTION, error = %e, "introspection failed; refusing (fail closed)");
-                    return Err(Refusal::Unavailable {
-                        reason: "introspection",
-                    });
-                }
-            }
-        }
-
         // RFC 9449 §7: the proof, through the core's gate (htu is this request's URL).
         if let Some(jkt) = &cnf.jkt {
             let target = EndpointUrl::parse(&format!("{}{}", settings.external_url, request.path))
@@ -292,6 +262,37 @@ impl Enforcer<'_> {
                         Refusal::Unavailable { reason: "store" }
                     }
                 });
+            }
+        }
+
+        // Authorization only once the sender is proven: a stolen token without its key
+        // learns nothing about its scopes or its revocation.
+        let granted: Vec<&str> = claims.scope.split(' ').filter(|s| !s.is_empty()).collect();
+        if route.scopes.iter().any(|s| !granted.contains(&s.as_str())) {
+            return Err(Refusal::InsufficientScope {
+                scope: route.scopes.join(" "),
+            });
+        }
+
+        // Revocation-sensitive routes ask the authority (fail closed).
+        if route.introspect {
+            let introspector = self.introspection.ok_or(Refusal::Unavailable {
+                reason: "introspection",
+            })?;
+            match introspector.is_active(token, request.now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(invalid_token(
+                        "inactive",
+                        "the access token is no longer active",
+                    ))
+                }
+                Err(e) => {
+                    tracing::error!(event = super::events::INTROSPECTION, error = %e, "introspection failed; refusing (fail closed)");
+                    return Err(Refusal::Unavailable {
+                        reason: "introspection",
+                    });
+                }
             }
         }
 
