@@ -938,6 +938,34 @@ mod tests {
     }
 
     #[test]
+    fn a_nonce_holds_only_in_the_epoch_it_was_minted_in() {
+        let stored = nonce_value(100, "epoch-a");
+        assert_eq!(stored, "100 epoch-a");
+        assert!(nonce_holds(&stored, "epoch-a", 99));
+        assert!(!nonce_holds(&stored, "epoch-a", 100), "expired");
+        assert!(!nonce_holds(&stored, "epoch-b", 99), "minted before a new epoch");
+        // A nonce stored by an earlier version (the expiry alone) is not valid.
+        assert!(!nonce_holds("100", "", 99));
+        assert!(!nonce_holds("soon epoch-a", "epoch-a", 99));
+    }
+
+    #[test]
+    fn the_witness_and_the_claim_script_have_distinct_constant_digests() {
+        let witness = redis::Script::new(WITNESS_SCRIPT).get_hash().to_string();
+        let claim = redis::Script::new(CLAIM_SCRIPT).get_hash().to_string();
+        assert_ne!(witness, claim);
+        assert_eq!(witness.len(), 40);
+        // The witness must never change: nodes of different versions share it.
+        assert_eq!(
+            witness,
+            redis::Script::new(
+                "-- sealkit: this Redis process is known to the site (witness v1)\nreturn 1"
+            )
+            .get_hash()
+        );
+    }
+
+    #[test]
     fn ttl_arguments_are_never_zero_or_negative() {
         assert_eq!(millis(3), 3_000);
         assert_eq!(millis(0), 1);
