@@ -79,8 +79,13 @@ impl Workload {
                 proofs,
                 authorizations,
             } => {
-                let mut request =
-                    build(method.clone(), path, headers, body.clone(), Some(proofs.get(i)?))?;
+                let mut request = build(
+                    method.clone(),
+                    path,
+                    headers,
+                    body.clone(),
+                    Some(proofs.get(i)?),
+                )?;
                 if let Some(authorization) = authorizations.get(i) {
                     request
                         .headers_mut()

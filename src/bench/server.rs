@@ -217,7 +217,13 @@ impl GuardProcess {
         tokio::spawn(crate::guard::echo::serve_unix(echo));
         let resource_url = site.var("SEALKIT_RESOURCE_URL").to_string();
         let base = url::Url::parse(&resource_url)
-            .map(|u| format!("https://{}:{}", u.host_str().unwrap_or_default(), u.port().unwrap_or(443)))
+            .map(|u| {
+                format!(
+                    "https://{}:{}",
+                    u.host_str().unwrap_or_default(),
+                    u.port().unwrap_or(443)
+                )
+            })
             .map_err(|e| BenchError::Setup(format!("SEALKIT_RESOURCE_URL: {e}")))?;
         let target = TlsTarget::new(&base, &site.ca_file, None)
             .map_err(|e| BenchError::Setup(format!("TLS client: {e}")))?;
@@ -248,7 +254,9 @@ impl GuardProcess {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(BenchError::Setup("the guard did not become ready within 30 s".into()));
+                return Err(BenchError::Setup(
+                    "the guard did not become ready within 30 s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -149,8 +149,11 @@ pub trait SenderStore: Send + Sync {
     /// A cheap write-and-read probe for `/ready`.
     async fn probe(&self) -> Result<(), StoreError>;
     /// Whether the store can answer; if not, why and since when (no I/O: a snapshot of
-    /// what the backend's calls found).
-    fn health(&self) -> StoreHealth;
+    /// what the backend's calls found). Both backends track it; the default (always
+    /// available) is for test doubles.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::available()
+    }
 }
 
 /// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one

@@ -943,7 +943,10 @@ mod tests {
         assert_eq!(stored, "100 epoch-a");
         assert!(nonce_holds(&stored, "epoch-a", 99));
         assert!(!nonce_holds(&stored, "epoch-a", 100), "expired");
-        assert!(!nonce_holds(&stored, "epoch-b", 99), "minted before a new epoch");
+        assert!(
+            !nonce_holds(&stored, "epoch-b", 99),
+            "minted before a new epoch"
+        );
         // A nonce stored by an earlier version (the expiry alone) is not valid.
         assert!(!nonce_holds("100", "", 99));
         assert!(!nonce_holds("soon epoch-a", "epoch-a", 99));

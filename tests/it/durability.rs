@@ -502,10 +502,10 @@ async fn stuck_request(
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use tokio::io::AsyncWriteExt;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in sealkit::server::tls::load_certificates(ca_file).unwrap() {
+    for cert in sealkit::tls::load_certificates(ca_file).unwrap() {
         roots.add(cert).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(sealkit::server::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(sealkit::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
