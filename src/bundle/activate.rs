@@ -71,12 +71,26 @@ pub struct GenerationRecord {
 }
 
 impl GenerationRecord {
+    /// `created` as Unix seconds. A damaged value fails closed, as in
+    /// [`Manifest::created_unix`]: `i64::MAX`, so nothing counts as created after it.
+    /// (Import refuses such a state outright, see [`GenerationRecord::created_checked`].)
     pub fn created_unix(&self) -> i64 {
-        parse_time(&self.created).unwrap_or(0)
+        parse_time(&self.created).unwrap_or(i64::MAX)
     }
+    /// `created` as Unix seconds, or why `state.json` is damaged.
+    pub fn created_checked(&self) -> Result<i64, BundleError> {
+        parse_time(&self.created).map_err(|e| {
+            BundleError::State(format!(
+                "state.json is damaged: generation {} has created {e}",
+                self.generation
+            ))
+        })
+    }
+    /// `expires` as Unix seconds; a damaged value fails closed (`i64::MIN`: expired).
     pub fn expires_unix(&self) -> i64 {
-        parse_time(&self.expires).unwrap_or(0)
+        parse_time(&self.expires).unwrap_or(i64::MIN)
     }
+    /// `activatedAt` as Unix seconds (display only; 0 when damaged).
     pub fn activated_unix(&self) -> i64 {
         parse_time(&self.activated_at).unwrap_or(0)
     }

@@ -203,7 +203,9 @@ fn import_locked(
         ));
     }
     if let Some(active) = &active {
-        if comment.created < active.created_unix() {
+        // A damaged record refuses the import (fail closed) rather than let any bundle
+        // count as newer than the active one.
+        if comment.created < active.created_checked()? {
             return Err(refuse(
                 Refusal::OlderThanActive,
                 format!(

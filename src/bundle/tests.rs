@@ -624,6 +624,32 @@ fn refuses_an_older_version_a_same_version_and_an_older_creation_time() {
     assert_refused(&host, &bundle, Refusal::OlderThanActive);
 }
 
+/// A damaged `created` in state.json must not let an older bundle through: it used to
+/// read as 0 ("created in 1970"), so any bundle counted as newer than the active one.
+#[test]
+fn a_damaged_active_record_refuses_the_import_instead_of_passing_the_created_check() {
+    let host = active_v1();
+    let mut state = host.root.read_state().unwrap().unwrap();
+    let mut active = state.active.clone().unwrap();
+    active.created = "not a time".into();
+    assert_eq!(active.created_unix(), i64::MAX, "fails closed");
+    active.expires = "soon".into();
+    assert_eq!(active.expires_unix(), i64::MIN, "fails closed");
+    state.active = Some(active);
+    host.root.write_state(&state).unwrap();
+    let before = tree_hash(host.root.path());
+    // Created well before v1: refused today only because the record is unreadable.
+    let bundle = host.bundle_from(&host.source("v2"), 2, NOW - 10 * DAY, 30);
+    let error = import_err(&host, &bundle, &host.options());
+    assert!(matches!(error, BundleError::State(_)), "{error}");
+    assert_eq!(error.exit_code(), error::EXIT_FAILURE);
+    assert!(
+        error.to_string().contains("state.json is damaged"),
+        "{error}"
+    );
+    assert_eq!(tree_hash(host.root.path()), before);
+}
+
 #[test]
 fn refuses_a_bundle_over_the_size_cap() {
     let host = active_v1();

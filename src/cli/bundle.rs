@@ -594,9 +594,9 @@ fn print_active(active: &GenerationRecord, now: i64) {
     println!(
         "  created:     {} ({} ago)",
         active.created,
-        span(now - active.created_unix())
+        span(now.saturating_sub(active.created_unix()))
     );
-    let left = active.expires_unix() - now;
+    let left = active.expires_unix().saturating_sub(now);
     println!("  expires:     {} ({})", active.expires, until(left));
     println!(
         "  activated:   {} ({} ago)",

@@ -2,7 +2,8 @@
 //! codes. This is the only layer that prints or uses `anyhow`.
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 3 invalid
-//! configuration.
+//! configuration, 75 (`serve`) the store failed and only a new process can reopen it
+//! (`store::health::EXIT_STORE_FAILED`; the supervisor restarts the service).
 
 mod bench;
 mod bundle;
@@ -87,8 +88,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("sealkit: {error:#}");
+            let store_failed = matches!(
+                error.downcast_ref::<crate::server::ServerError>(),
+                Some(crate::server::ServerError::StoreFailed(_))
+            );
             let code = match error.downcast_ref::<crate::config::ConfigError>() {
                 Some(_) => EXIT_INVALID_CONFIG,
+                None if store_failed => crate::store::health::EXIT_STORE_FAILED,
                 None => EXIT_FAILURE,
             };
             ExitCode::from(code)

@@ -67,13 +67,28 @@ pub fn health() -> Response {
 }
 
 /// Ready when the store accepts a write and reads it back; reports the bypass state so a
-/// forgotten drill is visible to whatever polls readiness.
+/// forgotten drill is visible to whatever polls readiness, and, while the store is
+/// unavailable, why and since when (`storeOutage`).
 pub async fn ready(authority: &Authority) -> Response {
     let store = authority.store().probe().await;
+    let health = authority.store().health();
     let bypass = authority.active_bypass();
+    let outage = match (health.state, health.since) {
+        (crate::store::StoreState::Available, _) | (_, None) => Value::Null,
+        (state, Some(since)) => json!({
+            "state": match state {
+                crate::store::StoreState::Fatal => "fatal",
+                _ => "unavailable",
+            },
+            "cause": health.cause.map(|c| c.label()),
+            "since": crate::store::health::rfc3339(since),
+            "reason": health.reason,
+        }),
+    };
     let body = json!({
         "ready": store.is_ok(),
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "storeOutage": outage,
         "signingKey": authority.core.signing_key.kid(),
         "config": "valid",
         "restartFence": authority.fence_active(),

@@ -55,6 +55,10 @@ pub enum ServerError {
     },
     #[error("the configured issuer does not give a usable token endpoint URL")]
     Issuer,
+    /// The store failed in a way only a new process can repair (see
+    /// `store::health::EXIT_STORE_FAILED`, the exit status `sealkit serve` gives it).
+    #[error("the store failed and cannot recover in this process: {0}")]
+    StoreFailed(String),
 }
 
 /// What is known about the connection a request arrived on, fixed at the handshake.
@@ -104,12 +108,31 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// How long a graceful shutdown lets the requests in flight finish before their
+/// connections are cut (systemd's `TimeoutStopSec` in kit/sealkit.service is longer).
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long closing the store may take at the end of a shutdown.
+const END_RUN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the accept loop does about its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    Serving,
+    /// Stop accepting; let requests in flight finish until then.
+    Until(tokio::time::Instant),
+    /// End every connection now (a second SIGTERM).
+    Now,
+}
+
 /// A server started in this process, stopped with [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub authority: Arc<Authority>,
     shutdown: watch::Sender<bool>,
+    drain: Arc<watch::Sender<Drain>>,
+    /// Set by the housekeeping task when the store failed for good (its reason).
+    store_failed: watch::Receiver<Option<String>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -155,6 +178,8 @@ pub async fn start(
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (drain, drain_rx) = watch::channel(Drain::Serving);
+    let (store_failed_tx, store_failed) = watch::channel(None);
 
     let mut tasks = Vec::new();
     let metrics_addr = match settings.metrics_listen {
@@ -189,12 +214,13 @@ pub async fn start(
     )));
     tasks.push(tokio::spawn(housekeeping(
         authority.clone(),
-        shutdown_rx.clone(),
+        shutdown_rx,
+        store_failed_tx,
     )));
     tasks.push(tokio::spawn(accept_loop(
         listener,
         authority.clone(),
-        shutdown_rx,
+        drain_rx,
     )));
     tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.core.signing_key.kid());
     Ok(RunningServer {
@@ -202,18 +228,42 @@ pub async fn start(
         metrics_addr,
         authority,
         shutdown,
+        drain: Arc::new(drain),
+        store_failed,
         tasks,
     })
 }
 
 impl RunningServer {
-    /// Stops accepting, lets in-flight requests finish (up to 10 s), closes the store cleanly.
+    /// Stops accepting, lets in-flight requests finish (up to [`DRAIN_DEADLINE`]), ends
+    /// every connection task, then closes the store cleanly.
     pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.shutdown_within(DRAIN_DEADLINE).await
+    }
+
+    /// [`RunningServer::shutdown`] with another drain deadline.
+    ///
+    /// The store is marked clean only after every connection task has ended: a task still
+    /// running could claim a jti after the final flush, and the next start would then
+    /// trust a store that lacks that claim (no fence). Tasks still busy at the deadline
+    /// are cut; a request cut short gets no answer, so nothing it did was promised.
+    pub async fn shutdown_within(self, drain: Duration) -> Result<(), ServerError> {
+        let _ = self
+            .drain
+            .send(Drain::Until(tokio::time::Instant::now() + drain));
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
-        self.authority.store().end_run().await?;
+        match tokio::time::timeout(END_RUN_DEADLINE, self.authority.store().end_run()).await {
+            Ok(result) => result?,
+            Err(_) => {
+                // Not marked clean: the next start raises the restart fence.
+                return Err(ServerError::Store(crate::store::StoreError::Unavailable(
+                    format!("closing the store took longer than {END_RUN_DEADLINE:?}"),
+                )));
+            }
+        }
         let socket = crate::control::socket_path(&self.authority.current().settings.data_dir);
         let _ = std::fs::remove_file(socket);
         tracing::info!(event = events::SERVER_STOPPED, addr = %self.addr);
@@ -248,10 +298,49 @@ pub async fn bind_and_start(
 }
 
 impl RunningServer {
-    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down gracefully.
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down gracefully; a
+    /// second SIGTERM or SIGINT cuts the drain short. Also stops when the store failed for
+    /// good, and then returns [`ServerError::StoreFailed`].
     pub async fn serve_until_signal(self) -> Result<(), ServerError> {
-        wait_for_termination(&self.authority).await;
-        self.shutdown().await
+        let mut store_failed = self.store_failed.clone();
+        let failed = tokio::select! {
+            _ = wait_for_termination(&self.authority) => None,
+            reason = store_failed.wait_for(Option::is_some) => match reason {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            },
+        };
+        let drain = self.drain.clone();
+        let second = tokio::spawn(async move {
+            wait_for_second_signal().await;
+            tracing::warn!(
+                event = events::SERVER_STOPPED,
+                "second termination signal: ending every connection now"
+            );
+            let _ = drain.send(Drain::Now);
+        });
+        let result = self.shutdown().await;
+        second.abort();
+        match failed {
+            Some(reason) => Err(ServerError::StoreFailed(reason)),
+            None => result,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn wait_for_second_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -281,12 +370,15 @@ async fn wait_for_termination(authority: &Authority) {
 async fn accept_loop(
     listener: TcpListener,
     authority: Arc<Authority>,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: watch::Receiver<Drain>,
 ) {
     let connections = Arc::new(Semaphore::new(
         authority.current().settings.limits.max_connections,
     ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task, so a shutdown can wait for (or end) all of them before the
+    // store is closed.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -298,8 +390,10 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = drain.changed() => break,
         };
+        // Forget the tasks that have ended (the set keeps their results until joined).
+        while tasks.try_join_next().is_some() {}
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             drop(tcp); // over the connection cap: refuse rather than queue without bound
             continue;
@@ -313,7 +407,7 @@ async fn accept_loop(
         drop(snapshot);
         let authority = authority.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
                 .await
@@ -357,7 +451,37 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    // Idle keep-alive connections close at once; requests in flight may finish until the
+    // deadline, or until a second signal says now.
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    loop {
+        let state = *drain.borrow_and_update();
+        match state {
+            Drain::Now => break,
+            Drain::Serving => {
+                if drain.changed().await.is_err() {
+                    break;
+                }
+            }
+            Drain::Until(deadline) => {
+                tokio::select! {
+                    _ = &mut drained => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    changed = drain.changed() => if changed.is_err() { break },
+                }
+            }
+        }
+    }
+    if !tasks.is_empty() {
+        tracing::debug!(
+            event = events::CONNECTION_ERROR,
+            remaining = tasks.len(),
+            "ending the connections still open at shutdown"
+        );
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Routes one request and records its latency.
@@ -458,13 +582,33 @@ async fn read_body(body: Incoming, limit: usize, deadline: Duration) -> Result<B
     }
 }
 
-/// Sweeps expired store entries, refreshes the store gauges and ends expired bypasses.
-async fn housekeeping(authority: Arc<Authority>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
+/// Every second: the store's health into its gauges, and a stop request when the store
+/// failed for good (`serve_until_signal` then exits with `EXIT_STORE_FAILED`). Every
+/// fifth second: sweeps expired store entries (which is also what retries a failed
+/// store when no request arrives), refreshes the store size gauges and ends expired
+/// bypasses.
+async fn housekeeping(
+    authority: Arc<Authority>,
+    mut shutdown: watch::Receiver<bool>,
+    store_failed: watch::Sender<Option<String>>,
+) {
+    const SWEEP_EVERY_TICKS: u64 = 5;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut published = PublishedHealth::default();
+    for n in 0u64.. {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        let health = authority.store().health();
+        published.publish(authority.metrics(), &health);
+        if health.state == crate::store::StoreState::Fatal && store_failed.borrow().is_none() {
+            let reason = health.reason.unwrap_or_default();
+            tracing::error!(event = events::STORE_FAILED, reason = %reason, "the store cannot recover in this process: stopping so the supervisor starts a new one");
+            let _ = store_failed.send(Some(reason));
+        }
+        if n % SWEEP_EVERY_TICKS != 0 {
+            continue;
         }
         authority.core.bypass.expire(authority.core.clock.now());
         authority.refresh_bypass_gauge();
@@ -484,6 +628,40 @@ async fn housekeeping(authority: Arc<Authority>, mut shutdown: watch::Receiver<b
                 .get_or_create(&KindLabel { kind })
                 .set(value as i64);
         }
+    }
+}
+
+/// The store's cumulative counts already added to the metrics' counters.
+#[derive(Default)]
+struct PublishedHealth {
+    claims_lost: u64,
+    reopened: u64,
+}
+
+impl PublishedHealth {
+    fn publish(&mut self, metrics: &Metrics, health: &crate::store::StoreHealth) {
+        use crate::store::health::Cause;
+        use crate::telemetry::metrics::CauseLabel;
+        let up = health.state == crate::store::StoreState::Available;
+        metrics.store_up.set(i64::from(up));
+        metrics.store_down_since.set(health.since.unwrap_or(0));
+        for cause in Cause::ALL {
+            let current = !up && health.cause == Some(cause);
+            metrics
+                .store_down
+                .get_or_create(&CauseLabel {
+                    cause: cause.label(),
+                })
+                .set(i64::from(current));
+        }
+        metrics
+            .store_claims_lost
+            .inc_by(health.claims_lost.saturating_sub(self.claims_lost));
+        metrics
+            .store_reopened
+            .inc_by(health.reopened.saturating_sub(self.reopened));
+        self.claims_lost = self.claims_lost.max(health.claims_lost);
+        self.reopened = self.reopened.max(health.reopened);
     }
 }
 

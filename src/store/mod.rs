@@ -6,18 +6,28 @@
 //! Everything stored has an expiry and is swept, so the size is bounded by rate × TTL and
 //! never by an eviction count (an evicting replay cache would be a replay hole).
 //!
-//! Crash safety (see docs/crash-safety.md): revocations are flushed to disk before the
-//! caller answers; jti claims are written through the backend's log and flushed every few
-//! hundred milliseconds, and a restart after an unclean shutdown raises a *fence*: every
-//! DPoP request must then carry a nonce minted after the restart, until the replay window
-//! has passed. A proof accepted just before a crash can therefore never be accepted again.
+//! Crash safety (see docs/crash-safety.md): a token record and a revocation are durable
+//! before the call that writes them returns (the sled backend group-commits them: one
+//! flush for every write that arrived meanwhile), so an answered token or revocation
+//! survives a crash. jti claims are written through the backend's log and reach the disk
+//! with the next commit or flush; a restart after an unclean shutdown, and any later
+//! moment at which a backend finds it may have lost claims ([`StoreError::ClaimsLost`]),
+//! raise a *fence*: every DPoP request must then carry a nonce minted after it, until the
+//! replay window has passed. A proof accepted before a loss can therefore never be
+//! accepted again.
+//!
+//! Whether the store can answer, why not and since when is [`SenderStore::health`]
+//! (`health.rs`): what `/ready`, the metrics and the housekeeping task read.
 //!
 //! Two backends: `sled_store` (embedded, one node) and `redis_store` (shared by the nodes
-//! of a multi-node site; its module doc says what the restart fence means there).
+//! of a multi-node site; its module doc says how it notices that Redis lost claims).
 //! [`open_store`] picks the one the configuration names.
 
+pub mod health;
 pub mod redis_store;
 pub mod sled_store;
+
+pub use health::{StoreHealth, StoreState};
 
 use crate::config::{Settings, StorageKind};
 use async_trait::async_trait;
@@ -124,7 +134,8 @@ pub trait SenderStore: Send + Sync {
         now: i64,
     ) -> Result<Claim, StoreError>;
 
-    /// Files the record of a newly issued token.
+    /// Files the record of a newly issued token; it is durable (survives a crash of the
+    /// process or the host) when this returns `Ok`.
     async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError>;
     /// The record of a token, if it is known and not yet swept.
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
@@ -137,6 +148,12 @@ pub trait SenderStore: Send + Sync {
     fn size(&self) -> StoreSize;
     /// A cheap write-and-read probe for `/ready`.
     async fn probe(&self) -> Result<(), StoreError>;
+    /// Whether the store can answer; if not, why and since when (no I/O: a snapshot of
+    /// what the backend's calls found). Both backends track it; the default (always
+    /// available) is for test doubles.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::available()
+    }
 }
 
 /// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one

@@ -10,42 +10,58 @@
 //!
 //! | key | value | expiry |
 //! |---|---|---|
-//! | `nonce:<hex SHA-256 of the nonce>` | expiry (Unix s) | `PXAT` the nonce's expiry |
+//! | `nonce:<hex SHA-256 of the nonce>` | `<expiry (Unix s)> <epoch>` | `PXAT` the nonce's expiry |
 //! | `jti:<hex of store::jti_key>` | `1` | `PX` the replay window (relative, so a clock difference between a node and Redis cannot shorten it) |
 //! | `token:<hex of TokenId>` | the JSON [`TokenRecord`] | `PXAT` the token's `exp`; a revocation rewrites the value with `KEEPTTL` |
 //! | `meta:state` | `v1 <epoch> <fenceUntil>` | none: the site marker (below) |
 //! | `meta:count:<kind>` | hash: expiry bucket → entries | none; old buckets are pruned by `sweep` |
 //! | `meta:probe:<instance>` | a random value | 60 s |
 //!
-//! A jti is claimed with one atomic `SET key 1 NX PX window` (inside a short Lua script
-//! that also bumps the size counter and reads the site marker, so a claim is still one
+//! A jti is claimed with one atomic `SET key 1 NX PX window` inside a short Lua script
+//! that also bumps the size counter and compares the site marker (so a claim is still one
 //! round trip). A token request with a proof costs 2 round trips (claim + token record), 3
 //! when the nonce is checked; see docs/multi-node.md.
 //!
-//! # The restart fence, with Redis
-//! The sled fence exists because a node that dies may lose the last few hundred
-//! milliseconds of claims it had acknowledged. Here a node acknowledges a proof only after
-//! Redis acknowledged its claim, so a node crash loses nothing and needs no fence:
-//! [`begin_run`](SenderStore::begin_run) does not report a node's own unclean end, and
-//! nonces minted before it stay valid (other nodes are still handing them out).
+//! # Noticing that Redis lost claims
+//! A node acknowledges a proof only after Redis acknowledged its claim, so a *node* crash
+//! loses nothing: [`begin_run`](SenderStore::begin_run) does not report a node's own
+//! unclean end. What can be lost is Redis's memory, and not only through a missing `fsync`:
+//! a restart without persistence, a restart from an RDB snapshot or an `everysec` AOF that
+//! missed the last writes, a failover to a replica that had not received them, a
+//! `FLUSHALL`, or Redis 7.0 dropping every `MULTI/EXEC` of its AOF on reload when the
+//! `default` user is off (redis/redis#14541: the claim script is written to the AOF as a
+//! `MULTI/EXEC`, while the marker, a plain `SET`, survives). None of these can be seen in
+//! the keys alone, so the backend watches two things:
 //!
-//! What can be lost is Redis's memory. A Redis *process* crash loses nothing it
-//! acknowledged when AOF is on (the append reaches the kernel before the reply); a crash
-//! of the Redis *host* loses up to ~1 s of claims with `appendfsync everysec` (2 s when the
-//! disk stalls) and none with `appendfsync always`. sealkit cannot see such a partial loss:
-//! that window is closed by Redis's configuration, not here. What sealkit can see is a
-//! *total* loss (Redis restarted without persistence, flushed, or replaced by an empty
-//! one): the site marker `meta:state` is gone or carries another epoch. Then:
-//! - at start, `begin_run` reports [`PreviousShutdown::Unclean`], so the authority raises
-//!   its nonce fence for one replay window (every nonce minted before the loss is gone);
-//!   an empty Redis cannot be told from one that lost its data, so a site's very first
-//!   start is fenced too;
-//! - while running (seen on the next claim, or by `sweep` within 5 s), every node refuses
-//!   jti claims with [`StoreError::Unavailable`] until one replay window after the loss was
-//!   seen, so DPoP token requests get 503 (fail closed) and no proof used before the loss
-//!   can be used again. The new marker records the end of that window, so a node started
-//!   meanwhile raises its fence too.
+//! - **the Redis process**, through its script cache. Since Redis 7.0 a script loaded with
+//!   `SCRIPT LOAD` is neither persisted (AOF or RDB) nor replicated, so it lives exactly as
+//!   long as the process that loaded it. Every claim runs as `EVALSHA`; `NOSCRIPT` then
+//!   means Redis is not the process sealkit loaded its scripts into: it restarted, failed
+//!   over or was told `SCRIPT FLUSH`. A constant *witness* script tells that apart from a
+//!   claim script merely new to this Redis (another sealkit version). This costs no round
+//!   trip and no ACL right beyond `EVALSHA` and `SCRIPT LOAD`; [`RedisStore::open`]
+//!   refuses a Redis older than 7.0, where scripts were persisted.
+//! - **the site marker** `meta:state` and its *epoch*, compared inside the claim script on
+//!   every claim (a claim is not made against another epoch) and read with every nonce.
+//!   It catches `FLUSHALL` (the marker is gone) and tells every node that another node
+//!   found a loss (the epoch changed).
+//!
+//! The node that finds a lost process first writes a new epoch (with the end of one
+//! replay window in it, for nodes that start meanwhile) and only then loads the scripts
+//! again, so any other node either meets `NOSCRIPT` itself or sees the new epoch; it never
+//! claims against the old state. Nonces are stored with the epoch they were minted in and
+//! are valid only in the current one, so a new epoch invalidates every nonce minted before
+//! the loss, on every node, at once. Each node then reports [`StoreError::ClaimsLost`]
+//! once (from `claim_jti`, `nonce_is_valid`, or the next of them after `sweep` noticed it
+//! within 5 s), and the authority raises its restart fence for one replay window. This is
+//! conservative: a restart with `appendfsync always` and a working AOF loses nothing and is
+//! fenced all the same, because sealkit cannot tell it from one that lost claims.
+//!
+//! A Redis that answers with an empty marker and no witness at `begin_run` (a new site, or
+//! a site whose Redis restarted while no node ran) gives [`PreviousShutdown::Unclean`], as
+//! does a marker whose fence has not ended.
 
+use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
 use super::{
     jti_key, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId, TokenRecord,
 };
@@ -71,11 +87,23 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnection attempts once Redis went away.
 const MAX_RECONNECT_DELAY_MS: u64 = 1_000;
 const MARKER_VERSION: &str = "v1";
+/// The oldest Redis whose script cache dies with its process (7.0.0 as `REDIS_VERSION_NUM`).
+const MIN_REDIS_VERSION: i64 = 0x07_00_00;
 
-/// `SET NX` the claim; bump the counter only for a fresh one; return the site marker.
-/// KEYS: claim, counter hash, marker. ARGV: TTL (ms), counter bucket.
-const CLAIM_SCRIPT: &str = r"
+/// Present in a Redis process's script cache once some sealkit node has seen that process
+/// (and, if it was new, written a new epoch first). Constant across sealkit versions.
+const WITNESS_SCRIPT: &str =
+    "-- sealkit: this Redis process is known to the site (witness v1)\nreturn 1";
+
+/// Claims a jti unless the site marker differs from the one the node knows.
+/// KEYS: claim, counter hash, marker. ARGV: TTL (ms), counter bucket, the marker the node
+/// knows. Returns {1, marker} fresh, {0, marker} replayed, {2, marker} marker changed (no
+/// claim made).
+const CLAIM_SCRIPT: &str = r"-- sealkit jti claim v2
 local marker = redis.call('GET', KEYS[3]) or ''
+if marker ~= ARGV[3] then
+  return {2, marker}
+end
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
   return {1, marker}
@@ -87,11 +115,15 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     timeout: Duration,
-    /// The replay window of the configuration (seconds): how long a runtime fence lasts.
+    /// The replay window of the configuration (seconds): how long a new epoch's fence
+    /// lasts for nodes that start during it.
     fence_window: i64,
-    claim_script: redis::Script,
-    /// The site marker this node last saw, and the end of a fence raised while running.
-    marker: Mutex<MarkerState>,
+    claim_sha: String,
+    witness_sha: String,
+    /// The site marker this node works in (`None` before `begin_run`).
+    known: Mutex<Option<Marker>>,
+    loss: LossReport,
+    health: HealthTracker,
     nonce_count: AtomicU64,
     jti_count: AtomicU64,
     token_count: AtomicU64,
@@ -105,12 +137,6 @@ impl std::fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Default)]
-struct MarkerState {
-    epoch: Option<String>,
-    fence_until: i64,
 }
 
 /// The parsed value of `meta:state`.
@@ -214,9 +240,24 @@ fn open_error(settings: &RedisSettings, message: impl std::fmt::Display) -> Stor
     StoreError::Unavailable(format!("cannot open Redis at {}: {message}", settings.url))
 }
 
+/// What a call to Redis came to, before it is judged.
+enum CallError {
+    Redis(RedisError),
+    Timeout,
+}
+
+/// What a claim script invocation answered.
+enum ClaimReply {
+    Fresh,
+    Replayed,
+    /// The marker differs from the node's (another node found a loss, or a flush).
+    MarkerChanged(String),
+}
+
 impl RedisStore {
-    /// Connects to the site's Redis (the password read from its file now) and checks that it
-    /// answers. `replay_window` is how long a fence raised while running lasts.
+    /// Connects to the site's Redis (the password read from its file now), checks that it
+    /// answers and that it is Redis 7.0 or later (see the module doc).
+    /// `replay_window` is how long the fence of a new epoch lasts.
     pub async fn open(
         settings: &RedisSettings,
         replay_window: Duration,
@@ -273,14 +314,75 @@ impl RedisStore {
             },
             timeout: settings.timeout,
             fence_window: i64::try_from(replay_window.as_secs()).unwrap_or(i64::MAX),
-            claim_script: redis::Script::new(CLAIM_SCRIPT),
-            marker: Mutex::new(MarkerState::default()),
+            claim_sha: redis::Script::new(CLAIM_SCRIPT).get_hash().to_string(),
+            witness_sha: redis::Script::new(WITNESS_SCRIPT).get_hash().to_string(),
+            known: Mutex::new(None),
+            loss: LossReport::default(),
+            health: HealthTracker::default(),
             nonce_count: AtomicU64::new(0),
             jti_count: AtomicU64::new(0),
             token_count: AtomicU64::new(0),
         };
         store.probe().await?;
+        let mut conn = store.conn.clone();
+        let version: Option<i64> = store
+            .call("version check", async move {
+                redis::cmd("EVAL")
+                    .arg("return redis.REDIS_VERSION_NUM")
+                    .arg(0)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if version.unwrap_or(0) < MIN_REDIS_VERSION {
+            return Err(open_error(
+                settings,
+                "Redis 7.0 or later is needed (an older Redis keeps scripts across restarts, so sealkit could not notice that it lost replay claims)",
+            ));
+        }
         Ok(store)
+    }
+
+    /// Runs one exchange with Redis under the configured deadline, without judging it.
+    async fn call_raw<T>(
+        &self,
+        exchange: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, CallError> {
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(value)) => {
+                self.health.ok();
+                Ok(value)
+            }
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// Turns a failed call into the caller's error, and records the outage.
+    fn judge(&self, what: &str, error: CallError) -> StoreError {
+        let (cause, error) = match error {
+            CallError::Redis(e) => {
+                let unreachable = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout();
+                let cause = if unreachable {
+                    Cause::Unreachable
+                } else {
+                    Cause::Other
+                };
+                (cause, store_error(what, e))
+            }
+            CallError::Timeout => (
+                Cause::Unreachable,
+                StoreError::Unavailable(format!(
+                    "Redis {what}: no answer within {:?}",
+                    self.timeout
+                )),
+            ),
+        };
+        self.health.failed(cause, error.to_string());
+        error
     }
 
     /// Runs one exchange with Redis under the configured deadline.
@@ -289,13 +391,9 @@ impl RedisStore {
         what: &str,
         exchange: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result.map_err(|e| store_error(what, e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis {what}: no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        self.call_raw(exchange)
+            .await
+            .map_err(|e| self.judge(what, e))
     }
 
     async fn read_marker(&self) -> Result<Option<String>, StoreError> {
@@ -310,23 +408,61 @@ impl RedisStore {
         .await
     }
 
-    /// Writes a new site marker unless another node just did; returns the marker in force.
-    async fn create_marker(&self, fence_until: i64) -> Result<Marker, StoreError> {
+    /// `SCRIPT LOAD`s `text` (the witness or the claim script).
+    async fn load_script(&self, what: &str, text: &'static str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.call(what, async move {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(text)
+                .query_async::<String>(&mut conn)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Whether this Redis process has been seen by a sealkit node (its witness script is
+    /// in the script cache).
+    async fn witness_present(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let sha = self.witness_sha.clone();
+        match self
+            .call_raw(async move {
+                redis::cmd("EVALSHA")
+                    .arg(sha)
+                    .arg(0)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(CallError::Redis(e)) if e.kind() == ErrorKind::NoScriptError => Ok(false),
+            Err(e) => Err(self.judge("witness check", e)),
+        }
+    }
+
+    /// Writes a site marker with a new epoch and one replay window of fence in it.
+    /// `replace`: overwrite whatever is there (this node found a lost Redis process);
+    /// otherwise only create it when absent (a flush, or a new site: another node may
+    /// have just done it). Returns the marker in force.
+    async fn new_epoch(&self, replace: bool) -> Result<Marker, StoreError> {
         let candidate = Marker {
             epoch: crate::secret::generate(),
-            fence_until,
+            fence_until: crate::clock::unix_now().saturating_add(self.fence_window),
         };
         let mut conn = self.conn.clone();
         let key = self.keys.state();
         let value = candidate.encode();
         let written = self
             .call("marker write", async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(value);
+                if !replace {
+                    cmd.arg("NX");
+                }
+                cmd.query_async::<Option<String>>(&mut conn).await
             })
             .await?;
         if written.is_some() {
@@ -340,58 +476,73 @@ impl RedisStore {
         }
     }
 
-    fn set_marker_state(&self, epoch: String, fence_until: i64) {
-        if let Ok(mut state) = self.marker.lock() {
-            state.epoch = Some(epoch);
-            state.fence_until = state.fence_until.max(fence_until);
-        }
+    fn known(&self) -> Option<Marker> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The end of a fence raised while running, if one is up at `now`.
-    fn fenced_until(&self, now: i64) -> Option<i64> {
-        self.marker
-            .lock()
-            .ok()
-            .map(|s| s.fence_until)
-            .filter(|&until| until > now)
+    fn adopt(&self, marker: Marker) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(marker);
     }
 
-    /// Compares the marker Redis holds with the one this node saw; on a difference Redis has
-    /// lost (or been replaced with) another keyspace: raise the fence for one replay window.
-    async fn check_marker(
-        &self,
-        seen: Option<&str>,
-        now: i64,
-        window: i64,
-    ) -> Result<(), StoreError> {
-        let known = match self.marker.lock() {
-            Ok(state) => state.epoch.clone(),
-            Err(_) => return Err(StoreError::Corrupt("marker state poisoned".into())),
+    /// Records a loss found at run time (counted and logged); the caller reports it once.
+    fn found_loss(&self, reason: &str) {
+        self.health.claims_lost();
+        tracing::error!(
+            event = events::STORE_CLAIMS_LOST,
+            reason,
+            "Redis may have lost replay claims: the restart fence goes up (DPoP proofs need a nonce minted from now on, for one replay window)"
+        );
+    }
+
+    /// This Redis process was never seen by sealkit: a new epoch first (so no node claims
+    /// against the old state once the scripts are back), then the scripts.
+    async fn restart_found(&self) -> Result<(), StoreError> {
+        let marker = self.new_epoch(true).await?;
+        self.load_script("witness load", WITNESS_SCRIPT).await?;
+        self.load_script("claim script load", CLAIM_SCRIPT).await?;
+        self.adopt(marker);
+        Ok(())
+    }
+
+    /// The marker Redis holds is not the node's: adopt it, creating one after a flush.
+    async fn marker_changed(&self, seen: Option<&str>) -> Result<(), StoreError> {
+        let marker = match seen.filter(|m| !m.is_empty()) {
+            None => self.new_epoch(false).await?,
+            Some(text) => Marker::parse(text).ok_or_else(|| {
+                StoreError::Corrupt("the site marker meta:state is unreadable".into())
+            })?,
         };
-        let current = seen.and_then(Marker::parse);
-        match (&known, &current) {
-            // Not started (no begin_run): adopt what is there.
-            (None, Some(marker)) => {
-                self.set_marker_state(marker.epoch.clone(), 0);
-                Ok(())
-            }
-            (Some(known), Some(marker)) if *known == marker.epoch => Ok(()),
-            _ => {
-                let fence_until = now.saturating_add(window.max(self.fence_window));
-                let marker = match current {
-                    Some(marker) => marker,
-                    None => self.create_marker(fence_until).await?,
-                };
-                let fence_until = fence_until.max(marker.fence_until);
-                self.set_marker_state(marker.epoch, fence_until);
-                tracing::error!(
-                    event = events::STORE_FENCE,
-                    until = fence_until,
-                    "Redis no longer holds this site's replay claims (restarted without persistence, flushed or replaced): DPoP proofs are refused until the replay window has passed"
-                );
-                Err(fence_error(fence_until))
-            }
-        }
+        self.adopt(marker);
+        Ok(())
+    }
+
+    /// One `EVALSHA` of the claim script.
+    async fn invoke_claim(
+        &self,
+        jkt: &str,
+        jti: &str,
+        window: i64,
+        bucket: i64,
+        known: &str,
+    ) -> Result<ClaimReply, CallError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.claim_sha)
+            .arg(3)
+            .arg(self.keys.jti(jkt, jti))
+            .arg(self.keys.count(Kind::Jti))
+            .arg(self.keys.state())
+            .arg(millis(window))
+            .arg(bucket)
+            .arg(known);
+        let mut conn = self.conn.clone();
+        let (code, marker): (i64, String) = self
+            .call_raw(async move { cmd.query_async(&mut conn).await })
+            .await?;
+        Ok(match code {
+            1 => ClaimReply::Fresh,
+            0 => ClaimReply::Replayed,
+            _ => ClaimReply::MarkerChanged(marker),
+        })
     }
 
     /// Re-reads the size counters and prunes their expired buckets.
@@ -442,48 +593,69 @@ impl RedisStore {
     }
 }
 
-fn fence_error(until: i64) -> StoreError {
-    StoreError::Unavailable(format!(
-        "Redis lost this site's replay claims; DPoP proofs are refused until {until} (one replay window)"
-    ))
-}
-
 /// Milliseconds for a `PX`/`PXAT` argument, never zero or negative (Redis refuses those).
 fn millis(seconds: i64) -> i64 {
     seconds.saturating_mul(1000).max(1)
 }
 
+/// `<expiry> <epoch>`: a nonce as stored.
+fn nonce_value(expires_at: i64, epoch: &str) -> String {
+    format!("{expires_at} {epoch}")
+}
+
+/// Whether a stored nonce value is live at `now` in `epoch`.
+fn nonce_holds(stored: &str, epoch: &str, now: i64) -> bool {
+    match stored.split_once(' ') {
+        Some((exp, minted_in)) => minted_in == epoch && exp.parse::<i64>().is_ok_and(|e| e > now),
+        None => false,
+    }
+}
+
+const RESTARTED: &str = "Redis no longer holds sealkit's scripts: it restarted, failed over or its script cache was flushed, and may have lost acknowledged jti claims";
+const MARKER_MOVED: &str = "the site marker changed: another node found that Redis may have lost jti claims, or Redis was flushed";
+
 #[async_trait]
 impl SenderStore for RedisStore {
     /// Reports [`PreviousShutdown::Unclean`] only when the *site's* replay memory may have
-    /// been lost (no marker, or a fence recorded in it still running); a node's own crash
-    /// lost nothing (see the module doc).
+    /// been lost (a Redis process no node has seen, no marker, or a fence recorded in it
+    /// still running); a node's own crash lost nothing (see the module doc).
     async fn begin_run(&self) -> Result<PreviousShutdown, StoreError> {
         let now = crate::clock::unix_now();
-        let previous = match self.read_marker().await?.as_deref().map(Marker::parse) {
-            Some(Some(marker)) => {
-                let fenced = marker.fence_until > now;
-                self.set_marker_state(marker.epoch, 0);
-                if fenced {
+        let seen = self.witness_present().await?;
+        let previous = if !seen {
+            // A new site, or a Redis that restarted or failed over while no node ran: the
+            // two look the same.
+            tracing::warn!(
+                event = events::STORE_FENCE,
+                "this Redis process is new to the site (first start, restart or failover): a new epoch, and the restart fence"
+            );
+            self.restart_found().await?;
+            PreviousShutdown::Unclean
+        } else {
+            match self.read_marker().await?.as_deref().map(Marker::parse) {
+                Some(Some(marker)) => {
+                    let fenced = marker.fence_until > now;
+                    self.adopt(marker);
+                    if fenced {
+                        PreviousShutdown::Unclean
+                    } else {
+                        PreviousShutdown::Clean
+                    }
+                }
+                Some(None) => {
+                    return Err(StoreError::Corrupt(
+                        "the site marker meta:state is unreadable".into(),
+                    ))
+                }
+                None => {
+                    // Flushed while the process lived on.
+                    let marker = self.new_epoch(false).await?;
+                    self.adopt(marker);
                     PreviousShutdown::Unclean
-                } else {
-                    PreviousShutdown::Clean
                 }
             }
-            Some(None) => {
-                return Err(StoreError::Corrupt(
-                    "the site marker meta:state is unreadable".into(),
-                ))
-            }
-            None => {
-                // A new site, or a Redis that lost everything: the two look the same.
-                let marker = self
-                    .create_marker(now.saturating_add(self.fence_window))
-                    .await?;
-                self.set_marker_state(marker.epoch, 0);
-                PreviousShutdown::Unclean
-            }
         };
+        self.load_script("claim script load", CLAIM_SCRIPT).await?;
         self.refresh_sizes(now).await?;
         Ok(previous)
     }
@@ -495,10 +667,11 @@ impl SenderStore for RedisStore {
     }
 
     async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
+        let epoch = self.known().map(|m| m.epoch).unwrap_or_default();
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.keys.nonce(nonce))
-            .arg(expires_at)
+            .arg(nonce_value(expires_at, &epoch))
             .arg("PXAT")
             .arg(millis(expires_at))
             .ignore()
@@ -514,19 +687,31 @@ impl SenderStore for RedisStore {
         .await
     }
 
+    /// Valid when minted in the current epoch and not expired; a marker other than the
+    /// node's is a loss found by another node (or a flush), reported here once.
     async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+        self.loss.take()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET")
+            .arg(self.keys.nonce(nonce))
+            .cmd("GET")
+            .arg(self.keys.state());
         let mut conn = self.conn.clone();
-        let key = self.keys.nonce(nonce);
-        let stored = self
-            .call("nonce read", async move {
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<i64>>(&mut conn)
-                    .await
-            })
+        let (stored, marker): (Option<String>, Option<String>) = self
+            .call(
+                "nonce read",
+                async move { pipe.query_async(&mut conn).await },
+            )
             .await?;
+        let known = self.known();
+        if marker.as_deref() != known.as_ref().map(Marker::encode).as_deref() {
+            self.marker_changed(marker.as_deref()).await?;
+            self.found_loss(MARKER_MOVED);
+            return Err(StoreError::ClaimsLost(MARKER_MOVED.into()));
+        }
+        let epoch = known.map(|m| m.epoch).unwrap_or_default();
         // Redis expires the key; the stored expiry also holds against this node's clock.
-        Ok(stored.is_some_and(|exp| exp > now))
+        Ok(stored.is_some_and(|s| nonce_holds(&s, &epoch, now)))
     }
 
     async fn claim_jti(
@@ -536,30 +721,35 @@ impl SenderStore for RedisStore {
         expires_at: i64,
         now: i64,
     ) -> Result<Claim, StoreError> {
-        if let Some(until) = self.fenced_until(now) {
-            return Err(fence_error(until));
-        }
+        self.loss.take()?;
         let window = expires_at.saturating_sub(now);
-        let mut invocation = self.claim_script.prepare_invoke();
-        invocation
-            .key(self.keys.jti(jkt, jti))
-            .key(self.keys.count(Kind::Jti))
-            .key(self.keys.state())
-            .arg(millis(window))
-            .arg(Kind::Jti.bucket(expires_at));
-        let mut conn = self.conn.clone();
-        let (fresh, marker): (i64, String) = self
-            .call("jti claim", async move {
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
-        self.check_marker(Some(marker.as_str()).filter(|m| !m.is_empty()), now, window)
-            .await?;
-        Ok(if fresh == 1 {
-            Claim::Fresh
-        } else {
-            Claim::Replayed
-        })
+        let bucket = Kind::Jti.bucket(expires_at);
+        let known = self.known().map(|m| m.encode()).unwrap_or_default();
+        let mut retried = false;
+        loop {
+            match self.invoke_claim(jkt, jti, window, bucket, &known).await {
+                Ok(ClaimReply::Fresh) => return Ok(Claim::Fresh),
+                Ok(ClaimReply::Replayed) => return Ok(Claim::Replayed),
+                Ok(ClaimReply::MarkerChanged(seen)) => {
+                    self.marker_changed(Some(&seen)).await?;
+                    self.found_loss(MARKER_MOVED);
+                    return Err(StoreError::ClaimsLost(MARKER_MOVED.into()));
+                }
+                Err(CallError::Redis(e)) if e.kind() == ErrorKind::NoScriptError && !retried => {
+                    if self.witness_present().await? {
+                        // The process is known; only this version's claim script is new to
+                        // it (a node of another version loaded the witness).
+                        self.load_script("claim script load", CLAIM_SCRIPT).await?;
+                        retried = true;
+                        continue;
+                    }
+                    self.restart_found().await?;
+                    self.found_loss(RESTARTED);
+                    return Err(StoreError::ClaimsLost(RESTARTED.into()));
+                }
+                Err(e) => return Err(self.judge("jti claim", e)),
+            }
+        }
     }
 
     async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
@@ -625,13 +815,26 @@ impl SenderStore for RedisStore {
     }
 
     /// Redis expires every entry itself (each key carries its TTL), so there is nothing to
-    /// remove and this returns 0. It does the periodic work instead: refreshes the size
-    /// counters and checks the site marker, so a Redis that lost its data is noticed within
-    /// one housekeeping tick even when no proof arrives.
+    /// remove and this returns 0. It does the periodic work instead: checks the witness
+    /// and the site marker, so a Redis that restarted or lost its data is noticed within
+    /// one housekeeping tick even when no proof arrives (the loss is then reported by the
+    /// next claim or nonce check), and refreshes the size counters.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-        let marker = self.read_marker().await?;
-        self.check_marker(marker.as_deref(), now, self.fence_window)
-            .await?;
+        if self.known().is_some() {
+            if !self.witness_present().await? {
+                self.restart_found().await?;
+                self.found_loss(RESTARTED);
+                self.loss.set(RESTARTED);
+            } else {
+                let marker = self.read_marker().await?;
+                let known = self.known().map(|m| m.encode());
+                if marker != known {
+                    self.marker_changed(marker.as_deref()).await?;
+                    self.found_loss(MARKER_MOVED);
+                    self.loss.set(MARKER_MOVED);
+                }
+            }
+        }
         self.refresh_sizes(now).await?;
         Ok(0)
     }
@@ -670,6 +873,10 @@ impl SenderStore for RedisStore {
                 "Redis probe read back a different value".into(),
             ))
         }
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.health.snapshot()
     }
 }
 
@@ -728,6 +935,37 @@ mod tests {
         );
         assert_eq!(keys.state(), "sealkit:plant-7:meta:state");
         assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff]), "000ff0ff");
+    }
+
+    #[test]
+    fn a_nonce_holds_only_in_the_epoch_it_was_minted_in() {
+        let stored = nonce_value(100, "epoch-a");
+        assert_eq!(stored, "100 epoch-a");
+        assert!(nonce_holds(&stored, "epoch-a", 99));
+        assert!(!nonce_holds(&stored, "epoch-a", 100), "expired");
+        assert!(
+            !nonce_holds(&stored, "epoch-b", 99),
+            "minted before a new epoch"
+        );
+        // A nonce stored by an earlier version (the expiry alone) is not valid.
+        assert!(!nonce_holds("100", "", 99));
+        assert!(!nonce_holds("soon epoch-a", "epoch-a", 99));
+    }
+
+    #[test]
+    fn the_witness_and_the_claim_script_have_distinct_constant_digests() {
+        let witness = redis::Script::new(WITNESS_SCRIPT).get_hash().to_string();
+        let claim = redis::Script::new(CLAIM_SCRIPT).get_hash().to_string();
+        assert_ne!(witness, claim);
+        assert_eq!(witness.len(), 40);
+        // The witness must never change: nodes of different versions share it.
+        assert_eq!(
+            witness,
+            redis::Script::new(
+                "-- sealkit: this Redis process is known to the site (witness v1)\nreturn 1"
+            )
+            .get_hash()
+        );
     }
 
     #[test]

@@ -1,34 +1,83 @@
 //! The embedded `sled` backend of the [`SenderStore`]: one database in the data directory,
 //! a tree per kind of entry, each value starting with its expiry (8 bytes, big-endian) so
-//! the sweeper can judge an entry without decoding it.
+//! the sweeper can judge an entry without decoding it. Not responsible for what a request
+//! gets when the store fails (callers fail closed) nor for the restart fence itself (the
+//! authority raises it when this store says claims may be lost).
 //!
-//! sled writes go to an in-memory log flushed every `FLUSH_EVERY_MS`; revocations force a
-//! flush before returning (see the crash-safety notes in `store`).
+//! # Durability (docs/crash-safety.md)
+//! - **Token records and revocations are group-committed**: `put_token` and
+//!   `revoke_token` return once the batch holding their write has been written to the log
+//!   *and* `fdatasync`ed. One flush serves every write that arrived while the previous
+//!   flush ran, so concurrent requests share it instead of paying one each. sled's own
+//!   `flush` only calls `sync_file_range` (data pages, no file size, no device cache
+//!   flush), which is enough against `kill -9` but not against power loss: the commit
+//!   therefore also `fdatasync`s the log file (opened a second time for that; `fdatasync`
+//!   works on the file, whichever descriptor wrote it).
+//! - **jti claims and nonces** are written to sled's log and reach the disk with the next
+//!   commit or sled's own flush (every `FLUSH_EVERY_MS`). A claim is written before the
+//!   token record of its request, so a `/token` answer of 200 implies a durable claim; a
+//!   claim whose request committed nothing (a refused request, `/fresh-auth`) may be lost
+//!   in a crash, which the restart fence covers (`begin_run` reports `Unclean`).
 //!
-//! Sweeping: jti claims and token records are also queued in memory, in insertion order,
-//! with their expiry. They are written with `now + window`, so insertion order is expiry
-//! order and a sweep reads only the front of the queue: the entries that have expired,
-//! not the whole store (a full scan every few seconds cost more than the requests
-//! themselves once the store held a replay window's worth of claims). The queue is only a
-//! list of places to look: the sweeper still reads each entry's own expiry and removes it
-//! with a compare-and-swap, so a stale, duplicated or missing queue entry can delay a
-//! removal, never make one early. After a restart the queue is empty, so the first sweep
-//! scans everything once and queues what it finds alive.
+//! # Recovery from I/O errors
+//! When sled meets an I/O error (disk full, file system turned read-only) it keeps
+//! failing every later call until the database is opened again. So on the first failed
+//! call this backend *retires* the open database: every call then fails closed with
+//! `Unavailable` (naming the cause and since when), and [`SenderStore::health`] reports it.
+//! At most once per `RETRY_EVERY` (triggered by calls and by the housekeeping sweep) it
+//! tries, on the blocking pool: wait for the calls still using the old database to
+//! finish, drop it (which releases sled's file lock), open the directory again, forget
+//! every nonce and prove a durable write. Once that works it serves again and reports
+//! [`StoreError::ClaimsLost`] once: claims acknowledged since the last durable flush may
+//! be gone. If the database cannot be reopened in this process at all (sled reports
+//! corruption or a bug, or the old database is still held after `RELEASE_GIVE_UP`), the
+//! health turns [`StoreState::Fatal`](super::health::StoreState::Fatal) and the server
+//! exits with [`EXIT_STORE_FAILED`](super::health::EXIT_STORE_FAILED) for its supervisor
+//! to start a fresh process.
+//!
+//! # Sweeping
+//! jti claims and token records are also queued in memory, in insertion order, with their
+//! expiry. They are written with `now + window`, so insertion order is expiry order and a
+//! sweep reads only the front of the queue: the entries that have expired, not the whole
+//! store (a full scan every few seconds cost more than the requests themselves once the
+//! store held a replay window's worth of claims). The queue is only a list of places to
+//! look: the sweeper still reads each entry's own expiry and removes it with a
+//! compare-and-swap, so a stale, duplicated or missing queue entry can delay a removal,
+//! never make one early. After a restart (or a reopen) the queue knows nothing of what is
+//! on disk, so the first sweep scans everything once and queues what it finds alive.
 
+use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
 use super::{
     jti_key, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId, TokenRecord,
 };
+use crate::telemetry::events;
 use async_trait::async_trait;
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 const FLUSH_EVERY_MS: u64 = 200;
 const RUNNING_MARKER: &[u8] = b"running";
 /// Entries handled between two yields of a sweep, so a sweep never holds a runtime worker
 /// for long (request latency): ~64 removals of ~10 µs each, under a millisecond.
 const SWEEP_CHUNK: usize = 64;
+/// How often a failed store tries to reopen itself.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long one recovery attempt waits for the calls still using the failed database.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// After this long the failed database is assumed never to be released in this process
+/// (something holds it): only a new process can open the store again.
+const RELEASE_GIVE_UP: Duration = Duration::from_secs(60);
+/// Below this much free space a failing file system is reported as full: sled grows its
+/// log by segments of 512 KiB.
+const FULL_BELOW_BYTES: u64 = 1 << 20;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Where to look when sweeping one tree: `(expires_at, key)` in insertion order.
 #[derive(Default)]
@@ -72,12 +121,157 @@ impl SweepQueue {
     }
 }
 
-pub struct SledStore {
+/// One opened database. Calls hold an `Arc` of it for their duration; recovery waits for
+/// those to end before dropping it (sled keeps an exclusive lock on its file until then).
+struct Open {
     db: sled::Db,
     meta: sled::Tree,
     nonces: sled::Tree,
     jtis: sled::Tree,
     tokens: sled::Tree,
+    /// sled's log file, opened a second time for `fdatasync`.
+    log_file: std::fs::File,
+    commit: Mutex<CommitQueue>,
+}
+
+/// Writers waiting for the next durable flush, and whether a flush task is running.
+#[derive(Default)]
+struct CommitQueue {
+    waiting: Vec<oneshot::Sender<Result<(), sled::Error>>>,
+    flushing: bool,
+}
+
+impl Open {
+    fn at(dir: &Path) -> Result<Open, sled::Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let log_file = std::fs::File::open(dir.join("db"))?;
+        // A database created just now must keep its directory entries across power loss.
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(Open {
+            meta: db.open_tree("meta")?,
+            nonces: db.open_tree("nonces")?,
+            jtis: db.open_tree("jti")?,
+            tokens: db.open_tree("tokens")?,
+            db,
+            log_file,
+            commit: Mutex::default(),
+        })
+    }
+
+    /// Writes sled's log and `fdatasync`s it: every write made before this call is on
+    /// stable storage when it returns `Ok`.
+    fn flush_durably(&self) -> Result<(), sled::Error> {
+        self.db.flush()?;
+        self.log_file.sync_data()?;
+        Ok(())
+    }
+}
+
+/// The flushing role of one database, run on the blocking pool. It holds the database
+/// weakly between batches: every waiter holds it strongly, so it is there while needed,
+/// and once the last batch is answered nothing here keeps sled's file lock.
+struct CommitLeader {
+    open: Weak<Open>,
+    done: bool,
+}
+
+impl CommitLeader {
+    /// Flushes until no writer waits; each flush answers the writers queued before it.
+    fn run(&mut self) {
+        loop {
+            let Some(open) = self.open.upgrade() else {
+                self.done = true;
+                return;
+            };
+            let batch = {
+                let mut queue = lock(&open.commit);
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    self.done = true;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let result = open.flush_durably();
+            drop(open);
+            for waiter in batch {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+}
+
+impl Drop for CommitLeader {
+    /// If the task never ran (the runtime is shutting down) or panicked, hand the role
+    /// back and fail the waiters rather than leave them waiting for ever.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(open) = self.open.upgrade() {
+            let mut queue = lock(&open.commit);
+            queue.flushing = false;
+            for waiter in queue.waiting.drain(..) {
+                let _ = waiter.send(Err(sled::Error::ReportableBug(
+                    "the store's commit task ended before flushing".into(),
+                )));
+            }
+        }
+    }
+}
+
+/// Drops a failed database on this (blocking) thread. sled's `Drop` may flush and
+/// `unwrap` an fsync; a panic there must not take a recovery attempt with it.
+fn drop_quietly(open: Open) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(open)));
+}
+
+/// Waits up to `wait` for every other holder of `old` to let go, then drops it.
+fn release(old: Arc<Open>, wait: Duration) -> Result<(), Arc<Open>> {
+    let deadline = Instant::now() + wait;
+    let mut old = old;
+    loop {
+        match Arc::try_unwrap(old) {
+            Ok(open) => {
+                drop_quietly(open);
+                return Ok(());
+            }
+            Err(still) if Instant::now() < deadline => {
+                old = still;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(still) => return Err(still),
+        }
+    }
+}
+
+/// Recovery bookkeeping of a failed store.
+#[derive(Default)]
+struct Recovery {
+    /// The failed database, until it could be dropped.
+    retired: Option<Arc<Open>>,
+    /// When it was retired (to give up on releasing it).
+    failed_at: Option<Instant>,
+    running: bool,
+    last_attempt: Option<Instant>,
+}
+
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// The open database; `None` while failed (every call then fails closed).
+    current: RwLock<Option<Arc<Open>>>,
+    recovery: Mutex<Recovery>,
+    /// A loss of claims to report once (set when the database was reopened).
+    loss: LossReport,
+    health: HealthTracker,
     nonce_count: AtomicU64,
     jti_count: AtomicU64,
     token_count: AtomicU64,
@@ -85,10 +279,6 @@ pub struct SledStore {
     token_queue: SweepQueue,
     /// The queues do not know entries written before this process opened the store.
     needs_full_scan: AtomicBool,
-}
-
-fn unavailable(e: sled::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn expiry_of(value: &[u8]) -> Option<i64> {
@@ -248,16 +438,15 @@ fn remove_if_expired(
     counter: &AtomicU64,
     key: &[u8],
     now: i64,
-) -> Result<bool, StoreError> {
-    let Some(value) = tree.get(key).map_err(unavailable)? else {
+) -> Result<bool, sled::Error> {
+    let Some(value) = tree.get(key)? else {
         return Ok(false);
     };
     if expiry_of(&value).is_some_and(|exp| exp > now) {
         return Ok(false);
     }
     let removed = tree
-        .compare_and_swap(key, Some(&value), None as Option<&[u8]>)
-        .map_err(unavailable)?
+        .compare_and_swap(key, Some(&value), None as Option<&[u8]>)?
         .is_ok();
     if removed {
         counter.fetch_sub(1, Ordering::Relaxed);
@@ -265,194 +454,389 @@ fn remove_if_expired(
     Ok(removed)
 }
 
+/// Sweeps every entry of `tree` (chunk by chunk, yielding in between); queues the live
+/// ones with 32-byte keys on `queue` when given.
+async fn sweep_full(
+    tree: &sled::Tree,
+    counter: &AtomicU64,
+    queue: Option<&SweepQueue>,
+    now: i64,
+) -> Result<u64, sled::Error> {
+    let mut removed = 0;
+    let mut live = Vec::new();
+    let mut after: Option<sled::IVec> = None;
+    loop {
+        let mut chunk = Vec::with_capacity(SWEEP_CHUNK);
+        let range = match &after {
+            None => tree.range::<&[u8], _>(..),
+            Some(last) => tree.range::<&[u8], _>((
+                std::ops::Bound::Excluded(last.as_ref()),
+                std::ops::Bound::Unbounded,
+            )),
+        };
+        for entry in range.take(SWEEP_CHUNK) {
+            chunk.push(entry?);
+        }
+        let done = chunk.len() < SWEEP_CHUNK;
+        for (key, value) in &chunk {
+            match expiry_of(value) {
+                Some(exp) if exp > now => {
+                    if let (Some(_), Ok(key32)) = (queue, <[u8; 32]>::try_from(key.as_ref())) {
+                        live.push((exp, key32));
+                    }
+                }
+                _ => {
+                    if remove_if_expired(tree, counter, key, now)? {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        after = chunk.pop().map(|(key, _)| key);
+        if done || after.is_none() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    if let Some(queue) = queue {
+        queue.prepend_sorted(live);
+    }
+    Ok(removed)
+}
+
+/// Sweeps what the queue says is due. `bare_expiry`: the tree's values are the expiry
+/// alone (jti claims), so the queued expiry *is* the value written and one
+/// compare-and-swap against it removes exactly that claim and nothing newer.
+async fn sweep_queued(
+    tree: &sled::Tree,
+    counter: &AtomicU64,
+    queue: &SweepQueue,
+    now: i64,
+    bare_expiry: bool,
+) -> Result<u64, sled::Error> {
+    let mut removed = 0;
+    loop {
+        let due = queue.take_due(now, SWEEP_CHUNK);
+        for (exp, key) in &due {
+            let gone = if bare_expiry {
+                let written = exp.to_be_bytes();
+                let swapped = tree
+                    .compare_and_swap(key, Some(&written[..]), None as Option<&[u8]>)?
+                    .is_ok();
+                if swapped {
+                    counter.fetch_sub(1, Ordering::Relaxed);
+                }
+                swapped
+            } else {
+                remove_if_expired(tree, counter, key, now)?
+            };
+            if gone {
+                removed += 1;
+            }
+        }
+        if due.len() < SWEEP_CHUNK {
+            return Ok(removed);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Inner {
+    /// The open database, or `Unavailable` (naming the cause and since when) while failed;
+    /// a failed store also tries to reopen itself from here when an attempt is due.
+    fn current(self: &Arc<Self>) -> Result<Arc<Open>, StoreError> {
+        if let Some(open) = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(open.clone());
+        }
+        self.kick_recovery();
+        Err(StoreError::Unavailable(
+            self.health
+                .describe()
+                .unwrap_or_else(|| "the store is being reopened".into()),
+        ))
+    }
+
+    /// A call on `open` failed. An I/O error leaves sled failing until the database is
+    /// reopened, so the database is retired (if it is still the current one) and recovery
+    /// is started; the caller gets `Unavailable`.
+    fn fail(self: &Arc<Self>, open: &Arc<Open>, error: sled::Error) -> StoreError {
+        if let sled::Error::CollectionNotFound(_) = error {
+            return StoreError::Unavailable(error.to_string());
+        }
+        let cause = self.classify(&error);
+        let retired = {
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, open)) {
+                current.take()
+            } else {
+                None
+            }
+        };
+        if let Some(old) = retired {
+            self.health.failed(cause, error.to_string());
+            tracing::error!(
+                event = events::STORE_FAILED,
+                cause = cause.label(),
+                error = %error,
+                "the store failed: every request that needs it is refused until it can be reopened"
+            );
+            let mut recovery = lock(&self.recovery);
+            recovery.retired = Some(old);
+            recovery.failed_at = Some(Instant::now());
+        }
+        self.kick_recovery();
+        StoreError::Unavailable(format!("{}: {error}", cause.label()))
+    }
+
+    /// What the failure is, in the operator's terms: from the errno when sled kept it,
+    /// else from the state of the file system the store lives on.
+    fn classify(&self, error: &sled::Error) -> Cause {
+        let sled::Error::Io(io) = error else {
+            return Cause::Other;
+        };
+        match Cause::of_io(io) {
+            Cause::Io => {}
+            known => return known,
+        }
+        // sled hands out copies of its first error, which keep the kind and the text but
+        // not the errno: look at the file system itself.
+        match rustix::fs::statvfs(&self.dir) {
+            Ok(fs) if fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) => Cause::ReadOnly,
+            Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < FULL_BELOW_BYTES => {
+                Cause::StorageFull
+            }
+            _ => Cause::Io,
+        }
+    }
+
+    /// Starts a recovery attempt on the blocking pool when one is due.
+    fn kick_recovery(self: &Arc<Self>) {
+        {
+            let mut recovery = lock(&self.recovery);
+            if recovery.running
+                || recovery
+                    .last_attempt
+                    .is_some_and(|t| t.elapsed() < RETRY_EVERY)
+            {
+                return;
+            }
+            recovery.running = true;
+            recovery.last_attempt = Some(Instant::now());
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            lock(&self.recovery).running = false;
+            return;
+        };
+        let inner = self.clone();
+        runtime.spawn_blocking(move || {
+            let attempt =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.recover()));
+            if attempt.is_err() {
+                inner
+                    .health
+                    .fatal(Cause::Other, "reopening the store panicked");
+            }
+            lock(&inner.recovery).running = false;
+        });
+    }
+
+    /// One recovery attempt (blocking): release the failed database, open the directory
+    /// again, forget every nonce, prove a durable write, then serve again and report the
+    /// possible loss of claims once.
+    fn recover(&self) {
+        if self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        let retired = lock(&self.recovery).retired.take();
+        if let Some(old) = retired {
+            if let Err(old) = release(old, RELEASE_WAIT) {
+                let mut recovery = lock(&self.recovery);
+                recovery.retired = Some(old);
+                if recovery
+                    .failed_at
+                    .is_some_and(|t| t.elapsed() >= RELEASE_GIVE_UP)
+                {
+                    self.health.fatal(
+                        Cause::Other,
+                        "the failed database is still held after 60 s; only a new process can reopen it",
+                    );
+                }
+                return;
+            }
+        }
+        let open = match Open::at(&self.dir) {
+            Ok(open) => open,
+            Err(e @ sled::Error::Io(_)) => {
+                // Still full, still read-only, or the old lock not yet gone: retry later.
+                self.health
+                    .failed(self.classify(&e), format!("reopening: {e}"));
+                return;
+            }
+            Err(e) => {
+                self.health
+                    .fatal(Cause::Other, format!("the store cannot be reopened: {e}"));
+                tracing::error!(event = events::STORE_FAILED, error = %e, "the store cannot be reopened in this process");
+                return;
+            }
+        };
+        // Nonces minted before the failure go (the fence needs nonces minted after it);
+        // then a durable write proves the cause is gone.
+        let proven = (|| {
+            open.nonces.clear()?;
+            open.meta
+                .insert("probe", &crate::clock::unix_now().to_be_bytes()[..])?;
+            open.flush_durably()
+        })();
+        if let Err(e) = proven {
+            self.health
+                .failed(self.classify(&e), format!("reopened, but: {e}"));
+            drop_quietly(open);
+            return;
+        }
+        self.nonce_count.store(0, Ordering::Relaxed);
+        self.jti_count
+            .store(open.jtis.len() as u64, Ordering::Relaxed);
+        self.token_count
+            .store(open.tokens.len() as u64, Ordering::Relaxed);
+        self.needs_full_scan.store(true, Ordering::Release);
+        let since = self.health.describe().unwrap_or_default();
+        self.loss.set(format!(
+            "the store was reopened after an I/O error ({since}); jti claims made since its last durable flush may be lost"
+        ));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(open));
+        lock(&self.recovery).failed_at = None;
+        self.health.claims_lost();
+        self.health.reopened();
+        self.health.ok();
+        tracing::warn!(
+            event = events::STORE_REOPENED,
+            "the store was reopened and serves again; it reports possibly lost replay claims once (restart fence)"
+        );
+    }
+
+    /// Waits until the batch holding every write made on `open` so far is durable
+    /// (group commit: one flush for all writers that queued while the previous ran).
+    async fn commit(self: &Arc<Self>, open: &Arc<Open>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut queue = lock(&open.commit);
+            queue.waiting.push(tx);
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if lead {
+            let mut leader = CommitLeader {
+                open: Arc::downgrade(open),
+                done: false,
+            };
+            tokio::task::spawn_blocking(move || leader.run());
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(open, e)),
+            Err(_) => Err(StoreError::Unavailable(
+                "the store's commit task ended".into(),
+            )),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store under `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(unavailable)?;
-        let open_tree = |name: &str| db.open_tree(name).map_err(unavailable);
-        let store = SledStore {
-            meta: open_tree("meta")?,
-            nonces: open_tree("nonces")?,
-            jtis: open_tree("jti")?,
-            tokens: open_tree("tokens")?,
-            db,
-            nonce_count: AtomicU64::new(0),
-            jti_count: AtomicU64::new(0),
-            token_count: AtomicU64::new(0),
+        let open = Open::at(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            nonce_count: AtomicU64::new(open.nonces.len() as u64),
+            jti_count: AtomicU64::new(open.jtis.len() as u64),
+            token_count: AtomicU64::new(open.tokens.len() as u64),
+            current: RwLock::new(Some(Arc::new(open))),
+            recovery: Mutex::default(),
+            loss: LossReport::default(),
+            health: HealthTracker::default(),
             jti_queue: SweepQueue::default(),
             token_queue: SweepQueue::default(),
             needs_full_scan: AtomicBool::new(true),
         };
-        store
-            .nonce_count
-            .store(store.nonces.len() as u64, Ordering::Relaxed);
-        store
-            .jti_count
-            .store(store.jtis.len() as u64, Ordering::Relaxed);
-        store
-            .token_count
-            .store(store.tokens.len() as u64, Ordering::Relaxed);
-        Ok(store)
-    }
-
-    /// Sweeps every entry of `tree` (chunk by chunk, yielding in between); queues the
-    /// live ones with 32-byte keys on `queue` when given.
-    async fn sweep_full(
-        tree: &sled::Tree,
-        counter: &AtomicU64,
-        queue: Option<&SweepQueue>,
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        let mut live = Vec::new();
-        let mut after: Option<sled::IVec> = None;
-        loop {
-            let mut chunk = Vec::with_capacity(SWEEP_CHUNK);
-            let range = match &after {
-                None => tree.range::<&[u8], _>(..),
-                Some(last) => tree.range::<&[u8], _>((
-                    std::ops::Bound::Excluded(last.as_ref()),
-                    std::ops::Bound::Unbounded,
-                )),
-            };
-            for entry in range.take(SWEEP_CHUNK) {
-                chunk.push(entry.map_err(unavailable)?);
-            }
-            let done = chunk.len() < SWEEP_CHUNK;
-            for (key, value) in &chunk {
-                match expiry_of(value) {
-                    Some(exp) if exp > now => {
-                        if let (Some(_), Ok(key32)) = (queue, <[u8; 32]>::try_from(key.as_ref())) {
-                            live.push((exp, key32));
-                        }
-                    }
-                    _ => {
-                        if remove_if_expired(tree, counter, key, now)? {
-                            removed += 1;
-                        }
-                    }
-                }
-            }
-            after = chunk.pop().map(|(key, _)| key);
-            if done || after.is_none() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        if let Some(queue) = queue {
-            queue.prepend_sorted(live);
-        }
-        Ok(removed)
-    }
-
-    /// Sweeps what the queue says is due. `bare_expiry`: the tree's values are the expiry
-    /// alone (jti claims), so the queued expiry *is* the value written and one
-    /// compare-and-swap against it removes exactly that claim and nothing newer.
-    async fn sweep_queued(
-        tree: &sled::Tree,
-        counter: &AtomicU64,
-        queue: &SweepQueue,
-        now: i64,
-        bare_expiry: bool,
-    ) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        loop {
-            let due = queue.take_due(now, SWEEP_CHUNK);
-            for (exp, key) in &due {
-                let gone = if bare_expiry {
-                    let written = exp.to_be_bytes();
-                    let swapped = tree
-                        .compare_and_swap(key, Some(&written[..]), None as Option<&[u8]>)
-                        .map_err(unavailable)?
-                        .is_ok();
-                    if swapped {
-                        counter.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    swapped
-                } else {
-                    remove_if_expired(tree, counter, key, now)?
-                };
-                if gone {
-                    removed += 1;
-                }
-            }
-            if due.len() < SWEEP_CHUNK {
-                return Ok(removed);
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Writes everything to disk and waits until it is durable (fsync).
-    ///
-    /// sled 0.34's `flush_async` can deadlock when several callers await it at once
-    /// (spacejam/sled#1308, fixed only in unreleased sled): concurrent revocations hung
-    /// and took runtime workers with them. The blocking `flush` has no such problem; it
-    /// runs on the blocking pool so a worker never waits for the disk.
-    async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("flush task failed: {e}")))?
-            .map_err(unavailable)?;
-        Ok(())
+        Ok(SledStore {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Entries waiting in the sweep queues (for tests and diagnostics).
     pub fn queued(&self) -> usize {
-        self.jti_queue.len() + self.token_queue.len()
+        self.inner.jti_queue.len() + self.inner.token_queue.len()
+    }
+
+    #[cfg(test)]
+    fn open_db(&self) -> Arc<Open> {
+        self.inner
+            .current
+            .read()
+            .unwrap()
+            .clone()
+            .expect("the store is open")
     }
 }
 
 #[async_trait]
 impl SenderStore for SledStore {
     async fn begin_run(&self) -> Result<PreviousShutdown, StoreError> {
-        let previous = match self.meta.get("state").map_err(unavailable)? {
+        let inner = &self.inner;
+        let open = inner.current()?;
+        let fail = |e| inner.fail(&open, e);
+        let previous = match open.meta.get("state").map_err(fail)? {
             None => PreviousShutdown::FirstStart,
             Some(v) if v.as_ref() == RUNNING_MARKER => PreviousShutdown::Unclean,
             Some(_) => PreviousShutdown::Clean,
         };
         if previous == PreviousShutdown::Unclean {
-            self.nonces.clear().map_err(unavailable)?;
-            self.nonce_count.store(0, Ordering::Relaxed);
+            open.nonces.clear().map_err(fail)?;
+            inner.nonce_count.store(0, Ordering::Relaxed);
         }
-        self.meta
-            .insert("state", RUNNING_MARKER)
-            .map_err(unavailable)?;
-        self.flush().await?;
+        open.meta.insert("state", RUNNING_MARKER).map_err(fail)?;
+        inner.commit(&open).await?;
         Ok(previous)
     }
 
     async fn end_run(&self) -> Result<(), StoreError> {
-        self.flush().await?;
-        self.meta
+        let inner = &self.inner;
+        let open = inner.current()?;
+        inner.commit(&open).await?;
+        open.meta
             .insert("state", &b"clean"[..])
-            .map_err(unavailable)?;
-        self.flush().await?;
-        Ok(())
+            .map_err(|e| inner.fail(&open, e))?;
+        inner.commit(&open).await
     }
 
     async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
-        let previous = self
+        let open = self.inner.current()?;
+        let previous = open
             .nonces
             .insert(nonce.as_bytes(), &expires_at.to_be_bytes()[..])
-            .map_err(unavailable)?;
+            .map_err(|e| self.inner.fail(&open, e))?;
         if previous.is_none() {
-            self.nonce_count.fetch_add(1, Ordering::Relaxed);
+            self.inner.nonce_count.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
 
     async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
-        Ok(self
+        self.inner.loss.take()?;
+        let open = self.inner.current()?;
+        Ok(open
             .nonces
             .get(nonce.as_bytes())
-            .map_err(unavailable)?
+            .map_err(|e| self.inner.fail(&open, e))?
             .and_then(|v| expiry_of(&v))
             .is_some_and(|exp| exp > now))
     }
@@ -464,22 +848,25 @@ impl SenderStore for SledStore {
         expires_at: i64,
         now: i64,
     ) -> Result<Claim, StoreError> {
+        let inner = &self.inner;
+        inner.loss.take()?;
+        let open = inner.current()?;
         let key = jti_key(jkt, jti);
         let value = expires_at.to_be_bytes();
         let mut expected: Option<sled::IVec> = None;
         // Insert-if-absent; an expired leftover the sweeper has not reached yet is replaced
         // with the same compare-and-swap, so two racing claims still yield one winner.
         loop {
-            match self
+            match open
                 .jtis
                 .compare_and_swap(key, expected.as_ref(), Some(&value[..]))
-                .map_err(unavailable)?
+                .map_err(|e| inner.fail(&open, e))?
             {
                 Ok(()) => {
                     if expected.is_none() {
-                        self.jti_count.fetch_add(1, Ordering::Relaxed);
+                        inner.jti_count.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.jti_queue.push(expires_at, key);
+                    inner.jti_queue.push(expires_at, key);
                     return Ok(Claim::Fresh);
                 }
                 Err(conflict) => match conflict.current {
@@ -492,29 +879,39 @@ impl SenderStore for SledStore {
         }
     }
 
+    /// Durable before it returns (group commit), so a token answered 200 survives a crash.
     async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
-        let previous = self
+        let inner = &self.inner;
+        let open = inner.current()?;
+        let previous = open
             .tokens
             .insert(id.0, encode_record(record)?)
-            .map_err(unavailable)?;
+            .map_err(|e| inner.fail(&open, e))?;
         if previous.is_none() {
-            self.token_count.fetch_add(1, Ordering::Relaxed);
+            inner.token_count.fetch_add(1, Ordering::Relaxed);
         }
-        self.token_queue.push(record.exp, id.0);
-        Ok(())
+        inner.token_queue.push(record.exp, id.0);
+        inner.commit(&open).await
     }
 
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        match self.tokens.get(id.0).map_err(unavailable)? {
+        let open = self.inner.current()?;
+        match open
+            .tokens
+            .get(id.0)
+            .map_err(|e| self.inner.fail(&open, e))?
+        {
             None => Ok(None),
             Some(value) => decode_record(&value).map(Some),
         }
     }
 
     async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let inner = &self.inner;
+        let open = inner.current()?;
         let mut before = None;
         let mut failure = None;
-        self.tokens
+        open.tokens
             .fetch_and_update(id.0, |old| {
                 let old = old?;
                 match decode_record(old) {
@@ -535,59 +932,75 @@ impl SenderStore for SledStore {
                     }
                 }
             })
-            .map_err(unavailable)?;
+            .map_err(|e| inner.fail(&open, e))?;
         if let Some(message) = failure {
             return Err(StoreError::Corrupt(message));
         }
         // Durable before the caller answers: a revoked token stays revoked after a crash.
-        self.flush().await?;
+        inner.commit(&open).await?;
         Ok(before)
     }
 
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        // While failed, this is also what retries the reopening when no request arrives.
+        let open = inner.current()?;
+        let fail = |e| inner.fail(&open, e);
         // Nonces: one every few minutes, a full scan costs nothing.
-        let mut removed = Self::sweep_full(&self.nonces, &self.nonce_count, None, now).await?;
-        if self.needs_full_scan.swap(false, Ordering::AcqRel) {
-            removed +=
-                Self::sweep_full(&self.jtis, &self.jti_count, Some(&self.jti_queue), now).await?;
-            removed += Self::sweep_full(
-                &self.tokens,
-                &self.token_count,
-                Some(&self.token_queue),
+        let mut removed = sweep_full(&open.nonces, &inner.nonce_count, None, now)
+            .await
+            .map_err(fail)?;
+        if inner.needs_full_scan.swap(false, Ordering::AcqRel) {
+            removed += sweep_full(&open.jtis, &inner.jti_count, Some(&inner.jti_queue), now)
+                .await
+                .map_err(fail)?;
+            removed += sweep_full(
+                &open.tokens,
+                &inner.token_count,
+                Some(&inner.token_queue),
                 now,
             )
-            .await?;
+            .await
+            .map_err(fail)?;
         }
-        removed +=
-            Self::sweep_queued(&self.jtis, &self.jti_count, &self.jti_queue, now, true).await?;
-        removed += Self::sweep_queued(
-            &self.tokens,
-            &self.token_count,
-            &self.token_queue,
+        removed += sweep_queued(&open.jtis, &inner.jti_count, &inner.jti_queue, now, true)
+            .await
+            .map_err(fail)?;
+        removed += sweep_queued(
+            &open.tokens,
+            &inner.token_count,
+            &inner.token_queue,
             now,
             false,
         )
-        .await?;
+        .await
+        .map_err(fail)?;
         Ok(removed)
     }
 
     fn size(&self) -> StoreSize {
         StoreSize {
-            nonces: self.nonce_count.load(Ordering::Relaxed),
-            jti_claims: self.jti_count.load(Ordering::Relaxed),
-            tokens: self.token_count.load(Ordering::Relaxed),
+            nonces: self.inner.nonce_count.load(Ordering::Relaxed),
+            jti_claims: self.inner.jti_count.load(Ordering::Relaxed),
+            tokens: self.inner.token_count.load(Ordering::Relaxed),
         }
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
+        let open = self.inner.current()?;
+        let fail = |e| self.inner.fail(&open, e);
         let stamp = crate::clock::unix_now().to_be_bytes();
-        self.meta.insert("probe", &stamp[..]).map_err(unavailable)?;
-        match self.meta.get("probe").map_err(unavailable)? {
+        open.meta.insert("probe", &stamp[..]).map_err(fail)?;
+        match open.meta.get("probe").map_err(fail)? {
             Some(v) if v.as_ref() == stamp => Ok(()),
             _ => Err(StoreError::Unavailable(
                 "probe read back a different value".into(),
             )),
         }
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.inner.health.snapshot()
     }
 }
 
@@ -659,7 +1072,7 @@ mod tests {
         assert!(store.nonce_is_valid("n1", 10).await.unwrap());
         assert!(!store.nonce_is_valid("n1", 100).await.unwrap());
         assert!(!store.nonce_is_valid("unknown", 10).await.unwrap());
-        store.db.flush().unwrap();
+        store.open_db().db.flush().unwrap();
         drop(store); // no end_run: as if killed
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Unclean);
@@ -795,6 +1208,7 @@ mod tests {
         let r = record(100);
         let id = TokenId::of("legacy");
         store
+            .open_db()
             .tokens
             .insert(id.0, with_expiry(r.exp, &serde_json::to_vec(&r).unwrap()))
             .unwrap();

@@ -34,6 +34,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: &'static str,
+}
+
 /// Reasons of `authority_mtls_mismatch_total` (the plan's three).
 pub const MTLS_REASONS: [&str; 3] = [
     "context-missing",
@@ -56,6 +61,11 @@ pub struct Metrics {
     pub request_seconds: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     pub store_entries: Family<KindLabel, Gauge>,
     pub store_errors: Counter,
+    pub store_up: Gauge,
+    pub store_down_since: Gauge,
+    pub store_down: Family<CauseLabel, Gauge>,
+    pub store_claims_lost: Counter,
+    pub store_reopened: Counter,
     pub bypass_active: Gauge,
 }
 
@@ -77,6 +87,11 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             store_entries: Family::default(),
             store_errors: Counter::default(),
+            store_up: Gauge::default(),
+            store_down_since: Gauge::default(),
+            store_down: Family::default(),
+            store_claims_lost: Counter::default(),
+            store_reopened: Counter::default(),
             bypass_active: Gauge::default(),
             registry: Registry::default(),
         };
@@ -121,6 +136,31 @@ impl Metrics {
             metrics.store_errors.clone(),
         );
         registry.register(
+            "authority_store_up",
+            "1 while the sender store answers, 0 while it is unavailable (requests that need it are refused)",
+            metrics.store_up.clone(),
+        );
+        registry.register(
+            "authority_store_down_since_seconds",
+            "Unix time at which the current store outage began; 0 while the store is up",
+            metrics.store_down_since.clone(),
+        );
+        registry.register(
+            "authority_store_down",
+            "1 for the cause of the current store outage (storage-full, read-only, io-error, unreachable, other)",
+            metrics.store_down.clone(),
+        );
+        registry.register(
+            "authority_store_claims_lost",
+            "Times the store found it may have lost acknowledged DPoP jti claims (Redis restarted or flushed, sled reopened after an I/O error); each raised the restart fence",
+            metrics.store_claims_lost.clone(),
+        );
+        registry.register(
+            "authority_store_reopened",
+            "Times the embedded store reopened itself after an I/O error",
+            metrics.store_reopened.clone(),
+        );
+        registry.register(
             "authority_dpop_bypass_active",
             "1 while a DPoP bypass drill is active",
             metrics.bypass_active.clone(),
@@ -129,6 +169,12 @@ impl Metrics {
         // alert expressions and rate() see them from the start.
         for reason in MTLS_REASONS {
             let _ = metrics.mtls_mismatch.get_or_create(&ReasonLabel { reason });
+        }
+        metrics.store_up.set(1);
+        for cause in crate::store::health::Cause::ALL {
+            let _ = metrics.store_down.get_or_create(&CauseLabel {
+                cause: cause.label(),
+            });
         }
         for result in ["accepted", "rejected", "bypass"] {
             let _ = metrics.dpop_requests.get_or_create(&ResultLabel { result });

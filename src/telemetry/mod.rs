@@ -35,6 +35,12 @@ pub mod events {
     pub const SERVER_STOPPED: &str = "authority.server.stopped";
     pub const STORE_FENCE: &str = "authority.store.restartFence";
     pub const STORE_ERROR: &str = "authority.store.error";
+    /// The store failed as a whole (I/O error, Redis lost): refused until it recovers.
+    pub const STORE_FAILED: &str = "authority.store.failed";
+    /// The sled store reopened itself after a failure.
+    pub const STORE_REOPENED: &str = "authority.store.reopened";
+    /// The store found it may have lost acknowledged jti claims (restart fence raised).
+    pub const STORE_CLAIMS_LOST: &str = "authority.store.claimsLost";
     pub const CONNECTION_ERROR: &str = "authority.connection.error";
 }
 

@@ -4,6 +4,7 @@
 
 mod bundle;
 mod core;
+mod durability;
 mod guard;
 mod harness;
 mod lifecycle;

@@ -3,6 +3,7 @@
 //! Redis, outages failing closed, keys expiring by themselves, TLS to Redis, and the
 //! `storage:` configuration block.
 
+use crate::durability::{check_all, Load};
 use crate::harness::metric;
 use sealkit::client::https::{basic_auth, Connection, Reply, TlsTarget};
 use sealkit::client::ProofKey;
@@ -30,6 +31,9 @@ struct RedisServer {
     port: u16,
     args: Vec<String>,
     tls: bool,
+    /// `redis-cli` arguments that authenticate the test as an administrator (empty: the
+    /// `default` user without a password).
+    cli_auth: Vec<String>,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -128,6 +132,7 @@ impl RedisServer {
             port,
             args,
             tls,
+            cli_auth: Vec::new(),
             child: None,
             _dir: dir,
         };
@@ -195,6 +200,7 @@ impl RedisServer {
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_auth)
             .args(args)
             .output()
             .expect("redis-cli comes with redis-server");
@@ -254,9 +260,38 @@ struct MultiSite {
     _dir: tempfile::TempDir,
 }
 
+/// DPoP timing of a test site (the demo's are 60s / 5s / 5m).
+#[derive(Clone, Copy)]
+struct Timing {
+    proof_lifetime: &'static str,
+    clock_skew: &'static str,
+    replay_window: &'static str,
+}
+
+/// Short windows, so fences end quickly.
+const QUICK: Timing = Timing {
+    proof_lifetime: "1s",
+    clock_skew: "1s",
+    replay_window: "3s",
+};
+
+/// A proof stays acceptable (by its `iat`) for 15 s: long enough to be replayed after a
+/// Redis restart, so that only the replay claims (or the fence) can refuse it. The window
+/// is the least the configuration allows (lifetime + 2 × skew), so a site's first-start
+/// fence is over after 17 s.
+const REPLAYABLE: Timing = Timing {
+    proof_lifetime: "15s",
+    clock_skew: "1s",
+    replay_window: "17s",
+};
+
 impl MultiSite {
     /// Starts node A and waits out the fence of a site's first start (see below).
     async fn start(redis: &RedisServer, site: &str) -> MultiSite {
+        Self::start_timed(redis, site, QUICK).await
+    }
+
+    async fn start_timed(redis: &RedisServer, site: &str, timing: Timing) -> MultiSite {
         let dir = tempfile::tempdir().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let demo = sealkit::demo::prepare(&dir.path().join("site"), listener.local_addr().unwrap())
@@ -264,15 +299,29 @@ impl MultiSite {
         let password_file = demo.dir.join("redis.password");
         std::fs::write(&password_file, format!("{REDIS_PASSWORD}\n")).unwrap();
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let yaml = std::fs::read_to_string(&demo.config)
-            .unwrap()
-            .replace("proofLifetime: 60s", "proofLifetime: 1s")
-            .replace("allowedClockSkew: 5s", "allowedClockSkew: 1s")
-            .replace("replayWindow: 5m", "replayWindow: 3s")
+        let original = std::fs::read_to_string(&demo.config).unwrap();
+        let yaml = original
+            .replace(
+                "proofLifetime: 60s",
+                &format!("proofLifetime: {}", timing.proof_lifetime),
+            )
+            .replace(
+                "allowedClockSkew: 5s",
+                &format!("allowedClockSkew: {}", timing.clock_skew),
+            )
+            .replace(
+                "replayWindow: 5m",
+                &format!("replayWindow: {}", timing.replay_window),
+            )
             + &format!(
                 "storage:\n  kind: redis\n  url: {}\n  site: {site}\n  username: sealkit\n  passwordFile: redis.password\n",
                 redis.url()
             );
+        assert!(
+            yaml.contains(&format!("replayWindow: {}\n", timing.replay_window))
+                && yaml.contains(&format!("proofLifetime: {}\n", timing.proof_lifetime)),
+            "the demo configuration changed: the timing edit did not apply"
+        );
         std::fs::write(&demo.config, &yaml).unwrap();
         let config = demo.config.clone();
         let a = Self::start_node(&demo, &config, listener).await;
@@ -282,7 +331,7 @@ impl MultiSite {
         let ready = a.ready().await;
         assert_eq!(ready.status, 200, "{:?}", ready.body);
         assert_eq!(ready.json()["restartFence"], true);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(40);
         while a.ready().await.json()["restartFence"] == true {
             assert!(
                 Instant::now() < deadline,
@@ -568,68 +617,252 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     );
 
     // Redis comes back on the same port, empty (no persistence): the claim of `used` is
-    // gone. It must not be accepted again; fresh proofs get tokens once the replay window
-    // since the loss has passed, without restarting sealkit.
+    // gone. It must not be accepted again: the node notices the new Redis process and
+    // raises the restart fence (proofs need a nonce minted after the loss, for one replay
+    // window); clients that follow use_dpop_nonce get tokens again at once, without a
+    // restart of sealkit.
     redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut refused = Vec::new();
+    let mut answers = Vec::new();
+    let mut nonce: Option<String> = None;
     let resumed = loop {
         let replay = token(&mut conn, &dpop, &[&used]).await;
         assert_ne!(
             replay.status, 200,
             "a proof used before the loss was accepted again"
         );
-        let reply = token(&mut conn, &dpop, &[&site.proof(&key, None)]).await;
+        let reply = token(&mut conn, &dpop, &[&site.proof(&key, nonce.as_deref())]).await;
         if reply.status == 200 {
             break reply;
         }
-        assert_eq!(reply.status, 503, "{:?}", reply.body);
-        assert_eq!(reply.json()["error"], "temporarily_unavailable");
-        refused.push(reply.status);
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match (reply.status.as_u16(), error.as_str()) {
+            (503, "temporarily_unavailable") => {}
+            (400, "use_dpop_nonce") => nonce = reply.header("dpop-nonce").map(str::to_string),
+            other => panic!("unexpected answer {other:?}"),
+        }
+        answers.push(format!("{} {error}", reply.status.as_u16()));
         assert!(Instant::now() < deadline, "service never resumed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     access_token(&resumed);
     assert!(
-        !refused.is_empty(),
-        "the loss of Redis's claims must fence DPoP for one replay window"
+        answers.iter().any(|a| a == "400 use_dpop_nonce"),
+        "the loss of Redis's claims must raise the fence: {answers:?}"
     );
     assert_eq!(node.ready().await.status, 200);
-    // Replay protection works again after recovery.
-    let proof = site.proof(&key, None);
+    // Replay protection works again after recovery (the fence is still up: with the nonce).
+    let proof = site.proof(&key, nonce.as_deref());
     access_token(&token(&mut conn, &dpop, &[&proof]).await);
     assert_eq!(token(&mut conn, &dpop, &[&proof]).await.status, 401);
     site.stop().await;
 }
 
-/// With AOF (even `everysec`), a crash of the Redis process loses no acknowledged claim:
-/// the site marker survives, no fence is raised, and a proof used before the crash is a
-/// replay after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_aof_a_redis_crash_loses_no_claim() {
-    let mut redis =
-        RedisServer::start_with("aof", &["--appendonly", "yes", "--appendfsync", "everysec"]).await;
-    let site = MultiSite::start(&redis, "aof").await;
-    let mut conn = site.nodes[0].conn().await;
-    let dpop = site.auth("DPOP");
-    let key = ProofKey::es256().unwrap();
-    let used = site.proof(&key, None);
-    access_token(&token(&mut conn, &dpop, &[&used]).await);
+/// The Redis setups docs/multi-node.md describes, each with what a `kill -9` of Redis
+/// does to the claims it held.
+struct Setup {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// redis-cli authentication (an administrator user where `default` is off or has a
+    /// password).
+    cli_auth: &'static [&'static str],
+    /// Whether plain writes (token records) survive a kill -9 of the Redis process.
+    keeps_records: bool,
+}
 
-    redis.restart().await; // SIGKILL, then start again from the AOF
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let replay = loop {
-        let reply = token(&mut conn, &dpop, &[&used]).await;
-        if reply.status != 503 {
-            break reply;
+const SETUPS: [Setup; 5] = [
+    // The recommended one: AOF, fsync always, `default` with a password of its own.
+    Setup {
+        name: "aof-always",
+        args: &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--user",
+            "default",
+            "on",
+            ">default-password",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+        cli_auth: &[
+            "--user",
+            "default",
+            "--pass",
+            "default-password",
+            "--no-auth-warning",
+        ],
+        keeps_records: true,
+    },
+    // The setup the documentation used to recommend: Redis 7.0 drops every MULTI/EXEC of
+    // the AOF on reload (redis/redis#14541), i.e. every jti claim.
+    Setup {
+        name: "aof-always-default-off",
+        args: &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "admin",
+            "on",
+            ">admin-password",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+        cli_auth: &[
+            "--user",
+            "admin",
+            "--pass",
+            "admin-password",
+            "--no-auth-warning",
+        ],
+        keeps_records: true,
+    },
+    Setup {
+        name: "aof-everysec",
+        args: &["--appendonly", "yes", "--appendfsync", "everysec"],
+        cli_auth: &[],
+        keeps_records: true,
+    },
+    // RDB snapshots only: everything since the last snapshot is gone.
+    Setup {
+        name: "rdb",
+        args: &["--appendonly", "no", "--save", "1 1"],
+        cli_auth: &[],
+        keeps_records: false,
+    },
+    Setup {
+        name: "no-persistence",
+        args: &[],
+        cli_auth: &[],
+        keeps_records: false,
+    },
+];
+
+/// Two nodes on one real redis-server in `setup`: DPoP load on node A, `kill -9` of Redis
+/// while it runs, Redis restarted from whatever it persisted; then every proof node A
+/// answered 200 (before and after the restart) is replayed on node B while its `iat` is
+/// still acceptable: none may get a token, and both nodes serve again by themselves.
+async fn a_redis_kill_9_reopens_no_proof_on_the_other_node(setup: &Setup) {
+    let site_name = format!("kill-{}", setup.name);
+    let mut redis = RedisServer::start_with(&site_name, setup.args).await;
+    redis.cli_auth = setup.cli_auth.iter().map(|s| s.to_string()).collect();
+    let mut site = MultiSite::start_timed(&redis, &site_name, REPLAYABLE).await;
+    site.add_node().await;
+    assert_eq!(site.nodes[1].ready().await.json()["restartFence"], false);
+    let (a, b) = (&site.nodes[0], &site.nodes[1]);
+    let dpop = site.auth("DPOP");
+
+    let mut load = Load::start(&a.target, &site.token_url(), &dpop, 3);
+    load.wait_for(150).await;
+    let claims_before = redis.scan(&format!("sealkit:{site_name}:jti:*")).len();
+    redis.kill();
+    let killed = Instant::now();
+    redis.spawn().await;
+    let claims_after = redis.scan(&format!("sealkit:{site_name}:jti:*")).len();
+    // Node A serves again by itself: 150 more tokens after the restart.
+    load.wait_for(300).await;
+    let resumed_in = killed.elapsed();
+    let report = load.stop().await;
+
+    let checked = check_all(&b.target, &report.answered, &dpop, &site.auth("INTROSPECT")).await;
+    let oldest = report
+        .answered
+        .first()
+        .map(|a| {
+            crate::harness::jwt_claims(&a.token)["iat"]
+                .as_i64()
+                .unwrap()
+        })
+        .unwrap();
+    let age = sealkit::clock::unix_now() - oldest;
+    eprintln!(
+        "{}: {} proofs answered on A ({} before the kill); jti claims in Redis before/after the restart {claims_before}/{claims_after}; A served 150 more tokens {resumed_in:?} after the kill; on B: {} of {} tokens active, {} replays accepted, answers {:?}; oldest proof {age} s old",
+        setup.name,
+        report.answered.len(),
+        150,
+        checked.active,
+        checked.tokens,
+        checked.replays_accepted,
+        checked.replay_errors,
+    );
+    assert!(
+        age < 15,
+        "the replays came too late to test anything ({age} s)"
+    );
+    assert_eq!(
+        checked.replays_accepted, 0,
+        "{}: a used proof got a second token",
+        setup.name
+    );
+    assert!(
+        !checked.replay_errors.contains_key("400 invalid_dpop_proof"),
+        "{}: replays were refused for their age, not for their claims: {:?}",
+        setup.name,
+        checked.replay_errors
+    );
+    if setup.keeps_records {
+        assert_eq!(
+            checked.active, checked.tokens,
+            "{}: token records lost",
+            setup.name
+        );
+    }
+    // Node B serves again by itself too (after its fence answer, with a nonce).
+    let key = ProofKey::es256().unwrap();
+    let mut conn = b.conn().await;
+    let mut nonce: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = token(&mut conn, &dpop, &[&site.proof(&key, nonce.as_deref())]).await;
+        if reply.status == 200 {
+            break;
         }
-        // The first call after the restart finds the old connection broken.
-        assert!(Instant::now() < deadline, "Redis never came back");
-    };
-    assert_eq!(replay.status, 401, "{:?}", replay.body);
-    assert_eq!(replay.json()["error"], "invalid_dpop_proof");
-    access_token(&token(&mut conn, &dpop, &[&site.proof(&key, None)]).await);
+        if reply.json()["error"] == "use_dpop_nonce" {
+            nonce = reply.header("dpop-nonce").map(str::to_string);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never resumed: {:?}",
+            reply.body
+        );
+    }
     site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_with_aof_always_reopens_no_proof() {
+    a_redis_kill_9_reopens_no_proof_on_the_other_node(&SETUPS[0]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_with_aof_always_and_default_user_off_reopens_no_proof() {
+    a_redis_kill_9_reopens_no_proof_on_the_other_node(&SETUPS[1]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_with_aof_everysec_reopens_no_proof() {
+    a_redis_kill_9_reopens_no_proof_on_the_other_node(&SETUPS[2]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_with_rdb_snapshots_reopens_no_proof() {
+    a_redis_kill_9_reopens_no_proof_on_the_other_node(&SETUPS[3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_9_without_persistence_reopens_no_proof() {
+    a_redis_kill_9_reopens_no_proof_on_the_other_node(&SETUPS[4]).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -771,34 +1004,78 @@ async fn the_store_claims_once_remembers_and_fences_after_a_loss() {
     );
     store.probe().await.unwrap();
 
-    // Redis loses its data: the next claim notices, and claims are refused (fail closed)
-    // for one replay window; a store started meanwhile reports an unclean state.
+    // Redis loses its data (FLUSHALL): the next claim finds the site marker gone and
+    // reports the loss once, without making the claim (the authority then raises its
+    // fence); later claims proceed. A store started meanwhile reports an unclean state.
     redis.cli(&["FLUSHALL"]);
     assert!(matches!(
         other.claim_jti("k", "after-loss", now + 60, now).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::ClaimsLost(_))
     ));
-    assert!(matches!(
-        other.claim_jti("k", "after-loss-2", now + 60, now).await,
-        Err(StoreError::Unavailable(_))
-    ));
-    // ...and the fence ends with the window (judged by the caller's clock).
     assert_eq!(
         other
-            .claim_jti("k", "later", now + 1000, now + 900)
+            .claim_jti("k", "after-loss", now + 60, now)
             .await
             .unwrap(),
-        Claim::Fresh
+        Claim::Fresh,
+        "the claim refused with the report was not made"
     );
     let late = RedisStore::open(&settings, Duration::from_secs(120))
         .await
         .unwrap();
     assert_eq!(late.begin_run().await.unwrap(), PreviousShutdown::Unclean);
-    // The store that did not claim since the loss notices it in its sweep.
+    // The store that did not claim since the loss notices it in its sweep and reports it
+    // from its next call.
+    assert_eq!(store.sweep(now).await.unwrap(), 0);
     assert!(matches!(
-        store.sweep(now).await,
-        Err(StoreError::Unavailable(_))
+        store.nonce_is_valid("n1", now).await,
+        Err(StoreError::ClaimsLost(_))
     ));
+    assert!(!store.nonce_is_valid("n1", now).await.unwrap());
+
+    // Redis restarts or fails over with its keys intact (an AOF): its script cache is
+    // empty then, which `SCRIPT FLUSH` reproduces here. The first claim finds it, starts a
+    // new epoch and reports the loss; every nonce minted before is invalid on every node,
+    // and each other node reports the loss once too.
+    other.put_nonce("n2", now + 30).await.unwrap();
+    assert!(store.nonce_is_valid("n2", now).await.unwrap());
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    assert!(matches!(
+        store.claim_jti("k", "after-restart", now + 60, now).await,
+        Err(StoreError::ClaimsLost(_))
+    ));
+    assert!(!store.nonce_is_valid("n2", now).await.unwrap());
+    assert!(matches!(
+        other.nonce_is_valid("n2", now).await,
+        Err(StoreError::ClaimsLost(_))
+    ));
+    assert!(!other.nonce_is_valid("n2", now).await.unwrap());
+    assert!(matches!(
+        late.claim_jti("k", "after-restart", now + 60, now).await,
+        Err(StoreError::ClaimsLost(_))
+    ));
+    // Then claims are shared as before.
+    assert_eq!(
+        other
+            .claim_jti("k", "after-restart", now + 60, now)
+            .await
+            .unwrap(),
+        Claim::Fresh
+    );
+    assert_eq!(
+        store
+            .claim_jti("k", "after-restart", now + 60, now)
+            .await
+            .unwrap(),
+        Claim::Replayed
+    );
+    assert_eq!(
+        late.claim_jti("k", "after-restart", now + 60, now)
+            .await
+            .unwrap(),
+        Claim::Replayed
+    );
+    assert!(store.health().claims_lost >= 2, "{:?}", store.health());
 
     // A hung Redis: calls fail within the timeout instead of hanging.
     redis.signal("-STOP");
