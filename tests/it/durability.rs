@@ -659,10 +659,11 @@ fn fill(dir: &Path) -> PathBuf {
 /// the real binary runs. Full: token requests fail closed (503) and `/ready` and the
 /// metrics say why and since when. Freed: tokens again within seconds, same process. The
 /// same for the file system turned read-only and back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
+/// Starts the real binary with the store's directory on a 16 MiB tmpfs mounted in a
+/// private mount namespace; returns it and the store's directory as this process sees it
+/// (through `/proc/<pid>/root`).
+fn serve_on_tmpfs(site: &Site) -> (Child, PathBuf) {
     require_mount_namespaces();
-    let site = Site::new();
     let store = site.demo.dir.join("data/store");
     std::fs::create_dir_all(&store).unwrap();
     let mut command = Command::new("unshare");
@@ -672,8 +673,7 @@ async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
         .arg(&store)
         .arg(BIN)
         .arg(&site.demo.config);
-    let mut server = site.serve_with(command);
-    // The server sees its store on the tmpfs; this process sees it through /proc.
+    let server = site.serve_with(command);
     let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", server.id())).unwrap();
     assert!(
         mountinfo
@@ -683,6 +683,13 @@ async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
     );
     let seen =
         PathBuf::from(format!("/proc/{}/root", server.id())).join(store.strip_prefix("/").unwrap());
+    (server, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
+    let site = Site::new();
+    let (mut server, seen) = serve_on_tmpfs(&site);
 
     let mut load = site.load(2);
     load.wait_for(50).await;
@@ -723,4 +730,27 @@ async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
     assert!(server.try_wait().unwrap().is_none(), "the server exited");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// A store that cannot be reopened in the process (here: its `conf` file was damaged
+/// while it was failed) makes `sealkit serve` exit with status 75, so that the supervisor
+/// starts a new process (docs/crash-safety.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_reopened_ends_the_process_with_status_75() {
+    let site = Site::new();
+    let (mut server, seen) = serve_on_tmpfs(&site);
+    let filler = fill(&seen);
+    until_status(&site, 503, Duration::from_secs(30)).await;
+    // Not UTF-8: sled refuses to open the database ("created by a sled before 0.29").
+    std::fs::write(seen.join("conf"), [0xffu8; 16]).unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    let started = Instant::now();
+    let status = exit_within(&mut server, Duration::from_secs(20))
+        .await
+        .expect("the server did not exit");
+    eprintln!(
+        "unreopenable store: exit {status:?} {:?} after the space was freed",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(75), "{status:?}");
 }
