@@ -27,6 +27,7 @@ pub mod dpop;
 pub mod drill;
 pub mod guard;
 pub mod kit;
+pub mod listener;
 pub mod mtls;
 pub mod policy;
 pub mod secret;

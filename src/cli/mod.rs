@@ -91,6 +91,9 @@ pub fn run(cli: Cli) -> ExitCode {
             let store_failed = matches!(
                 error.downcast_ref::<crate::server::ServerError>(),
                 Some(crate::server::ServerError::StoreFailed(_))
+            ) || matches!(
+                error.downcast_ref::<crate::guard::GuardError>(),
+                Some(crate::guard::GuardError::StoreFailed(_))
             );
             let code = match error.downcast_ref::<crate::config::ConfigError>() {
                 Some(_) => EXIT_INVALID_CONFIG,

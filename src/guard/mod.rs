@@ -23,6 +23,7 @@ pub mod metrics;
 use crate::clock::Clock;
 use crate::core::certificate::{CertificateSources, RequestCertificate};
 use crate::core::gate::{Gate, GateTelemetry};
+use crate::listener::Drain;
 use crate::mtls::PeerCertificate;
 use crate::store::{PreviousShutdown, SenderStore};
 use arc_swap::ArcSwap;
@@ -42,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Stable event names of the guard's log lines.
@@ -57,6 +58,8 @@ pub mod events {
     pub const STOPPED: &str = "guard.stopped";
     pub const RELOADED: &str = "guard.config.reloaded";
     pub const RELOAD_FAILED: &str = "guard.config.reloadFailed";
+    pub const CONNECTION_ERROR: &str = "guard.connection.error";
+    pub const STORE_FAILED: &str = "guard.store.failed";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,14 @@ pub enum GuardError {
     },
     #[error("{0} changed; that needs a restart, not a reload")]
     NeedsRestart(&'static str),
+    /// The store failed in a way only a new process can repair (exit status
+    /// `store::health::EXIT_STORE_FAILED`, as for `sealkit serve`).
+    #[error("the store failed and cannot recover in this process: {0}")]
+    StoreFailed(String),
 }
+
+/// How long requests in flight may finish after SIGTERM.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Everything derived from one guard.yaml; a reload swaps it whole.
 pub struct GuardSnapshot {
@@ -163,6 +173,10 @@ pub struct RunningGuard {
     pub metrics_addr: Option<SocketAddr>,
     pub guard: Arc<Guard>,
     shutdown: watch::Sender<bool>,
+    drain: Arc<watch::Sender<Drain>>,
+    /// Set by the housekeeping task when the store failed for good (its reason).
+    store_failed: watch::Receiver<Option<String>>,
+    listener_task: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -223,6 +237,8 @@ pub async fn start(
         source,
     })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (drain, drain_rx) = watch::channel(Drain::Serving);
+    let (store_failed_tx, store_failed) = watch::channel(None);
     let mut tasks = Vec::new();
     let metrics_addr = match settings.metrics_listen {
         Some(at) => {
@@ -244,26 +260,37 @@ pub async fn start(
     };
     tasks.push(tokio::spawn(housekeeping(
         guard.clone(),
-        shutdown_rx.clone(),
+        shutdown_rx,
+        store_failed_tx,
     )));
-    tasks.push(tokio::spawn(accept_loop(
+    let listener_task = tokio::spawn(crate::listener::accept_loop(
         listener,
         guard.clone(),
-        shutdown_rx,
-    )));
+        settings.limits.max_connections,
+        drain_rx,
+    ));
     tracing::info!(event = events::STARTED, addr = %addr, routes = settings.routes.len(), keys = guard.current().keys.count());
     Ok(RunningGuard {
         addr,
         metrics_addr,
         guard,
         shutdown,
+        drain: Arc::new(drain),
+        store_failed,
+        listener_task,
         tasks,
     })
 }
 
 impl RunningGuard {
-    /// Stops accepting, lets requests in flight finish, closes the store cleanly.
+    /// Stops accepting, lets requests in flight finish (up to 10 s), ends and joins every
+    /// connection, then closes the store cleanly: no request can claim a jti after the
+    /// store is marked clean.
     pub async fn shutdown(self) -> Result<(), GuardError> {
+        let _ = self
+            .drain
+            .send(Drain::Until(tokio::time::Instant::now() + DRAIN_DEADLINE));
+        let _ = self.listener_task.await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -273,28 +300,50 @@ impl RunningGuard {
         Ok(())
     }
 
-    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down.
+    /// Serves until SIGTERM or SIGINT (SIGHUP reloads), then shuts down; a second signal
+    /// ends the drain at once. Also stops when the store failed for good.
     pub async fn serve_until_signal(self) -> Result<(), GuardError> {
         use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hangup)) = (
+        let mut store_failed = self.store_failed.clone();
+        let failed = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
         ) {
-            loop {
+            (Ok(mut term), Ok(mut hangup)) => loop {
                 tokio::select! {
-                    _ = term.recv() => break,
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break None,
+                    _ = tokio::signal::ctrl_c() => break None,
+                    reason = store_failed.wait_for(Option::is_some) => {
+                        break reason.ok().and_then(|r| r.clone())
+                    }
                     _ = hangup.recv() => {
                         if let Err(e) = self.guard.reload().await {
                             tracing::error!(event = events::RELOAD_FAILED, error = %e, "reload refused; the running configuration is unchanged");
                         }
                     }
                 }
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                None
             }
-        } else {
-            let _ = tokio::signal::ctrl_c().await;
+        };
+        let drain = self.drain.clone();
+        let second = tokio::spawn(async move {
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                let _ = drain.send(Drain::Now);
+            }
+        });
+        let result = self.shutdown().await;
+        second.abort();
+        match failed {
+            Some(reason) => Err(GuardError::StoreFailed(reason)),
+            None => result,
         }
-        self.shutdown().await
     }
 }
 
@@ -319,72 +368,36 @@ pub async fn run(settings: GuardSettings, config_path: PathBuf) -> Result<(), Gu
     guard.serve_until_signal().await
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    guard: Arc<Guard>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let connections = Arc::new(Semaphore::new(
-        guard.current().settings.limits.max_connections,
-    ));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let snapshot = guard.current();
-        let acceptor = tokio_rustls::TlsAcceptor::from(snapshot.tls.clone());
-        let limits = snapshot.settings.limits.clone();
-        let verifier = snapshot.client_verifier.clone();
-        drop(snapshot);
-        let guard = guard.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
-            let certificate = match (tls.get_ref().1.peer_certificates(), &verifier) {
-                (Some(chain), Some(verifier)) => {
-                    PeerCertificate::inspect(chain, verifier.as_ref()).map(Arc::new)
-                }
-                _ => None,
-            };
-            let service = service_fn(move |request| {
-                let guard = guard.clone();
-                let certificate = certificate.clone();
-                async move {
-                    Ok::<_, Infallible>(handle(&guard, peer, certificate.as_ref(), request).await)
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .max_headers(100)
-                .keep_alive(true);
-            let _ = watcher
-                .watch(builder.serve_connection(TokioIo::new(tls), service))
-                .await;
-        });
+impl crate::listener::Handler for Guard {
+    type Body = Body;
+
+    fn connection_policy(&self) -> crate::listener::ConnectionPolicy {
+        let snapshot = self.current();
+        crate::listener::ConnectionPolicy {
+            tls: snapshot.tls.clone(),
+            client_verifier: snapshot.client_verifier.clone(),
+            limits: snapshot.settings.limits.clone(),
+            max_headers: 100,
+        }
     }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+
+    async fn handle(
+        self: Arc<Self>,
+        connection: Arc<crate::listener::ConnectionContext>,
+        request: Request<Incoming>,
+    ) -> Response {
+        handle(
+            &self,
+            connection.peer,
+            connection.client_certificate.as_ref(),
+            request,
+        )
+        .await
+    }
+
+    fn connection_error(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
+        tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %error);
+    }
 }
 
 type Response = http::Response<Body>;
@@ -680,13 +693,23 @@ async fn serve_local(
 }
 
 /// Sweeps the store, refreshes fetched keys, keeps the gauges current.
-async fn housekeeping(guard: Arc<Guard>, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping(
+    guard: Arc<Guard>,
+    mut shutdown: watch::Receiver<bool>,
+    store_failed: watch::Sender<Option<String>>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_refresh = Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        let health = guard.gate.store().health();
+        if health.state == crate::store::StoreState::Fatal && store_failed.borrow().is_none() {
+            let reason = health.reason.unwrap_or_default();
+            tracing::error!(event = events::STORE_FAILED, reason = %reason, "the store cannot recover in this process: stopping so the supervisor starts a new one");
+            let _ = store_failed.send(Some(reason));
         }
         if let Err(e) = guard.gate.store().sweep(guard.clock.now()).await {
             guard.metrics.store_errors.inc();

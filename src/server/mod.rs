@@ -17,7 +17,6 @@ mod token_endpoint;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::core::certificate::{CertificateSources, RequestCertificate};
-use crate::mtls::PeerCertificate;
 use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::{EndpointLabel, KindLabel, Metrics};
@@ -37,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +60,8 @@ pub enum ServerError {
     StoreFailed(String),
 }
 
-/// What is known about the connection a request arrived on, fixed at the handshake.
-#[derive(Debug, Clone)]
-pub struct ConnectionContext {
-    pub peer: SocketAddr,
-    /// The client certificate presented in the handshake (RFC 8705), judged once.
-    pub client_certificate: Option<Arc<PeerCertificate>>,
-}
+pub use crate::listener::ConnectionContext;
+use crate::listener::Drain;
 
 /// Decides which client certificate a request carries: the connection's own, or — only
 /// from a configured trusted proxy — the one in its RFC 9440 `Client-Cert` header.
@@ -113,16 +107,6 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long closing the store may take at the end of a shutdown.
 const END_RUN_DEADLINE: Duration = Duration::from_secs(10);
-
-/// What the accept loop does about its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Drain {
-    Serving,
-    /// Stop accepting; let requests in flight finish until then.
-    Until(tokio::time::Instant),
-    /// End every connection now (a second SIGTERM).
-    Now,
-}
 
 /// A server started in this process, stopped with [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -217,9 +201,10 @@ pub async fn start(
         shutdown_rx,
         store_failed_tx,
     )));
-    tasks.push(tokio::spawn(accept_loop(
+    tasks.push(tokio::spawn(crate::listener::accept_loop(
         listener,
         authority.clone(),
+        settings.limits.max_connections,
         drain_rx,
     )));
     tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.core.signing_key.kid());
@@ -367,121 +352,31 @@ async fn wait_for_termination(authority: &Authority) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    authority: Arc<Authority>,
-    mut drain: watch::Receiver<Drain>,
-) {
-    let connections = Arc::new(Semaphore::new(
-        authority.current().settings.limits.max_connections,
-    ));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    // Every connection task, so a shutdown can wait for (or end) all of them before the
-    // store is closed.
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(event = events::CONNECTION_ERROR, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = drain.changed() => break,
-        };
-        // Forget the tasks that have ended (the set keeps their results until joined).
-        while tasks.try_join_next().is_some() {}
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            drop(tcp); // over the connection cap: refuse rather than queue without bound
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
+impl crate::listener::Handler for Authority {
+    type Body = http_body_util::Full<Bytes>;
+
+    fn connection_policy(&self) -> crate::listener::ConnectionPolicy {
         // The TLS configuration and limits of the current snapshot (a reload may swap them).
-        let snapshot = authority.current();
-        let acceptor = tokio_rustls::TlsAcceptor::from(snapshot.tls.clone());
-        let limits = snapshot.settings.limits.clone();
-        let verifier = snapshot.client_verifier.clone();
-        drop(snapshot);
-        let authority = authority.clone();
-        let watcher = graceful.watcher();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let client_certificate = match (tls.get_ref().1.peer_certificates(), &verifier) {
-                (Some(chain), Some(verifier)) => {
-                    PeerCertificate::inspect(chain, verifier.as_ref()).map(Arc::new)
-                }
-                _ => None,
-            };
-            let context = Arc::new(ConnectionContext {
-                peer,
-                client_certificate,
-            });
-            let service = service_fn(move |request| {
-                let authority = authority.clone();
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(dispatch(&authority, &context, request).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .max_headers(64)
-                // Head and body in one buffer: over TLS that is one record and one
-                // write, where vectored writes made two records per response.
-                .writev(false)
-                .keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %e);
-            }
-        });
-    }
-    drop(listener);
-    // Idle keep-alive connections close at once; requests in flight may finish until the
-    // deadline, or until a second signal says now.
-    let drained = graceful.shutdown();
-    tokio::pin!(drained);
-    loop {
-        let state = *drain.borrow_and_update();
-        match state {
-            Drain::Now => break,
-            Drain::Serving => {
-                if drain.changed().await.is_err() {
-                    break;
-                }
-            }
-            Drain::Until(deadline) => {
-                tokio::select! {
-                    _ = &mut drained => break,
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    changed = drain.changed() => if changed.is_err() { break },
-                }
-            }
+        let snapshot = self.current();
+        crate::listener::ConnectionPolicy {
+            tls: snapshot.tls.clone(),
+            client_verifier: snapshot.client_verifier.clone(),
+            limits: snapshot.settings.limits.clone(),
+            max_headers: 64,
         }
     }
-    if !tasks.is_empty() {
-        tracing::debug!(
-            event = events::CONNECTION_ERROR,
-            remaining = tasks.len(),
-            "ending the connections still open at shutdown"
-        );
+
+    async fn handle(
+        self: Arc<Self>,
+        connection: Arc<ConnectionContext>,
+        request: Request<Incoming>,
+    ) -> Response {
+        dispatch(&self, &connection, request).await
     }
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+
+    fn connection_error(&self, peer: SocketAddr, error: &dyn std::fmt::Display) {
+        tracing::debug!(event = events::CONNECTION_ERROR, peer = %peer, error = %error);
+    }
 }
 
 /// Routes one request and records its latency.
