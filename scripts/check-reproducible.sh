@@ -42,7 +42,7 @@ WORK=$(cd "$WORK" && pwd -P)
 build_in() {
     local dir=$1 started
     mkdir -p "$(dirname "$dir")"
-    git clone --quiet --no-local --no-checkout "$REPO" "$dir"
+    git -c advice.defaultBranchName=false clone --quiet --no-local --no-checkout "$REPO" "$dir"
     git -C "$dir" checkout --quiet --detach "$COMMIT"
     echo "check-reproducible: building $COMMIT in $dir"
     started=$SECONDS
