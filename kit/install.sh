@@ -19,7 +19,8 @@
 #   /var/log/sealkit-guard            0750      sealkit:sealkit (the guard's logs)
 #   /etc/systemd/system/sealkit.service         the hardened unit
 #   /etc/systemd/system/sealkit-guard.service   the guard's hardened unit
-#   $PREFIX/share/sealkit/                      README.md, default authority.yaml, prometheus/
+#   $PREFIX/share/sealkit/                      README.md, default authority.yaml, prometheus/,
+#                                               sealkit.cdx.json (the binary's SBOM)
 #
 # It does not import bundles, enable or start the authority: see the next steps it prints.
 # The guard (sealkit-guard.service) stays disabled unless the active bundle carries a
@@ -230,6 +231,7 @@ unit_changed=$((changed - before))
 
 put_file "$KIT_DIR/authority.yaml" "$SHARE/authority.yaml" 0644 root:root
 put_file "$KIT_DIR/README.md" "$SHARE/README.md" 0644 root:root
+put_file "$KIT_DIR/sealkit.cdx.json" "$SHARE/sealkit.cdx.json" 0644 root:root
 for f in "$KIT_DIR"/prometheus/*; do
     [ -f "$f" ] || continue
     put_file "$f" "$SHARE/prometheus/$(basename "$f")" 0644 root:root

@@ -3,8 +3,9 @@
 #
 #   scripts/sealed-drill.sh             (as root: network namespace and chroot)
 #
-# 1. Takes the static binary ($SEALKIT_BIN, or builds it with scripts/build-static.sh,
-#    honouring CARGO_TARGET_DIR) and checks it has no dynamic libraries (file, ldd).
+# 1. Takes the static binary ($SEALKIT_BIN, or builds it with scripts/build-static.sh into
+#    target/) and its SBOM beside it (<binary>.cdx.json), and checks it has no dynamic
+#    libraries (file, ldd).
 # 2. Connected side, with that binary only: a site CA, server and client certificates and
 #    clients (`sealkit demo --prepare-only`, adapted to host paths), a bundle signing key,
 #    a signed site bundle (DPoP tenant, DPoP+nonce tenant, introspecting client, mTLS
@@ -14,14 +15,15 @@
 #    runs chrooted into that root with `env -i PATH=/usr/bin:/bin HOME=/` (HOME is the root
 #    as the binary sees it), so nothing outside the kit can be used:
 #      kit verify of a tampered copy (refused, nothing extracted) → kit verify --extract →
+#      the kit's SBOM is the one whose digest the kit's binary names (--version --verbose) →
 #      a tampered file in an unpacked copy (refused) → install.sh (DESTDIR=root) twice (the
 #      second run changes nothing) → bundle import → serve in the background → /ready →
 #      drill run (whole matrix incl. bypass and audit log, JUnit report) → SIGTERM, clean
 #      exit.
 # Fails on any failed scenario. Prints the drill table and the JUnit report's path.
 #
-# Environment: SEALKIT_BIN (skip the build), CARGO_TARGET_DIR, SEALED_DRILL_KEEP=1 (keep
-# the whole work directory even on success).
+# Environment: SEALKIT_BIN (skip the build), SEALED_DRILL_KEEP=1 (keep the whole work
+# directory even on success).
 set -euo pipefail
 
 SITE=sealed-drill
@@ -101,6 +103,15 @@ inside() {
 
     say "kit verify --extract"
     sealed /sealkit kit verify /sealkit-kit.tar.zst --trusted-keys /bundle-signing.pub --extract /kit
+
+    say "the kit's SBOM is the one its binary was built with"
+    local sbom_kit sbom_binary
+    sbom_kit=$(sha256sum "$R/kit/sealkit.cdx.json" | cut -d' ' -f1)
+    sbom_binary=$(sealed /kit/sealkit --version --verbose | sed -n 's/^SBOM: *sha256://p')
+    [ "$sbom_kit" = "$sbom_binary" ] \
+        || fail "the kit's sealkit.cdx.json (sha256 $sbom_kit) is not the SBOM the binary names (${sbom_binary:-none})"
+    echo "sealkit.cdx.json sha256 $sbom_kit = the SBOM digest in the binary's --version --verbose"
+    SBOM_SHA256=$sbom_kit
 
     say "a changed byte in a file of an unpacked kit must be refused"
     cp -a "$R/kit" "$R/kit-tampered"
@@ -228,6 +239,7 @@ MODES
     cat >"$R/sealed-proof.txt" <<EOF
 tamper_archive_rc=$TAMPER_ARCHIVE_RC
 tamper_file_rc=$TAMPER_FILE_RC
+sbom_sha256=$SBOM_SHA256
 rows=$cases
 skipped=$(grep -c '<skipped' "$junit" || true)
 EOF
@@ -258,9 +270,10 @@ if [ -n "${SEALKIT_BIN:-}" ]; then
 else
     say "building the static binary (scripts/build-static.sh)"
     scripts/build-static.sh
-    BIN="${CARGO_TARGET_DIR:-target}/$TARGET/release/sealkit"
+    BIN="target/$TARGET/release/sealkit"
 fi
 [ -x "$BIN" ] || fail "no executable binary at $BIN"
+[ -f "$BIN.cdx.json" ] || fail "no SBOM beside the binary ($BIN.cdx.json; scripts/build-static.sh writes it)"
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 
 say "no dynamic libraries"
@@ -375,6 +388,7 @@ sealed drill: PASSED
   network:   namespace with loopback only; no default route; outbound connect unreachable
   files:     every sealkit command chrooted into $R (env -i), which began with only the
              binary, the kit and the signing public key
+  SBOM:      sealkit.cdx.json in the kit, sha256 $(proof sbom_sha256), named by the binary
   kit:       tampered archive refused (exit $(proof tamper_archive_rc)), changed file in an unpacked
              kit refused (exit $(proof tamper_file_rc)), nothing extracted; install.sh idempotent
   drill:     $(proof rows) row(s), 0 failed, $(proof skipped) skipped; clean exit on SIGTERM

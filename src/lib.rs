@@ -14,6 +14,7 @@
 #[allow(unsafe_code)]
 pub mod allocator;
 pub mod bench;
+pub mod build_info;
 pub mod bundle;
 pub mod ca;
 pub mod cli;

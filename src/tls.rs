@@ -11,8 +11,9 @@
 
 use crate::config::Settings;
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::UnixTime;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
@@ -39,7 +40,7 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         message,
     };
     let pem = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| read_err(e.to_string()))?;
     if certs.is_empty() {
@@ -56,15 +57,17 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| TlsError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?
-        .ok_or(TlsError::Empty {
+    // The first PKCS #8, PKCS #1 or SEC1 key in the file.
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::Empty {
             path: path.display().to_string(),
             what: "PEM private key",
-        })
+        },
+        other => TlsError::Read {
+            path: path.display().to_string(),
+            message: other.to_string(),
+        },
+    })
 }
 
 /// The site's client-certificate verifier (client CA + CRLs), when client CAs are configured.
@@ -98,7 +101,7 @@ pub fn client_verifier_for(
             message,
         };
         let pem = std::fs::read(crl_path).map_err(|e| read_err(e.to_string()))?;
-        let crls = rustls_pemfile::crls(&mut pem.as_slice())
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| read_err(e.to_string()))?;
         if crls.is_empty() {
@@ -205,4 +208,109 @@ pub fn server_config_for(
         config.ticketer = ticketer;
     }
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    //! PEM loading (rustls-pki-types' parser since rustls-pemfile was retired): every key
+    //! form sealkit's CA and OpenSSL write, certificates among other sections, and the
+    //! errors an operator sees for an empty or broken file.
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn certificates_and_each_key_form_load_from_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["authority".to_string()]).unwrap();
+        let cert_pem = issued.cert.pem();
+        let pkcs8 = issued.key_pair.serialize_pem();
+
+        // A chain file with a key in between: only the certificates are taken.
+        let chain = write(
+            dir.path(),
+            "chain.pem",
+            &format!("{cert_pem}{pkcs8}{cert_pem}"),
+        );
+        let certs = load_certificates(&chain).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), issued.cert.der().as_ref());
+
+        let key = load_private_key(&write(dir.path(), "pkcs8.key", &pkcs8)).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Pkcs8(_)));
+        let ec = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap();
+        let sec1 = String::from_utf8(ec.private_key_to_pem().unwrap()).unwrap();
+        assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{sec1}");
+        let key = load_private_key(&write(dir.path(), "sec1.key", &sec1)).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Sec1(_)));
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let pkcs1 = String::from_utf8(rsa.private_key_to_pem().unwrap()).unwrap();
+        assert!(
+            pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+            "{pkcs1}"
+        );
+        let key = load_private_key(&write(dir.path(), "pkcs1.key", &pkcs1)).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Pkcs1(_)));
+        // A certificate before the key, as in a combined file.
+        let combined = write(dir.path(), "combined.pem", &format!("{cert_pem}{pkcs8}"));
+        assert!(matches!(
+            load_private_key(&combined).unwrap(),
+            PrivateKeyDer::Pkcs8(_)
+        ));
+    }
+
+    #[test]
+    fn empty_broken_and_missing_files_say_which_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = rcgen::generate_simple_self_signed(vec!["authority".to_string()]).unwrap();
+        let cert_only = write(dir.path(), "server.crt", &issued.cert.pem());
+        let key_only = write(dir.path(), "server.key", &issued.key_pair.serialize_pem());
+
+        let err = load_private_key(&cert_only).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::Empty {
+                    what: "PEM private key",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("server.crt holds no PEM private key"),
+            "{err}"
+        );
+        let err = load_certificates(&key_only).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TlsError::Empty {
+                    what: "PEM certificate",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
+        let broken = write(
+            dir.path(),
+            "broken.crt",
+            "-----BEGIN CERTIFICATE-----\n!!!! not base64 !!!!\n-----END CERTIFICATE-----\n",
+        );
+        let err = load_certificates(&broken).unwrap_err();
+        assert!(matches!(err, TlsError::Read { .. }), "{err}");
+        assert!(err.to_string().contains("broken.crt"), "{err}");
+
+        let err = load_private_key(&dir.path().join("absent.key")).unwrap_err();
+        assert!(matches!(err, TlsError::Read { .. }), "{err}");
+    }
 }

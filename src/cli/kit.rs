@@ -30,6 +30,10 @@ pub struct BuildArgs {
     /// The sealkit binary to ship (normally the static musl build); default: this one
     #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
+    /// The binary's CycloneDX SBOM; default: beside the binary, <binary>.cdx.json (where
+    /// scripts/build-static.sh writes it)
+    #[arg(long, value_name = "FILE")]
+    sbom: Option<PathBuf>,
     /// The kit files: installer, systemd unit, default authority.yaml, alert rules, README
     #[arg(long, value_name = "DIR", default_value = "kit")]
     kit_dir: PathBuf,
@@ -127,7 +131,9 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         &args.secret_key,
         passphrase(args.passphrase_file.as_deref())?,
     )?;
+    let sbom = args.sbom.unwrap_or_else(|| kit::default_sbom_path(&binary));
     let options = BuildOptions {
+        sbom,
         binary,
         kit_dir: args.kit_dir,
         bundles: args.bundle,
@@ -204,6 +210,11 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 "sha256sums": verified.sums_sha256,
                 "files": files,
                 "bundles": verified.bundles(),
+                "sbom": verified
+                    .files
+                    .iter()
+                    .find(|f| f.path == kit::SBOM_PATH)
+                    .map(|f| serde_json::json!({"path": f.path, "sha256": f.sha256})),
                 "extracted": verified.extracted,
             })
         );
@@ -224,6 +235,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    if let Some(sbom) = verified.files.iter().find(|f| f.path == kit::SBOM_PATH) {
+        println!(
+            "  SBOM: {} sha256:{} (compare with the binary's `sealkit --version --verbose`)",
+            sbom.path, sbom.sha256
+        );
+    }
     for bundle in verified.bundles() {
         println!("  bundle: {bundle}");
     }

@@ -16,6 +16,7 @@ mod kit;
 mod reload;
 mod secret;
 mod serve;
+mod version;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,11 +28,22 @@ pub const EXIT_INVALID_CONFIG: u8 = 3;
 #[command(
     name = "sealkit",
     version,
-    about = "OAuth 2.0 Authority for sealed sites: DPoP and mTLS sender-constrained tokens"
+    about = "OAuth 2.0 Authority for sealed sites: DPoP and mTLS sender-constrained tokens",
+    disable_version_flag = true,
+    subcommand_required = false,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// Print the version; with --verbose, the build's provenance (commit, target, static or
+    /// dynamic, SOURCE_DATE_EPOCH, Cargo.lock and SBOM digests)
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// With --version: print the build's provenance
+    #[arg(long, requires = "version")]
+    verbose: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -68,7 +80,12 @@ enum Command {
 
 /// Runs a parsed command line and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let outcome = match cli.command {
+    let Some(command) = cli.command else {
+        // clap requires --version or a subcommand (`arg_required_else_help`).
+        version::print(cli.verbose);
+        return ExitCode::SUCCESS;
+    };
+    let outcome = match command {
         Command::Serve(args) => serve::run(args),
         Command::Config(cmd) => config_check::run(cmd),
         Command::Demo(args) => demo::run(args),

@@ -9,6 +9,7 @@
 //! <kit>.tar.zst = [zstd skippable frame, magic 0x184D2A5B: the archive's .minisig text]
 //!                 [zstd frames: a tar archive]
 //!   tar:  sealkit                      the binary (0755)
+//!         sealkit.cdx.json             its CycloneDX SBOM (required; docs/provenance.md)
 //!         install.sh, sealkit.service, authority.yaml, README.md, prometheus/…  (kit/)
 //!         trust/keys/<KEYID>.pub       bundle signing keys to pin on the host
 //!         trust/site-ca.crt            the site CA certificate (optional)
@@ -29,7 +30,8 @@
 //! 2. **the SHA256SUMS signature**, inside, covers the list of files and their digests, so
 //!    an unpacked directory can be checked with `sealkit kit verify DIR` (or with `minisign
 //!    -V` + `sha256sum -c`). Every file must be listed with its digest; anything not listed is
-//!    refused.
+//!    refused. The list must name the SBOM: a kit without it (removed, or from a sealkit that
+//!    did not ship one) is refused.
 //!
 //! This module owns building and verifying kits (and extracting a verified kit). It does
 //! not install anything (that is `kit/install.sh`) and does not print (`cli::kit` does).
@@ -59,6 +61,9 @@ pub const SUMS_NAME: &str = "SHA256SUMS";
 pub const SUMS_SIGNATURE_NAME: &str = "SHA256SUMS.minisig";
 /// The binary's path inside the kit.
 pub const BINARY_PATH: &str = "sealkit";
+/// The CycloneDX SBOM of the binary inside the kit (`scripts/build-static.sh` writes it
+/// beside the binary under the same name, see [`default_sbom_path`]).
+pub const SBOM_PATH: &str = "sealkit.cdx.json";
 /// Where the pinned bundle signing keys go inside the kit.
 pub const TRUST_KEYS_DIR: &str = "trust/keys";
 /// The site CA certificate inside the kit.
@@ -81,8 +86,9 @@ const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
 /// zstd window of the kit's frames (and the most a verifier accepts): 8 MiB.
 pub const WINDOW_LOG: u32 = 23;
 /// Top-level names the kit builder places itself; a kit directory must not use them.
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 8] = [
     BINARY_PATH,
+    SBOM_PATH,
     SUMS_NAME,
     SUMS_SIGNATURE_NAME,
     "trust",
@@ -190,6 +196,8 @@ pub enum Layout {
 pub struct BuildOptions {
     /// The `sealkit` binary (normally the static musl build).
     pub binary: PathBuf,
+    /// The binary's CycloneDX SBOM (JSON), shipped as [`SBOM_PATH`].
+    pub sbom: PathBuf,
     /// The kit files (`kit/` of the source tree): installer, unit, default configuration,
     /// alert rules, README. Dotfiles are skipped.
     pub kit_dir: PathBuf,
@@ -375,6 +383,10 @@ pub fn build(
     if let Some(input) = inputs.first_mut() {
         input.mode = 0o755;
     }
+    check_sbom(&options.sbom)?;
+    let mut sbom = file_input(SBOM_PATH, &options.sbom)?;
+    sbom.mode = 0o644;
+    inputs.push(sbom);
 
     for input in dir_inputs(&options.kit_dir, "")? {
         let top = input.path.split('/').next().unwrap_or_default();
@@ -504,6 +516,31 @@ pub fn build(
         trusted_key_ids: shipped.ids(),
         archive_bytes,
     })
+}
+
+/// Where `scripts/build-static.sh` puts the SBOM of `binary`: beside it, named
+/// `<binary>.cdx.json` (`…/release/sealkit` → `…/release/sealkit.cdx.json`).
+pub fn default_sbom_path(binary: &Path) -> PathBuf {
+    let mut name = binary.as_os_str().to_os_string();
+    name.push(".cdx.json");
+    PathBuf::from(name)
+}
+
+/// `kit build` ships only a CycloneDX JSON document as the SBOM.
+fn check_sbom(path: &Path) -> Result<(), KitError> {
+    let bytes = std::fs::read(path).map_err(io_err(format!(
+        "cannot read the SBOM {} (scripts/build-static.sh writes it beside the binary; or give --sbom)",
+        path.display()
+    )))?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| KitError::Build(format!("the SBOM {} is not JSON: {e}", path.display())))?;
+    if document.get("bomFormat").and_then(|v| v.as_str()) != Some("CycloneDX") {
+        return Err(KitError::Build(format!(
+            "{} is not a CycloneDX SBOM (no \"bomFormat\": \"CycloneDX\")",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Copies `reader` into `writer`, hashing; returns (bytes, sha256 hex).
@@ -1031,6 +1068,12 @@ fn check_sums(sums: &[u8], signature: &str, keys: &TrustedKeys) -> Result<Sums, 
         }
         previous = Some(path);
         entries.insert(path.to_string(), digest.to_string());
+    }
+    if !entries.contains_key(SBOM_PATH) {
+        return Err(refuse(
+            Refusal::ContentMismatch,
+            format!("{SUMS_NAME} does not list {SBOM_PATH}: a kit must carry the SBOM of its binary (removed, or built by a sealkit without SBOMs)"),
+        ));
     }
     if files != entries.len().to_string() {
         return Err(refuse(

@@ -1,6 +1,7 @@
 //! Kit build and verify: a built kit verifies (archive and directory), and one changed
 //! byte anywhere — in the archive, in a file of an unpacked kit, or in a file of an archive
-//! re-signed by the right key — is refused before anything is extracted.
+//! re-signed by the right key — is refused before anything is extracted. A kit must carry
+//! its SBOM: removed, altered, or dropped from a re-signed SHA256SUMS, it is refused.
 
 use super::*;
 use crate::bundle::{self, Limits, NoProgress, PackOptions, Passphrase};
@@ -53,6 +54,8 @@ fn site() -> Site {
 
     let binary = root.join("bin/sealkit");
     write(&binary, b"\x7fELF pretend static binary\n", 0o755);
+    let sbom = root.join("bin/sealkit.cdx.json");
+    write(&sbom, SBOM, 0o600);
 
     let kit = root.join("kit");
     write(&kit.join("install.sh"), b"#!/bin/sh\necho install\n", 0o755);
@@ -75,6 +78,7 @@ fn site() -> Site {
 
     let bundle = signed_bundle(root, &key);
     let options = BuildOptions {
+        sbom,
         binary,
         kit_dir: kit,
         bundles: vec![bundle],
@@ -113,13 +117,17 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const EXPECTED_FILES: [&str; 11] = [
+/// A minimal CycloneDX document standing in for the SBOM of the pretend binary.
+const SBOM: &[u8] = br#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#;
+
+const EXPECTED_FILES: [&str; 12] = [
     "README.md",
     "bundles/example-site-v1.bundle.tar.zst",
     "bundles/example-site-v1.bundle.tar.zst.minisig",
     "install.sh",
     "prometheus/alerts.yaml",
     "sealkit",
+    "sealkit.cdx.json",
     "sealkit.service",
     "tls/server.crt",
     "tls/server.key",
@@ -555,4 +563,97 @@ fn build_refuses_bundles_the_host_could_not_import_and_reserved_names() {
     let err = build(&site.dir.path().join("c.tar.zst"), &site.options, &site.key).unwrap_err();
     assert!(err.to_string().contains("reserved"), "{err}");
     assert!(leftovers(site.dir.path()).is_empty());
+}
+
+#[test]
+fn the_sbom_ships_in_the_kit_and_a_kit_without_it_or_with_another_is_refused() {
+    let site = site();
+    let out = site.dir.path().join("kit.tar.zst");
+    let summary = build(&out, &site.options, &site.key).unwrap();
+    let shipped = summary
+        .files
+        .iter()
+        .find(|f| f.path == SBOM_PATH)
+        .expect("the kit lists the SBOM");
+    assert_eq!(shipped.sha256, crate::bundle::sha256_hex(SBOM));
+    assert_eq!(shipped.mode, 0o644, "the SBOM is public");
+    let keys = trusted(&site.public);
+    let dest = site.dir.path().join("unpacked");
+    let options = VerifyOptions {
+        extract: Some(dest.clone()),
+        ..VerifyOptions::default()
+    };
+    verify(&out, &keys, &options).unwrap();
+    assert_eq!(std::fs::read(dest.join(SBOM_PATH)).unwrap(), SBOM);
+
+    // Re-signed by the right key, the SBOM and its SHA256SUMS line removed: refused.
+    let read = |p: &str| std::fs::read(dest.join(p)).unwrap();
+    let kept: Vec<&KitFile> = summary
+        .files
+        .iter()
+        .filter(|f| f.path != SBOM_PATH)
+        .collect();
+    let sums: String = kept
+        .iter()
+        .map(|f| format!("{}  {}\n", f.sha256, f.path))
+        .collect();
+    let sums_signature = sign_sums(&sums, &summary.created, kept.len(), &site.key).unwrap();
+    let mut files: Vec<(&str, Vec<u8>)> = kept
+        .iter()
+        .map(|f| (f.path.as_str(), read(&f.path)))
+        .collect();
+    files.push((SUMS_NAME, sums.into_bytes()));
+    files.push((SUMS_SIGNATURE_NAME, sums_signature.into_bytes()));
+    let probe = site.dir.path().join("no-sbom.tar.zst");
+    resigned(&probe, &files, &site.key, &summary.created);
+    let (kind, reason) = refusal(verify(&probe, &keys, &VerifyOptions::default()));
+    assert_eq!(kind, Refusal::ContentMismatch, "{reason}");
+    assert!(
+        reason.contains("does not list sealkit.cdx.json") && reason.contains("SBOM"),
+        "{reason}"
+    );
+
+    // The unpacked kit with its SBOM removed, then altered.
+    let sbom = dest.join(SBOM_PATH);
+    std::fs::remove_file(&sbom).unwrap();
+    let (kind, reason) = refusal(verify(&dest, &keys, &VerifyOptions::default()));
+    assert_eq!(kind, Refusal::ContentMismatch, "{reason}");
+    assert!(
+        reason.contains("sealkit.cdx.json is listed") && reason.contains("missing"),
+        "{reason}"
+    );
+    let mut altered = SBOM.to_vec();
+    altered.extend(b"\n");
+    std::fs::write(&sbom, &altered).unwrap();
+    let (kind, reason) = refusal(verify(&dest, &keys, &VerifyOptions::default()));
+    assert_eq!(kind, Refusal::ContentMismatch, "{reason}");
+    assert!(
+        reason.contains("sealkit.cdx.json: sha256") && reason.contains("altered"),
+        "{reason}"
+    );
+    std::fs::write(&sbom, SBOM).unwrap();
+    verify(&dest, &keys, &VerifyOptions::default()).unwrap();
+}
+
+#[test]
+fn build_needs_a_cyclonedx_sbom() {
+    let site = site();
+    let mut options = site.options.clone();
+    options.sbom = site.dir.path().join("absent.cdx.json");
+    let err = build(&site.dir.path().join("a.tar.zst"), &options, &site.key).unwrap_err();
+    assert!(err.to_string().contains("cannot read the SBOM"), "{err}");
+
+    let not_cyclonedx = site.dir.path().join("spdx.json");
+    write(&not_cyclonedx, br#"{"spdxVersion":"SPDX-2.3"}"#, 0o644);
+    options.sbom = not_cyclonedx;
+    let err = build(&site.dir.path().join("b.tar.zst"), &options, &site.key).unwrap_err();
+    assert!(err.to_string().contains("not a CycloneDX SBOM"), "{err}");
+    assert!(leftovers(site.dir.path()).is_empty());
+
+    assert_eq!(
+        default_sbom_path(Path::new(
+            "target/x86_64-unknown-linux-musl/release/sealkit"
+        )),
+        Path::new("target/x86_64-unknown-linux-musl/release/sealkit.cdx.json")
+    );
 }

@@ -10,5 +10,6 @@ mod harness;
 mod lifecycle;
 mod mtls;
 mod process;
+mod provenance;
 mod redis;
 mod token;
