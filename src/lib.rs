@@ -13,6 +13,7 @@
 
 #[allow(unsafe_code)]
 pub mod allocator;
+pub mod archive;
 pub mod bench;
 pub mod build_info;
 pub mod bundle;

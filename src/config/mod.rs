@@ -6,6 +6,8 @@
 //! knows nothing of HTTP, storage or cryptography beyond naming algorithms.
 
 pub mod duration;
+pub mod files;
+pub mod paths;
 
 use crate::dpop::ProofAlgorithm;
 use crate::policy::{SenderConstraint, TenantPolicy};
@@ -605,18 +607,6 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
     {
         problems.add("security.freshAuth.window", "must be between 10s and 1h");
     }
-    for (key, path) in [
-        ("tls.certificate", Some(&tls_certificate)),
-        ("tls.privateKey", Some(&tls_private_key)),
-        ("tls.clientCa", tls_client_ca.as_ref()),
-        ("tls.clientCrl", tls_client_crl.as_ref()),
-    ] {
-        if let Some(path) = path {
-            if !path.is_file() {
-                problems.add(key, format!("{} is not a readable file", path.display()));
-            }
-        }
-    }
     let data_dir = resolve(base, &file.data_dir);
 
     let token_lifetime = file.tokens.lifetime.0;
@@ -635,6 +625,71 @@ fn validate(file: AuthorityFile, base: &Path, now: i64) -> Result<Settings, Vec<
     let metrics_listen = validate_metrics(&file.metrics, &mut problems);
 
     let storage_settings = validate_storage(&file.storage, base, &issuer, &mut problems);
+
+    // Every file as `serve` will read it (one loader: config check, import, serve) ...
+    files::check(
+        &files::FilePaths {
+            certificate: Some(tls_certificate.clone()),
+            private_key: Some(tls_private_key.clone()),
+            client_ca: tls_client_ca.clone(),
+            client_crl: tls_client_crl.clone(),
+            redis_ca: storage_settings
+                .redis
+                .as_ref()
+                .and_then(|r| r.ca_file.clone()),
+        },
+        &mut problems,
+    );
+    // ... and every path judged where it really leads.
+    let placement = paths::Placement::of(base);
+    let redis_file = |f: fn(&StorageFile) -> &Option<PathBuf>| f(&file.storage).as_deref();
+    for (key, configured, usage) in [
+        (
+            "dataDir",
+            Some(file.data_dir.as_path()),
+            paths::Use::HostDirectory,
+        ),
+        (
+            "logging.directory",
+            file.logging.directory.as_deref(),
+            paths::Use::HostDirectory,
+        ),
+        (
+            "tls.privateKey",
+            Some(file.tls.private_key.as_path()),
+            paths::Use::HostSecret,
+        ),
+        (
+            "storage.passwordFile",
+            redis_file(|s| &s.password_file),
+            paths::Use::HostSecret,
+        ),
+        (
+            "tls.certificate",
+            Some(file.tls.certificate.as_path()),
+            paths::Use::Shippable,
+        ),
+        (
+            "tls.clientCa",
+            file.tls.client_ca.as_deref(),
+            paths::Use::Shippable,
+        ),
+        (
+            "tls.clientCrl",
+            file.tls.client_crl.as_deref(),
+            paths::Use::Shippable,
+        ),
+        (
+            "storage.caFile",
+            redis_file(|s| &s.ca_file),
+            paths::Use::Shippable,
+        ),
+    ] {
+        if let Some(configured) = configured {
+            let joined = resolve(base, configured);
+            paths::judge(key, configured, &joined, usage, &placement, &mut problems);
+        }
+    }
 
     let dpop = validate_dpop(
         &file.security.sender_constraints.dpop,
@@ -1109,10 +1164,6 @@ fn validate_storage(
                 "only used with rediss:// URLs (TLS); {} would be ignored",
                 path.display()
             ),
-        ),
-        Some(path) if !path.is_file() => problems.add(
-            format!("{P}.caFile"),
-            format!("{} is not a readable file", path.display()),
         ),
         None if tls => problems.add(
             format!("{P}.caFile"),
