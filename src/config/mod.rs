@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod files;
+mod lenient;
 pub mod paths;
 
 use crate::dpop::ProofAlgorithm;
@@ -522,15 +523,40 @@ impl Settings {
     }
 
     /// Parses and validates configuration text; `now` (unix seconds) judges bypass expiry.
+    /// Every problem is reported: schema problems (unknown keys, wrong types, missing keys)
+    /// each with its full key path, then what validation finds in the rest.
     pub fn from_yaml(text: &str, base: &Path, now: i64) -> Result<Settings, ConfigError> {
-        let file: AuthorityFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: PathBuf::new(),
-            message: e.to_string(),
-        })?;
-        validate(file, base, now).map_err(|problems| ConfigError::Invalid {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?;
+        let lenient = lenient::deserialize::<AuthorityFile>(value);
+        let invalid = |problems| ConfigError::Invalid {
             path: PathBuf::new(),
             problems,
-        })
+        };
+        let Some(file) = lenient.file else {
+            return Err(invalid(lenient.problems));
+        };
+        let mut problems = lenient.problems;
+        match validate(file, base, now) {
+            Ok(settings) if problems.is_empty() => return Ok(settings),
+            Ok(_) => {}
+            Err(found) => {
+                // Validation does not report on the placeholders of repaired keys.
+                let repaired = |path: &str| {
+                    lenient.repaired.iter().any(|r| {
+                        path == r
+                            || path
+                                .strip_prefix(r.as_str())
+                                .is_some_and(|rest| rest.starts_with(['.', '[']))
+                    })
+                };
+                problems.extend(found.into_iter().filter(|p| !repaired(&p.path)));
+            }
+        }
+        Err(invalid(problems))
     }
 }
 
