@@ -342,8 +342,9 @@ fn a_bundle_the_authority_cannot_load_never_activates() {
         .find(|p| p.extension().is_some_and(|e| e == "key"))
         .unwrap();
     let garbage_crl = "-----BEGIN X509 CRL-----\nZ2FyYmFnZQ==\n-----END X509 CRL-----\n";
-    // (name, from, to, file shipped in the bundle, key path reported)
-    let cases: Vec<(&str, String, String, Option<(&str, &str)>, &str)> = vec![
+    /// (name, from, to, file shipped in the bundle, key path reported)
+    type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "garbage-cert",
             cert_line.clone(),
