@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
+pub mod dn;
 pub mod dpop;
 pub mod drill;
 pub mod guard;

@@ -149,7 +149,7 @@ fn a_bundle_the_authority_cannot_load_is_refused_by_import_and_by_config_check()
                 ("tls/client.crl", foreign_crl.clone()),
             ],
             "tls.clientCrl",
-            "not signed by a certificate of tls.clientCa",
+            "signed by a certificate of tls.clientCa",
         ),
     ];
     for (what, edit, files, key, reason) in cases {

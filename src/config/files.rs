@@ -9,8 +9,10 @@
 //! - `tls.privateKey`: a PEM private key rustls can sign with, whose public key is the
 //!   leaf certificate's;
 //! - `tls.clientCa`: PEM certificates rustls accepts as trust anchors;
-//! - `tls.clientCrl`: PEM CRLs, each issued and signed by one of the client CAs, which
-//!   rustls's client-certificate verifier accepts together with those CAs;
+//! - `tls.clientCrl`: PEM CRLs that rustls's client-certificate verifier accepts with
+//!   those CAs; at least one signed by a client CA, and every CRL that names a client CA
+//!   as its issuer signed by it (CRLs of intermediates, which clients present in their
+//!   chains, are checked against them at each handshake);
 //! - `storage.caFile` (Redis over TLS): PEM certificates usable as trust anchors.
 //!
 //! Not responsible for: where the files are (that is [`super::paths`]), or building the
@@ -307,22 +309,41 @@ fn crls_signed_by(
         .iter()
         .filter_map(|der| parse_certificate(der).ok())
         .collect::<Vec<_>>();
+    // A CRL issued by a client CA must verify with it; the CRLs of intermediates (which
+    // clients present in their chains, and rustls checks against them) cannot be judged
+    // here, but at least one CRL must be the client CA's own: a file with none is not
+    // this CA's.
+    let mut own = 0;
     for (i, der) in crls.iter().enumerate() {
         let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
             continue;
         };
-        let signed = cas.iter().any(|ca| {
-            ca.subject().as_raw() == crl.issuer().as_raw()
-                && crl.verify_signature(ca.public_key()).is_ok()
-        });
-        if !signed {
+        let issuers: Vec<_> = cas
+            .iter()
+            .filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+            .collect();
+        if issuers.is_empty() {
+            continue;
+        }
+        if !issuers
+            .iter()
+            .any(|ca| crl.verify_signature(ca.public_key()).is_ok())
+        {
             return Err(format!(
-                "CRL #{} in {} is not signed by a certificate of tls.clientCa ({})",
+                "CRL #{} in {} names a certificate of tls.clientCa ({}) as its issuer, but is not signed by it",
                 i + 1,
                 path.display(),
                 ca_path.display()
             ));
         }
+        own += 1;
+    }
+    if own == 0 {
+        return Err(format!(
+            "no CRL in {} is signed by a certificate of tls.clientCa ({}): not this CA's CRLs",
+            path.display(),
+            ca_path.display()
+        ));
     }
     let mut store = rustls::RootCertStore::empty();
     for cert in roots {

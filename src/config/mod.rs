@@ -1409,9 +1409,20 @@ fn validate_client_auth(
                     problems.add(format!("{path}.authMethod"), "tls_client_auth needs exactly one of tlsClientAuthSanUri, tlsClientAuthSubjectDn");
                     return None;
                 }
+                let subject_dn = match dn.as_deref().map(crate::dn::DistinguishedName::parse) {
+                    Some(Ok(name)) => Some(name),
+                    Some(Err(e)) => {
+                        problems.add(
+                            format!("{path}.tlsClientAuthSubjectDn"),
+                            format!("not an RFC 4514 name: {e}"),
+                        );
+                        return None;
+                    }
+                    None => None,
+                };
                 Some(ClientAuth::Certificate(CertificateIdentity::Pki {
                     san_uri: uri.clone(),
-                    subject_dn: dn.clone(),
+                    subject_dn,
                 }))
             } else {
                 let valid = |t: &String| {
