@@ -56,7 +56,7 @@ mod tests;
 #[cfg(test)]
 mod tests_lifecycle;
 
-pub use csr::LeafProfile;
+pub use csr::{inspect_csr, CsrPublicKey, CsrRequest, LeafProfile};
 pub use inventory::{CertKind, InventoryEntry};
 pub use revoke::{CertStatus, ListedCert, RevocationReason};
 
