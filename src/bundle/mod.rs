@@ -33,7 +33,7 @@ mod tests;
 #[cfg(test)]
 mod tests_hostile;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use activate::{
     recover, rollback, status, BundleRoot, GenerationRecord, Recovery, RollbackOptions,

@@ -70,6 +70,26 @@ fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
     file
 }
 
+/// `signing.key`/`signing.pub` in `work` (unencrypted), the public key pinned in `root`.
+fn signing_key_pinned(work: &Path, root: &str) {
+    ok(sealkit(
+        &[
+            "bundle",
+            "keygen",
+            "--unencrypted",
+            "--secret-key",
+            "signing.key",
+            "--public-key",
+            "signing.pub",
+        ],
+        work,
+    ));
+    ok(sealkit(
+        &["bundle", "trust", "add", "signing.pub", "--root", root],
+        work,
+    ));
+}
+
 fn serve(root: &Path) -> Child {
     crate::harness::spawn_serve(&["--bundle-root".as_ref(), root.as_os_str()])
 }
@@ -121,22 +141,7 @@ async fn a_signed_bundle_reconfigures_a_running_authority_and_a_stale_one_change
     .unwrap();
     let root = work.join("bundles");
     let root_arg = root.display().to_string();
-    ok(sealkit(
-        &[
-            "bundle",
-            "keygen",
-            "--unencrypted",
-            "--secret-key",
-            "signing.key",
-            "--public-key",
-            "signing.pub",
-        ],
-        work,
-    ));
-    ok(sealkit(
-        &["bundle", "trust", "add", "signing.pub", "--root", &root_arg],
-        work,
-    ));
+    signing_key_pinned(work, &root_arg);
 
     write_source(&site, &work.join("src-v1"), None);
     let v1 = pack_and_sign(work, "src-v1", "1");
@@ -298,22 +303,7 @@ fn a_bundle_the_authority_cannot_load_never_activates() {
     let site = sealkit::demo::prepare(&work.join("site"), "127.0.0.1:1".parse().unwrap()).unwrap();
     let root = work.join("bundles");
     let root_arg = root.display().to_string();
-    ok(sealkit(
-        &[
-            "bundle",
-            "keygen",
-            "--unencrypted",
-            "--secret-key",
-            "signing.key",
-            "--public-key",
-            "signing.pub",
-        ],
-        work,
-    ));
-    ok(sealkit(
-        &["bundle", "trust", "add", "signing.pub", "--root", &root_arg],
-        work,
-    ));
+    signing_key_pinned(work, &root_arg);
     // v1 is valid and also carries a copy of the server key (any file may travel).
     write_source(&site, &work.join("src-v1"), None);
     std::fs::create_dir_all(work.join("src-v1/tls")).unwrap();

@@ -22,24 +22,14 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let dir = std::fs::canonicalize(tmp.path()).unwrap();
-        let ca = crate::ca::SiteCa::init(
-            &dir.join("ca"),
-            "config tests",
-            crate::ca::KeyAlgorithm::EcdsaP256,
-        )
-        .unwrap();
-        let server = ca.issue_server(&["localhost".into()], &[], 30).unwrap();
-        let other = ca.issue_client("other", None, 30).unwrap();
+        let pki = crate::bundle::testutil::test_pki();
         std::fs::create_dir_all(dir.join("tls")).unwrap();
         let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-        write("tls/server.crt", &server.chain_pem);
-        write("tls/server.key", server.key_pem.as_deref().unwrap());
-        write("tls/other.key", other.key_pem.as_deref().unwrap());
-        write(
-            "tls/ca.crt",
-            &std::fs::read_to_string(dir.join("ca/ca-bundle.crt")).unwrap(),
-        );
-        write("tls/client.crl", &ca.crl_pem(30).unwrap());
+        write("tls/server.crt", &pki.server_chain);
+        write("tls/server.key", &pki.server_key);
+        write("tls/other.key", &pki.other_key);
+        write("tls/ca.crt", &pki.ca_bundle);
+        write("tls/client.crl", &pki.crl);
         write("tls/garbage", "garbage\n");
         let root = dir.join("bundles");
         std::fs::create_dir_all(root.join("generations")).unwrap();
