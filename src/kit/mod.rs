@@ -116,7 +116,7 @@ pub enum KitError {
 }
 
 impl KitError {
-    /// The process exit code: a refusal uses the bundle refusal codes (10–23), anything
+    /// The process exit code: a refusal uses the bundle refusal codes (10–24), anything
     /// else is 1.
     pub fn exit_code(&self) -> u8 {
         match self {
