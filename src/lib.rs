@@ -13,6 +13,7 @@
 
 #[allow(unsafe_code)]
 pub mod allocator;
+pub mod archive;
 pub mod bench;
 pub mod build_info;
 pub mod bundle;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
+pub mod dn;
 pub mod dpop;
 pub mod drill;
 pub mod guard;

@@ -6,6 +6,7 @@
 //! Clients are bound to certificates by hash or by an exact SAN URI / subject DN, never by
 //! a substring. This module does not know HTTP or the server; it judges certificates.
 
+use crate::dn::DistinguishedName;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -22,8 +23,8 @@ pub struct PeerCertificate {
     /// only for clients registered with their thumbprint.
     pub chain: Result<(), String>,
     pub san_uris: Vec<String>,
-    /// RFC 4514 form (most specific first), as `openssl x509 -subject -nameopt RFC2253` prints.
-    pub subject_dn: String,
+    /// The subject, parsed into attribute type/value pairs (displayed in RFC 4514 form).
+    pub subject: DistinguishedName,
 }
 
 /// `x5t#S256` of a DER certificate.
@@ -43,12 +44,12 @@ impl PeerCertificate {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map(|_| ())
             .map_err(|e| e.to_string());
-        let (san_uris, subject_dn) = names(leaf.as_ref());
+        let (san_uris, subject) = names(leaf.as_ref());
         Some(PeerCertificate {
             thumbprint: thumbprint(leaf.as_ref()),
             chain: verdict,
             san_uris,
-            subject_dn,
+            subject,
         })
     }
 
@@ -57,46 +58,24 @@ impl PeerCertificate {
     }
 }
 
-/// SAN URIs and the RFC 4514 subject of a DER certificate (empty when unparsable).
-fn names(der: &[u8]) -> (Vec<String>, String) {
-    let Ok(cert) = openssl::x509::X509::from_der(der) else {
-        return (Vec::new(), String::new());
+/// SAN URIs and the subject of a DER certificate (empty when unparsable).
+pub fn names(der: &[u8]) -> (Vec<String>, DistinguishedName) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return (Vec::new(), DistinguishedName::default());
     };
-    let uris = cert
-        .subject_alt_names()
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| n.uri().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut parts: Vec<String> = cert
-        .subject_name()
-        .entries()
-        .filter_map(|entry| {
-            let key = entry.object().nid().short_name().ok()?;
-            let value = entry.data().to_string().ok()?;
-            Some(format!("{key}={}", escape_rdn_value(&value)))
-        })
-        .collect();
-    parts.reverse();
-    (uris, parts.join(","))
-}
-
-/// RFC 4514 §2.4 escaping of an attribute value.
-fn escape_rdn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == ' ' || c == '#'))
-            || (i == value.chars().count() - 1 && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    let uris = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    (uris, DistinguishedName::from_x509(cert.subject()))
 }
 
 /// RFC 9440 §2.2: `Client-Cert: :<base64 DER>:` (a structured-field byte sequence).
@@ -122,7 +101,8 @@ pub enum CertificateIdentity {
     /// matches exactly.
     Pki {
         san_uri: Option<String>,
-        subject_dn: Option<String>,
+        /// Compared structurally with the certificate's subject (never as text).
+        subject_dn: Option<DistinguishedName>,
     },
     /// `self_signed_tls_client_auth`: the certificate's thumbprint is registered.
     SelfSigned { thumbprints: Vec<String> },
@@ -142,7 +122,7 @@ impl CertificateIdentity {
                         .is_some_and(|u| certificate.san_uris.iter().any(|s| s == u))
                         || subject_dn
                             .as_ref()
-                            .is_some_and(|d| *d == certificate.subject_dn))
+                            .is_some_and(|d| *d == certificate.subject))
             }
             Self::SelfSigned { thumbprints } => thumbprints.contains(&certificate.thumbprint),
         }
@@ -158,7 +138,7 @@ mod tests {
             thumbprint: "t1".into(),
             chain,
             san_uris: vec!["urn:sealkit:client:a".into()],
-            subject_dn: "CN=a,O=t".into(),
+            subject: DistinguishedName::parse("CN=a,O=t").unwrap(),
         }
     }
 
@@ -180,12 +160,12 @@ mod tests {
         );
         let by_dn = CertificateIdentity::Pki {
             san_uri: None,
-            subject_dn: Some("CN=a,O=t".into()),
+            subject_dn: Some(DistinguishedName::parse("CN=a, O=t").unwrap()),
         };
         assert!(by_dn.matches(&cert(Ok(()))));
         let other_dn = CertificateIdentity::Pki {
             san_uri: None,
-            subject_dn: Some("CN=a".into()),
+            subject_dn: Some(DistinguishedName::parse("CN=a").unwrap()),
         };
         assert!(!other_dn.matches(&cert(Ok(()))));
     }
@@ -214,9 +194,51 @@ mod tests {
         );
     }
 
+    /// A subject with `=`, `,` and non-ASCII characters, registered as the operator copies it
+    /// from `openssl x509 -subject -nameopt RFC2253`, matches the certificate structurally.
     #[test]
-    fn rdn_values_are_escaped() {
-        assert_eq!(escape_rdn_value("a,b"), "a\\,b");
-        assert_eq!(escape_rdn_value("#x "), "\\#x\\ ");
+    fn subject_dns_match_what_openssl_prints() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "a=b, Inc");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "café");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("c.pem");
+        std::fs::write(&pem, cert.pem()).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(&pem)
+            .output()
+            .expect("openssl CLI");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let printed = printed.trim().trim_start_matches("subject=").trim();
+        assert!(printed.contains("\\C3\\A9"), "{printed}");
+        let (_, subject) = names(cert.der());
+        let registered = DistinguishedName::parse(printed).unwrap();
+        assert_eq!(registered, subject, "{printed} vs {subject}");
+        let certificate = PeerCertificate {
+            thumbprint: thumbprint(cert.der()),
+            chain: Ok(()),
+            san_uris: Vec::new(),
+            subject,
+        };
+        let identity = CertificateIdentity::Pki {
+            san_uri: None,
+            subject_dn: Some(registered),
+        };
+        assert!(identity.matches(&certificate));
+        // Another value does not match.
+        let other = CertificateIdentity::Pki {
+            san_uri: None,
+            subject_dn: Some(DistinguishedName::parse("CN=cafe,O=a=b\\, Inc").unwrap()),
+        };
+        assert!(!other.matches(&certificate));
+        assert_eq!(certificate.subject.to_string(), "CN=café,O=a=b\\, Inc");
     }
 }

@@ -169,6 +169,11 @@ impl BundleRoot {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// Whether `dir` has a bundle root's layout (`generations/` and `trusted-keys/`):
+    /// how the configuration loader recognises paths that lead into a bundle root.
+    pub fn has_layout(dir: &Path) -> bool {
+        dir.join("generations").is_dir() && dir.join("trusted-keys").is_dir()
+    }
     pub fn trusted_keys_dir(&self) -> PathBuf {
         self.path.join("trusted-keys")
     }

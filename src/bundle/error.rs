@@ -25,6 +25,9 @@ pub enum Refusal {
     Expired,
     /// The bundle was created before the active bundle.
     OlderThanActive,
+    /// The bundle's `created` lies further ahead of this host's clock than
+    /// `Limits::max_created_ahead` (it would block every later bundle until then).
+    CreatedInFuture,
     /// Decompression would exceed a cap (window, output size, entry count, ratio).
     DecompressionLimit,
     /// The zstd stream or the tar archive is corrupt or truncated.
@@ -41,7 +44,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every kind, in pipeline order.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::TooLarge,
         Refusal::BadSignature,
         Refusal::UntrustedKey,
@@ -51,6 +54,7 @@ impl Refusal {
         Refusal::NotNewer,
         Refusal::Expired,
         Refusal::OlderThanActive,
+        Refusal::CreatedInFuture,
         Refusal::DecompressionLimit,
         Refusal::CorruptArchive,
         Refusal::UnsafeEntry,
@@ -60,7 +64,7 @@ impl Refusal {
     ];
 
     /// The process exit code of this refusal. `InvalidConfig` shares 3 with
-    /// `sealkit config check`; the others are 10–23.
+    /// `sealkit config check`; the others are 10–24.
     pub fn exit_code(self) -> u8 {
         match self {
             Refusal::TooLarge => 10,
@@ -78,6 +82,7 @@ impl Refusal {
             Refusal::ContentMismatch => 22,
             Refusal::InvalidConfig => 3,
             Refusal::KeyRotation => 23,
+            Refusal::CreatedInFuture => 24,
         }
     }
 
@@ -99,6 +104,7 @@ impl Refusal {
             Refusal::ContentMismatch => "content-mismatch",
             Refusal::InvalidConfig => "invalid-config",
             Refusal::KeyRotation => "key-rotation",
+            Refusal::CreatedInFuture => "created-in-future",
         }
     }
 }

@@ -16,13 +16,14 @@ use super::error::{io_err, one_line, refuse, BundleError, Refusal};
 use super::manifest::{check_site, format_time, Manifest, CONFIG_NAME};
 use super::pack::default_signature_path;
 use super::signing::{
-    parse_public_key, public_key_id, verify_signature, HashingReader, TrustedComment, TrustedKeys,
+    parse_public_key, public_key_id, verify_signature, TrustedComment, TrustedKeys,
 };
 use super::{Limits, Progress};
+use crate::archive::HashingReader;
 use crate::config::Settings;
 use std::fs::File;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Options of [`import`].
 #[derive(Debug, Clone)]
@@ -196,12 +197,7 @@ fn import_locked(
         }
     }
     // 6. Expiry and creation time.
-    if comment.expires <= options.now {
-        return Err(refuse(
-            Refusal::Expired,
-            format!("the bundle expired at {}", format_time(comment.expires)),
-        ));
-    }
+    check_times(&comment, options.now, limits)?;
     if let Some(active) = &active {
         // A damaged record refuses the import (fail closed) rather than let any bundle
         // count as newer than the active one.
@@ -390,12 +386,7 @@ pub fn verify(
             ));
         }
     }
-    if comment.expires <= options.now {
-        return Err(refuse(
-            Refusal::Expired,
-            format!("the bundle expired at {}", format_time(comment.expires)),
-        ));
-    }
+    check_times(&comment, options.now, limits)?;
     progress.start("verifying", meta.len());
     let mut reader = HashingReader::new(open(bundle)?);
     let walked = walk(
@@ -425,75 +416,22 @@ pub fn verify(
     })
 }
 
-/// Validates an extracted tree's `authority.yaml` exactly as the server will load it from
-/// `<root>/current/` (relative paths resolve inside the tree, which moves intact), plus
-/// what only matters for bundles: the tree is read-only and travels unencrypted.
+/// Validates an extracted tree's `authority.yaml` with the one configuration loader, in
+/// place: relative paths resolve inside the tree (which moves intact into `generations/`),
+/// every referenced file is read as `serve` reads it, and the bundle-root rules apply
+/// because the tree lies inside the root (`config::paths`: no data or log directory, no
+/// private key, no password file inside the root; no path into another generation).
 pub(crate) fn validate_config(tree: &Path) -> Result<Settings, BundleError> {
     let path = tree.join(CONFIG_NAME);
-    let tidy = |text: &str| one_line(&text.replace(&tree.display().to_string(), "<bundle>"));
-    let settings =
-        Settings::load(&path).map_err(|e| refuse(Refusal::InvalidConfig, tidy(&e.to_string())))?;
-    let mut problems = Vec::new();
-    let inside = |p: &Path| p.starts_with(tree);
-    let escapes = |p: &Path| {
-        p.strip_prefix(tree)
-            .map(|rel| rel.components().any(|c| matches!(c, Component::ParentDir)))
-            .unwrap_or(false)
+    let real_tree = crate::config::paths::resolve(tree);
+    let tidy = |text: &str| {
+        one_line(
+            &text
+                .replace(&real_tree.display().to_string(), "<bundle>")
+                .replace(&tree.display().to_string(), "<bundle>"),
+        )
     };
-    if inside(&settings.data_dir) {
-        problems.push(
-            "dataDir: must be an absolute path outside the bundle (generations are read-only)"
-                .to_string(),
-        );
-    }
-    if inside(&settings.logging.directory) {
-        problems.push(
-            "logging.directory: must be an absolute path outside the bundle (generations are read-only)"
-                .to_string(),
-        );
-    }
-    if let Some(password_file) = settings
-        .storage_settings
-        .redis
-        .as_ref()
-        .and_then(|r| r.password_file.as_ref())
-    {
-        if inside(password_file) {
-            problems.push(
-                "storage.passwordFile: a password must not travel in a bundle (bundles are signed, not encrypted); use a host path such as /etc/sealkit/redis.password"
-                    .to_string(),
-            );
-        }
-    }
-    if inside(&settings.tls_private_key) {
-        problems.push(
-            "tls.privateKey: a private key must not travel in a bundle (bundles are signed, not encrypted); use a host path such as /etc/sealkit/tls/server.key"
-                .to_string(),
-        );
-    }
-    for (key, p) in [
-        ("tls.certificate", Some(&settings.tls_certificate)),
-        ("tls.clientCa", settings.tls_client_ca.as_ref()),
-    ] {
-        if let Some(p) = p {
-            if escapes(p) {
-                problems.push(format!(
-                    "{key}: a relative path must stay inside the bundle (no `..`)"
-                ));
-            }
-        }
-    }
-    if !problems.is_empty() {
-        return Err(refuse(
-            Refusal::InvalidConfig,
-            format!(
-                "{CONFIG_NAME}: {} problem(s): {}",
-                problems.len(),
-                problems.join("; ")
-            ),
-        ));
-    }
-    Ok(settings)
+    Settings::load(&path).map_err(|e| refuse(Refusal::InvalidConfig, tidy(&e.to_string())))
 }
 
 /// The key ids of a carried key set (`trust/keys/*.pub`), each key checked.
@@ -519,6 +457,30 @@ fn check_trust_keys(tree: &Path, manifest: &Manifest) -> Result<Vec<String>, Bun
     }
     ids.sort();
     Ok(ids)
+}
+
+/// The signed times against this host's clock: not expired, not created further ahead
+/// than the documented skew.
+fn check_times(comment: &TrustedComment, now: i64, limits: &Limits) -> Result<(), BundleError> {
+    if comment.expires <= now {
+        return Err(refuse(
+            Refusal::Expired,
+            format!("the bundle expired at {}", format_time(comment.expires)),
+        ));
+    }
+    let ahead = i64::try_from(limits.max_created_ahead).unwrap_or(i64::MAX);
+    if comment.created > now.saturating_add(ahead) {
+        return Err(refuse(
+            Refusal::CreatedInFuture,
+            format!(
+                "the bundle claims to be created at {}, more than {}s ahead of this host's clock ({}); check both clocks",
+                format_time(comment.created),
+                limits.max_created_ahead,
+                format_time(now)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_size(bundle: &Path, len: u64, limits: &Limits) -> Result<(), BundleError> {

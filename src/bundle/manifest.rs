@@ -12,9 +12,8 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 pub const CONFIG_NAME: &str = "authority.yaml";
 /// Directory of a bundle that carries a new trusted key set (`*.pub`, minisign format).
 pub const TRUST_KEYS_DIR: &str = "trust/keys";
-/// Longest accepted path (bytes) and path component.
-pub const MAX_PATH_BYTES: usize = 255;
-pub const MAX_COMPONENT_BYTES: usize = 128;
+/// Longest accepted path (bytes) and path component: the archive reader's.
+pub use crate::archive::{MAX_COMPONENT_BYTES, MAX_PATH_BYTES};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -178,45 +177,9 @@ impl Manifest {
     }
 }
 
-/// The proper ancestors of a relative path: `a/b/c` → `a`, `a/b`.
-pub fn ancestors_of(path: &str) -> impl Iterator<Item = &str> {
-    path.match_indices('/').map(move |(i, _)| &path[..i])
-}
+pub use crate::archive::ancestors_of;
 
-/// A bundle path: relative, `/`-separated, no empty, `.` or `..` component, at most
-/// [`MAX_PATH_BYTES`] bytes, components of `A-Z a-z 0-9 . _ - + @ = ,` only.
-pub fn check_path(path: &str) -> Result<(), String> {
-    if path.is_empty() {
-        return Err("empty path".into());
-    }
-    if path.starts_with('/') {
-        return Err(format!("{path:?} is an absolute path"));
-    }
-    if path.len() > MAX_PATH_BYTES {
-        return Err(format!("{path:?} is longer than {MAX_PATH_BYTES} bytes"));
-    }
-    for component in path.split('/') {
-        match component {
-            "" => return Err(format!("{path:?} has an empty component")),
-            "." | ".." => return Err(format!("{path:?} has a `{component}` component")),
-            _ => {}
-        }
-        if component.len() > MAX_COMPONENT_BYTES {
-            return Err(format!(
-                "{path:?} has a component longer than {MAX_COMPONENT_BYTES} bytes"
-            ));
-        }
-        if !component
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+@=,".contains(&b))
-        {
-            return Err(format!(
-                "{path:?} has characters outside A-Z a-z 0-9 . _ - + @ = ,"
-            ));
-        }
-    }
-    Ok(())
-}
+pub use crate::archive::check_path;
 
 /// A site id: 1–64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn check_site(site: &str) -> Result<(), String> {

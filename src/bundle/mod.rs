@@ -31,13 +31,16 @@ mod pack;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod testutil;
+mod tests_hostile;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use activate::{
     recover, rollback, status, BundleRoot, GenerationRecord, Recovery, RollbackOptions,
     RollbackOutcome, State, Status, DEFAULT_ROOT,
 };
 pub use error::{BundleError, Refusal};
+
 pub use import::{import, verify, ImportOptions, ImportOutcome, Verified, VerifyOptions};
 pub use manifest::{FileEntry, Manifest, Totals};
 pub use pack::{pack, sign, PackOptions, PackSummary, SignSummary};
@@ -63,7 +66,14 @@ pub struct Limits {
     pub max_ratio: u64,
     /// Output below this size is never judged by its ratio (small bundles compress well).
     pub ratio_floor_bytes: u64,
+    /// How far (seconds) a bundle's `created` may lie ahead of this host's clock: the
+    /// signing side's clock may run a little ahead, but a bundle dated far in the future
+    /// would refuse every later bundle as `older-than-active` until then.
+    pub max_created_ahead: u64,
 }
+
+/// The default of [`Limits::max_created_ahead`]: one hour.
+pub const MAX_CREATED_AHEAD: u64 = 3600;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -76,6 +86,7 @@ impl Default for Limits {
             max_entries: 10_000,
             max_ratio: 200,
             ratio_floor_bytes: 16 * 1024 * 1024,
+            max_created_ahead: MAX_CREATED_AHEAD,
         }
     }
 }
@@ -102,11 +113,4 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+pub(crate) use crate::archive::hex;

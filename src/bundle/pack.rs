@@ -8,8 +8,9 @@ use super::manifest::{
     check_path, check_site, format_mode, format_time, FileEntry, Manifest, Totals, CONFIG_NAME,
     FORMAT_VERSION, MANIFEST_NAME, TRUST_KEYS_DIR,
 };
-use super::signing::{secret_key_id, sign_data, HashingReader, TrustedComment};
+use super::signing::{secret_key_id, sign_data, TrustedComment};
 use super::{Limits, Progress};
+use crate::archive::HashingReader;
 use minisign::SecretKey;
 use std::fs::File;
 use std::io::{BufWriter, Read};

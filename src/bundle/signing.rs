@@ -7,11 +7,11 @@
 
 use super::error::{io_err, one_line, refuse, BundleError, Refusal};
 use super::manifest::{check_site, format_time, parse_time};
+use crate::archive::HashingReader;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// The first word of every sealkit trusted comment.
@@ -49,7 +49,18 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
             )
         }
     };
-    result.map_err(|e| format!("not a minisign public key: {e}"))
+    let key = result.map_err(|e| format!("not a minisign public key: {e}"))?;
+    // The key's algorithm id: `Ed` (Ed25519) is the only one the minisign CLI accepts; the
+    // library would take any two bytes, and pin a key the CLI refuses.
+    let bytes = key.to_bytes();
+    let algorithm = bytes.get(..2).unwrap_or_default();
+    if algorithm != b"Ed" {
+        return Err(format!(
+            "not an Ed25519 minisign public key: its algorithm id is {:?}, the minisign CLI accepts only \"Ed\"",
+            String::from_utf8_lossy(algorithm)
+        ));
+    }
+    Ok(key)
 }
 
 /// The `.pub` file text of a public key (what `minisign -G` writes).
@@ -435,20 +446,48 @@ pub fn verify_signature<R: Read + Seek>(
             ),
         ));
     };
+    // The comment exactly as written: the minisign CLI signs and verifies it untrimmed,
+    // the minisign crate trims it first.
+    let written = written_trusted_comment(signature_text);
+    let padded = written.is_some_and(|c| c.trim() != c);
     let mut reader = HashingReader::new(data);
-    minisign::verify(&key.key, &signature, &mut reader, true, false, false).map_err(|e| {
+    let verdict = minisign::verify(&key.key, &signature, &mut reader, true, false, false);
+    if let Err(e) = verdict {
         if reader.io_error {
-            BundleError::Io {
+            return Err(BundleError::Io {
                 context: "cannot read the bundle".into(),
                 source: std::io::Error::other(e.to_string()),
-            }
-        } else {
-            refuse(
-                Refusal::BadSignature,
-                format!("signature by key {id} does not verify: {e}"),
-            )
+            });
         }
-    })?;
+        // Data verified, comment did not: if it verifies as written, the signer put
+        // whitespace around it — a wrong comment, not a damaged medium.
+        if let Some(comment) = written.filter(|_| padded) {
+            if e.to_string().contains("Comment signature")
+                && global_signature_covers(signature_text, &key.key, comment)
+            {
+                return Err(refuse(
+                    Refusal::BadComment,
+                    format!(
+                        "the trusted comment {comment:?} has whitespace before or after it; \
+                         the signature is genuine, but a sealkit comment is exact: sign again \
+                         with the comment `sealkit bundle sign` writes, without surrounding spaces"
+                    ),
+                ));
+            }
+        }
+        return Err(refuse(
+            Refusal::BadSignature,
+            format!("signature by key {id} does not verify: {e}"),
+        ));
+    }
+    if padded {
+        // Verified only because the crate trimmed it: the whitespace was added afterwards
+        // and the minisign CLI would refuse this signature.
+        return Err(refuse(
+            Refusal::BadSignature,
+            "the trusted comment line carries whitespace the signature does not cover (the minisign CLI refuses it)",
+        ));
+    }
     let trusted_comment = signature
         .trusted_comment()
         .map_err(|e| refuse(Refusal::BadSignature, format!("no trusted comment: {e}")))?;
@@ -459,48 +498,42 @@ pub fn verify_signature<R: Read + Seek>(
     })
 }
 
-/// Hashes what passes through it; a seek resets the hash (minisign only reads once).
-pub(crate) struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    pub(crate) bytes: u64,
-    pub(crate) io_error: bool,
+/// The trusted comment of a `.minisig` text exactly as written (third line, after the
+/// prefix; only the line break removed).
+fn written_trusted_comment(signature_text: &str) -> Option<&str> {
+    signature_text
+        .split('\n')
+        .nth(2)
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
+        .and_then(|line| line.strip_prefix("trusted comment: "))
 }
 
-impl<R> HashingReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-            io_error: false,
-        }
-    }
-    pub(crate) fn finish_hex(self) -> String {
-        super::hex(&self.hasher.finalize())
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.hasher.update(&buf[..n]);
-                self.bytes += n as u64;
-                Ok(n)
-            }
-            Err(e) => {
-                self.io_error = true;
-                Err(e)
-            }
-        }
-    }
-}
-
-impl<R: Seek> Seek for HashingReader<R> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.hasher = Sha256::new();
-        self.bytes = 0;
-        self.inner.seek(pos)
-    }
+/// Whether the global signature of `signature_text` covers `comment` as given (minisign:
+/// Ed25519 over the 64-byte data signature followed by the comment's bytes).
+fn global_signature_covers(signature_text: &str, key: &PublicKey, comment: &str) -> bool {
+    let mut lines = signature_text.lines();
+    let (Some(_), Some(sig_line), Some(_), Some(global_line)) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return false;
+    };
+    let (Ok(sig), Ok(global)) = (
+        STANDARD.decode(sig_line.trim()),
+        STANDARD.decode(global_line.trim()),
+    ) else {
+        return false;
+    };
+    // Signature line: algorithm (2) ‖ key number (8) ‖ signature (64).
+    let Some(data_signature) = sig.get(10..74) else {
+        return false;
+    };
+    let public = key.to_bytes();
+    let Some(raw_key) = public.get(10..42) else {
+        return false;
+    };
+    let mut message = data_signature.to_vec();
+    message.extend_from_slice(comment.as_bytes());
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, raw_key)
+        .verify(&message, &global)
+        .is_ok()
 }

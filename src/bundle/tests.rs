@@ -1117,7 +1117,7 @@ fn the_example_site_packs_and_validates_with_host_paths() {
             "/var/lib/sealkit/data",
             &format!("{}/data", host.host.display()),
         );
-    std::fs::write(host.host.join("tls/site-ca.crt"), "ca").unwrap();
+    std::fs::write(host.host.join("tls/site-ca.crt"), &test_pki().ca_bundle).unwrap();
     let settings =
         crate::config::Settings::from_yaml(&mapped, &example, crate::clock::unix_now()).unwrap();
     assert!(!settings.clients.is_empty());

@@ -36,6 +36,44 @@ pub fn test_key(dir: &Path, name: &str) -> TestKey {
     }
 }
 
+/// Real TLS material from sealkit's own CA, made once per test process: the
+/// configuration loader reads every file as `serve` would, so placeholders no longer pass.
+pub struct TestPki {
+    /// Server leaf + intermediate, PEM.
+    pub server_chain: String,
+    pub server_key: String,
+    /// A key that is not the server certificate's.
+    pub other_key: String,
+    /// Root + intermediate (`ca-bundle.crt`).
+    pub ca_bundle: String,
+    /// CRLs signed by the CA (intermediate's and root's).
+    pub crl: String,
+}
+
+pub fn test_pki() -> &'static TestPki {
+    static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::ca::SiteCa::init(
+            &dir.path().join("ca"),
+            "bundle tests",
+            crate::ca::KeyAlgorithm::EcdsaP256,
+        )
+        .unwrap();
+        let server = ca
+            .issue_server(&["localhost".to_string()], &[], 30)
+            .unwrap();
+        let other = ca.issue_client("someone-else", None, 30).unwrap();
+        TestPki {
+            server_chain: server.chain_pem.clone(),
+            server_key: server.key_pem.clone().unwrap(),
+            other_key: other.key_pem.clone().unwrap(),
+            ca_bundle: std::fs::read_to_string(dir.path().join("ca/ca-bundle.crt")).unwrap(),
+            crl: ca.crl_pem(30).unwrap(),
+        }
+    })
+}
+
 pub struct Host {
     pub tmp: tempfile::TempDir,
     pub root: BundleRoot,
@@ -53,8 +91,9 @@ impl Host {
         let work = tmp.path().join("work");
         std::fs::create_dir_all(host.join("tls")).unwrap();
         std::fs::create_dir_all(&work).unwrap();
-        std::fs::write(host.join("tls/server.crt"), "certificate").unwrap();
-        std::fs::write(host.join("tls/server.key"), "key").unwrap();
+        let pki = test_pki();
+        std::fs::write(host.join("tls/server.crt"), &pki.server_chain).unwrap();
+        std::fs::write(host.join("tls/server.key"), &pki.server_key).unwrap();
         let key = test_key(&work, "signer");
         let root = BundleRoot::new(tmp.path().join("root"));
         root.trust_add(&key.public).unwrap();

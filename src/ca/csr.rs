@@ -15,15 +15,21 @@
 
 use std::net::IpAddr;
 
-use openssl::bn::BigNumContext;
-use openssl::ec::PointConversionForm;
-use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Public};
-use openssl::x509::{X509Req, X509};
 use rcgen::{PublicKeyData, SignatureAlgorithm};
+use x509_parser::asn1_rs::{oid, FromDer, Oid};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::{ExtensionRequest, ParsedCriAttribute};
+use x509_parser::extensions::{ParsedExtension, X509Extension};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_SIG_ED25519, OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_EXTENDED_KEY_USAGE,
+    OID_X509_EXT_KEY_USAGE,
+};
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::IssuedLeaf;
-use super::{client_template, ossl, CaError, LeafKey, SiteCa};
+use super::{client_template, CaError, LeafKey, SiteCa};
 
 /// What a leaf signed from a CSR is for; everything it says comes from here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +53,11 @@ impl LeafProfile {
         }
     }
 
-    /// The one extended key usage the profile grants, as (DER OID body, name).
-    fn granted_eku(&self) -> (&'static [u8], &'static str) {
+    /// The one extended key usage the profile grants.
+    fn granted_eku(&self) -> &'static str {
         match self {
-            LeafProfile::Server { .. } => (OID_SERVER_AUTH, "serverAuth"),
-            LeafProfile::Client { .. } => (OID_CLIENT_AUTH, "clientAuth"),
+            LeafProfile::Server { .. } => "serverAuth",
+            LeafProfile::Client { .. } => "clientAuth",
         }
     }
 }
@@ -86,36 +92,17 @@ impl SiteCa {
 /// Parses the CSR, verifies its self-signature, refuses what the profile does not grant,
 /// and extracts the public key.
 fn verify_csr(csr_pem: &str, profile: &LeafProfile) -> Result<CsrPublicKey, CaError> {
-    let req = X509Req::from_pem(csr_pem.trim_start().as_bytes()).map_err(|_| {
-        CaError::InvalidCsr(
-            "not a PEM PKCS#10 request (expected -----BEGIN CERTIFICATE REQUEST-----)".to_string(),
-        )
-    })?;
-    let key = req
-        .public_key()
-        .map_err(|_| CaError::UnsupportedCsrKey("its public key cannot be read".to_string()))?;
-    // Proof of possession: only the holder of the private key could have signed it.
-    if !matches!(req.verify(&key), Ok(true)) {
-        return Err(CaError::CsrBadSignature);
-    }
-
-    let der = req.to_der().map_err(ossl("encode the CSR"))?;
-    let asked = requested_extensions(&der)?;
-    if let Some(first) = asked.ca.first() {
+    let request = inspect_csr(csr_pem)?;
+    if let Some(first) = request.asks_ca.first() {
         return Err(CaError::CsrRequestsCa {
             asked: first.clone(),
         });
     }
-    let (granted_oid, granted_name) = profile.granted_eku();
+    let granted_name = profile.granted_eku();
     let mut extra: Vec<String> = Vec::new();
-    for oid in asked
-        .ekus
-        .iter()
-        .filter(|oid| oid.as_slice() != granted_oid)
-    {
-        let name = eku_name(oid);
-        if !extra.contains(&name) {
-            extra.push(name);
+    for name in request.ekus.iter().filter(|name| *name != granted_name) {
+        if !extra.contains(name) {
+            extra.push(name.clone());
         }
     }
     if !extra.is_empty() {
@@ -125,15 +112,131 @@ fn verify_csr(csr_pem: &str, profile: &LeafProfile) -> Result<CsrPublicKey, CaEr
             granted: granted_name,
         });
     }
-    CsrPublicKey::from_pkey(key)
+    Ok(request.public_key)
+}
+
+/// What a PKCS#10 request holds that issuance looks at, parsed by `x509-parser` (a
+/// maintained X.509 parser) from untrusted input: the public key (self-signature checked)
+/// and what its extension request asks for.
+pub struct CsrRequest {
+    pub public_key: CsrPublicKey,
+    /// Each way the request asks to be a CA (`basicConstraints CA:TRUE`, `keyUsage
+    /// keyCertSign`, `keyUsage cRLSign`).
+    pub asks_ca: Vec<String>,
+    /// The extended key usages asked for (names such as `serverAuth`, or dotted OIDs).
+    pub ekus: Vec<String>,
+}
+
+/// Parses and checks a PEM PKCS#10 request: one `CERTIFICATE REQUEST` block, a DER
+/// request with nothing after it, a supported key, a self-signature that verifies (proof
+/// of possession), well-formed requested extensions. The public entry point of CSR
+/// parsing (and its fuzz target).
+pub fn inspect_csr(csr_pem: &str) -> Result<CsrRequest, CaError> {
+    let not_pem = || {
+        CaError::InvalidCsr(
+            "not a PEM PKCS#10 request (expected -----BEGIN CERTIFICATE REQUEST-----)".to_string(),
+        )
+    };
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(csr_pem.trim_start().as_bytes()).map_err(|_| not_pem())?;
+    if pem.label != "CERTIFICATE REQUEST" && pem.label != "NEW CERTIFICATE REQUEST" {
+        return Err(not_pem());
+    }
+    let request = match X509CertificationRequest::from_der(&pem.contents) {
+        Ok(([], request)) => request,
+        Ok(_) => {
+            return Err(CaError::InvalidCsr(
+                "trailing bytes after the request".into(),
+            ))
+        }
+        Err(e) => return Err(CaError::InvalidCsr(format!("malformed request: {e}"))),
+    };
+    let info = &request.certification_request_info;
+    let public_key = CsrPublicKey::from_spki(&info.subject_pki)?;
+    // Proof of possession: only the holder of the private key could have signed it.
+    request
+        .verify_signature()
+        .map_err(|_| CaError::CsrBadSignature)?;
+
+    let mut out = CsrRequest {
+        public_key,
+        asks_ca: Vec::new(),
+        ekus: Vec::new(),
+    };
+    for attribute in info.iter_attributes() {
+        match attribute.parsed_attribute() {
+            ParsedCriAttribute::ExtensionRequest(request) => {
+                requested(&request.extensions, &mut out)?;
+            }
+            // Microsoft's older extension request is treated alike.
+            _ if attribute.oid == OID_MS_EXTENSION_REQUEST => {
+                let set = x509_parser::asn1_rs::Set::from_der(attribute.value)
+                    .map(|(_, set)| set)
+                    .map_err(|_| malformed("extension request"))?;
+                match ExtensionRequest::from_der(&set.content) {
+                    Ok(([], request)) => requested(&request.extensions, &mut out)?,
+                    _ => return Err(malformed("extension request")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Records what `extensions` ask for that the refusal rules look at.
+fn requested(extensions: &[X509Extension<'_>], out: &mut CsrRequest) -> Result<(), CaError> {
+    for extension in extensions {
+        match extension.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                out.asks_ca.push("basicConstraints CA:TRUE".to_string());
+            }
+            ParsedExtension::KeyUsage(usage) => {
+                if usage.key_cert_sign() {
+                    out.asks_ca.push("keyUsage keyCertSign".to_string());
+                }
+                if usage.crl_sign() {
+                    out.asks_ca.push("keyUsage cRLSign".to_string());
+                }
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                for (asked, name) in [
+                    (eku.server_auth, "serverAuth"),
+                    (eku.client_auth, "clientAuth"),
+                    (eku.code_signing, "codeSigning"),
+                    (eku.email_protection, "emailProtection"),
+                    (eku.time_stamping, "timeStamping"),
+                    (eku.ocsp_signing, "OCSPSigning"),
+                    (eku.any, "anyExtendedKeyUsage"),
+                ] {
+                    if asked {
+                        out.ekus.push(name.to_string());
+                    }
+                }
+                out.ekus
+                    .extend(eku.other.iter().map(|oid| oid.to_id_string()));
+            }
+            ParsedExtension::ParseError { .. } => {
+                // A malformed extension the rules look at must not be skipped.
+                let oid = &extension.oid;
+                if *oid == OID_X509_EXT_BASIC_CONSTRAINTS
+                    || *oid == OID_X509_EXT_KEY_USAGE
+                    || *oid == OID_X509_EXT_EXTENDED_KEY_USAGE
+                {
+                    return Err(malformed("extension"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The CSR's public key, in the form rcgen writes into a certificate.
-pub(crate) struct CsrPublicKey {
+pub struct CsrPublicKey {
     alg: &'static SignatureAlgorithm,
     /// The subjectPublicKey BIT STRING contents.
     raw: Vec<u8>,
-    pkey: PKey<Public>,
 }
 
 impl PublicKeyData for CsrPublicKey {
@@ -147,65 +250,60 @@ impl PublicKeyData for CsrPublicKey {
 }
 
 impl CsrPublicKey {
-    fn from_pkey(pkey: PKey<Public>) -> Result<CsrPublicKey, CaError> {
+    /// Accepted keys: P-256, P-384 (uncompressed points), Ed25519, RSA 2048–8192 bits.
+    fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrPublicKey, CaError> {
         let unsupported = |what: String| CaError::UnsupportedCsrKey(what);
-        let (alg, raw) = match pkey.id() {
-            Id::EC => {
-                let ec = pkey.ec_key().map_err(ossl("read the CSR's EC key"))?;
-                let group = ec.group();
-                let alg = match group.curve_name() {
-                    Some(Nid::X9_62_PRIME256V1) => &rcgen::PKCS_ECDSA_P256_SHA256,
-                    Some(Nid::SECP384R1) => &rcgen::PKCS_ECDSA_P384_SHA384,
-                    other => {
-                        return Err(unsupported(format!(
-                            "EC curve {}",
-                            other
-                                .and_then(|n| n.short_name().ok())
-                                .unwrap_or("(unnamed)")
-                        )))
-                    }
-                };
-                let mut ctx = BigNumContext::new().map_err(ossl("allocate a context"))?;
-                let raw = ec
-                    .public_key()
-                    .to_bytes(group, PointConversionForm::UNCOMPRESSED, &mut ctx)
-                    .map_err(ossl("encode the CSR's EC point"))?;
-                (alg, raw)
+        let algorithm = &spki.algorithm.algorithm;
+        let raw = spki.subject_public_key.data.to_vec();
+        let alg = if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .ok_or_else(|| unsupported("EC key without a named curve".to_string()))?;
+            let alg = if curve == OID_EC_P256 {
+                &rcgen::PKCS_ECDSA_P256_SHA256
+            } else if curve == OID_NIST_EC_P384 {
+                &rcgen::PKCS_ECDSA_P384_SHA384
+            } else {
+                return Err(unsupported(format!("EC curve {}", curve.to_id_string())));
+            };
+            if raw.first() != Some(&0x04) {
+                return Err(unsupported("EC point not in uncompressed form".to_string()));
             }
-            Id::ED25519 => (
-                &rcgen::PKCS_ED25519,
-                pkey.raw_public_key()
-                    .map_err(ossl("read the CSR's Ed25519 key"))?,
-            ),
-            Id::RSA => {
-                let rsa = pkey.rsa().map_err(ossl("read the CSR's RSA key"))?;
-                let bits = rsa.size() * 8;
-                if !(2048..=8192).contains(&bits) {
-                    return Err(unsupported(format!("RSA key of {bits} bits")));
-                }
-                (
-                    &rcgen::PKCS_RSA_SHA256,
-                    rsa.public_key_to_der_pkcs1()
-                        .map_err(ossl("encode the CSR's RSA key"))?,
-                )
+            alg
+        } else if *algorithm == OID_SIG_ED25519 {
+            if raw.len() != 32 {
+                return Err(CaError::InvalidCsr("malformed Ed25519 key".to_string()));
             }
-            other => {
-                let name = Nid::from_raw(other.as_raw())
-                    .short_name()
-                    .unwrap_or("unknown")
-                    .to_string();
-                return Err(unsupported(format!("key type {name}")));
+            &rcgen::PKCS_ED25519
+        } else if *algorithm == OID_PKCS1_RSAENCRYPTION {
+            let Ok(PublicKey::RSA(rsa)) = spki.parsed() else {
+                return Err(CaError::InvalidCsr("malformed RSA key".to_string()));
+            };
+            let bits = modulus_bits(rsa.modulus);
+            if !(2048..=8192).contains(&bits) {
+                return Err(unsupported(format!("RSA key of {bits} bits")));
             }
+            &rcgen::PKCS_RSA_SHA256
+        } else {
+            return Err(unsupported(format!(
+                "key type {}",
+                algorithm.to_id_string()
+            )));
         };
-        Ok(CsrPublicKey { alg, raw, pkey })
+        Ok(CsrPublicKey { alg, raw })
     }
 
     /// Checks that the signed certificate carries exactly the CSR's key.
     pub(crate) fn check_certified(&self, cert_der: &[u8]) -> Result<(), CaError> {
-        let certified = X509::from_der(cert_der)
-            .and_then(|c| c.public_key())
-            .map_err(ossl("read back the signed certificate"))?;
-        if certified.public_eq(&self.pkey) {
+        let certified = x509_parser::parse_x509_certificate(cert_der)
+            .map(|(_, cert)| cert.public_key().subject_public_key.data.to_vec())
+            .map_err(|e| {
+                CaError::InvalidCsr(format!("the signed certificate is unreadable: {e}"))
+            })?;
+        if certified == self.raw {
             Ok(())
         } else {
             Err(CaError::InvalidCsr(
@@ -215,203 +313,18 @@ impl CsrPublicKey {
     }
 }
 
-// DER tags and OID bodies used below.
-const BOOLEAN: u8 = 0x01;
-const INTEGER: u8 = 0x02;
-const BIT_STRING: u8 = 0x03;
-const OCTET_STRING: u8 = 0x04;
-const OID: u8 = 0x06;
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-/// `[0]` constructed: the attributes of a CertificationRequestInfo.
-const ATTRIBUTES: u8 = 0xa0;
-/// pkcs-9-at-extensionRequest, 1.2.840.113549.1.9.14 (RFC 2985).
-const OID_EXTENSION_REQUEST: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e];
-/// Microsoft's older extension request, 1.3.6.1.4.1.311.2.1.14; treated alike.
-const OID_MS_EXTENSION_REQUEST: &[u8] =
-    &[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x01, 0x0e];
-const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
-const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
-const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
-const OID_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
-
-/// Names of the extended key usages an operator is likely to see asked for.
-const EKU_NAMES: [(&[u8], &str); 7] = [
-    (OID_SERVER_AUTH, "serverAuth"),
-    (OID_CLIENT_AUTH, "clientAuth"),
-    (
-        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03],
-        "codeSigning",
-    ),
-    (
-        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04],
-        "emailProtection",
-    ),
-    (
-        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08],
-        "timeStamping",
-    ),
-    (
-        &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x09],
-        "OCSPSigning",
-    ),
-    (&[0x55, 0x1d, 0x25, 0x00], "anyExtendedKeyUsage"),
-];
-
-fn eku_name(oid: &[u8]) -> String {
-    EKU_NAMES
-        .iter()
-        .find(|(body, _)| *body == oid)
-        .map(|(_, name)| (*name).to_string())
-        .unwrap_or_else(|| oid_to_dotted(oid))
+/// Bits of a big-endian modulus (leading zero bytes and bits ignored).
+fn modulus_bits(modulus: &[u8]) -> usize {
+    let significant = match modulus.iter().position(|b| *b != 0) {
+        Some(first) => &modulus[first..],
+        None => return 0,
+    };
+    significant.len() * 8 - significant[0].leading_zeros() as usize
 }
 
-/// Dotted form of an OID body, for messages.
-fn oid_to_dotted(body: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut value: u64 = 0;
-    for &b in body {
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// What the CSR's extension request asks for that matters to the refusal rules.
-#[derive(Debug, Default)]
-struct Requested {
-    /// Descriptions of each way it asks to be a CA.
-    ca: Vec<String>,
-    /// OID bodies of the extended key usages asked for.
-    ekus: Vec<Vec<u8>>,
-}
+/// Microsoft's older extension request, 1.3.6.1.4.1.311.2.1.14.
+const OID_MS_EXTENSION_REQUEST: Oid<'static> = oid!(1.3.6 .1 .4 .1 .311 .2 .1 .14);
 
 fn malformed(what: &str) -> CaError {
     CaError::InvalidCsr(format!("malformed {what}"))
-}
-
-/// A minimal DER reader for the one structure read here. The input is OpenSSL's own
-/// re-encoding of a request it has parsed, so only definite lengths and low tag numbers
-/// occur; anything else is refused rather than skipped.
-struct Der<'a>(&'a [u8]);
-
-impl<'a> Der<'a> {
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn next(&mut self) -> Result<(u8, &'a [u8]), CaError> {
-        let bad = || malformed("DER encoding");
-        let (&tag, rest) = self.0.split_first().ok_or_else(bad)?;
-        if tag & 0x1f == 0x1f {
-            return Err(bad());
-        }
-        let (&first, mut rest) = rest.split_first().ok_or_else(bad)?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return Err(bad());
-            }
-            let (len_bytes, after) = rest.split_at(n);
-            rest = after;
-            len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        if rest.len() < len {
-            return Err(bad());
-        }
-        let (content, after) = rest.split_at(len);
-        self.0 = after;
-        Ok((tag, content))
-    }
-
-    fn expect(&mut self, tag: u8, what: &str) -> Result<&'a [u8], CaError> {
-        match self.next()? {
-            (t, content) if t == tag => Ok(content),
-            _ => Err(malformed(what)),
-        }
-    }
-}
-
-/// Walks CertificationRequest → CertificationRequestInfo → attributes → extensionRequest
-/// (RFC 2986 §4, RFC 2985 §5.4.2) and collects the requests the refusal rules look at.
-fn requested_extensions(csr_der: &[u8]) -> Result<Requested, CaError> {
-    let mut out = Requested::default();
-    let request = Der(csr_der).expect(SEQUENCE, "request")?;
-    let mut info = Der(Der(request).expect(SEQUENCE, "request info")?);
-    info.expect(INTEGER, "request version")?;
-    info.expect(SEQUENCE, "subject")?;
-    info.expect(SEQUENCE, "subject public key info")?;
-    if info.is_empty() {
-        return Ok(out);
-    }
-    let mut attributes = Der(info.expect(ATTRIBUTES, "attributes")?);
-    while !attributes.is_empty() {
-        let mut attribute = Der(attributes.expect(SEQUENCE, "attribute")?);
-        let oid = attribute.expect(OID, "attribute type")?;
-        let mut values = Der(attribute.expect(SET, "attribute values")?);
-        if oid != OID_EXTENSION_REQUEST && oid != OID_MS_EXTENSION_REQUEST {
-            continue;
-        }
-        while !values.is_empty() {
-            let mut extensions = Der(values.expect(SEQUENCE, "extension request")?);
-            while !extensions.is_empty() {
-                let mut extension = Der(extensions.expect(SEQUENCE, "extension")?);
-                let id = extension.expect(OID, "extension id")?;
-                let (mut tag, mut value) = extension.next()?;
-                if tag == BOOLEAN {
-                    (tag, value) = extension.next()?;
-                }
-                if tag != OCTET_STRING || !extension.is_empty() {
-                    return Err(malformed("extension"));
-                }
-                match id {
-                    OID_BASIC_CONSTRAINTS => {
-                        let mut bc = Der(Der(value).expect(SEQUENCE, "basicConstraints")?);
-                        if !bc.is_empty() {
-                            let (tag, ca) = bc.next()?;
-                            if tag == BOOLEAN && ca.iter().any(|b| *b != 0) {
-                                out.ca.push("basicConstraints CA:TRUE".to_string());
-                            }
-                        }
-                    }
-                    OID_KEY_USAGE => {
-                        let bits = Der(value).expect(BIT_STRING, "keyUsage")?;
-                        // bits[0] counts unused bits; keyCertSign is bit 5, cRLSign bit 6.
-                        let first = bits.get(1).copied().unwrap_or(0);
-                        if first & 0x04 != 0 {
-                            out.ca.push("keyUsage keyCertSign".to_string());
-                        }
-                        if first & 0x02 != 0 {
-                            out.ca.push("keyUsage cRLSign".to_string());
-                        }
-                    }
-                    OID_EXT_KEY_USAGE => {
-                        let mut ekus = Der(Der(value).expect(SEQUENCE, "extKeyUsage")?);
-                        while !ekus.is_empty() {
-                            out.ekus.push(ekus.expect(OID, "extKeyUsage")?.to_vec());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(out)
 }

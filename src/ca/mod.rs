@@ -56,7 +56,7 @@ mod tests;
 #[cfg(test)]
 mod tests_lifecycle;
 
-pub use csr::LeafProfile;
+pub use csr::{inspect_csr, CsrPublicKey, CsrRequest, LeafProfile};
 pub use inventory::{CertKind, InventoryEntry};
 pub use revoke::{CertStatus, ListedCert, RevocationReason};
 
@@ -812,7 +812,7 @@ impl SiteCa {
             let mut dn = DistinguishedName::new();
             dn.push(DnType::OrganizationName, self.name.as_str());
             params.distinguished_name = dn;
-            format!("O={}", rfc4514_escape(&self.name))
+            format!("O={}", crate::dn::escape_value(&self.name))
         };
         Ok(LeafTemplate {
             kind: CertKind::Server,
@@ -1029,25 +1029,13 @@ fn dn(cn: &str, org: Option<&str>) -> DistinguishedName {
 
 fn subject_string(cn: &str, org: Option<&str>) -> String {
     match org {
-        Some(o) => format!("CN={},O={}", rfc4514_escape(cn), rfc4514_escape(o)),
-        None => format!("CN={}", rfc4514_escape(cn)),
+        Some(o) => format!(
+            "CN={},O={}",
+            crate::dn::escape_value(cn),
+            crate::dn::escape_value(o)
+        ),
+        None => format!("CN={}", crate::dn::escape_value(cn)),
     }
-}
-
-/// Escapes an attribute value as RFC 4514 §2.4 requires.
-fn rfc4514_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Rebuilds an rcgen name from a certificate subject (only the attributes `init` writes

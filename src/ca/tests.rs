@@ -421,7 +421,7 @@ fn debug_output_hides_keys() {
 
 #[test]
 fn rfc4514_escaping() {
-    assert_eq!(rfc4514_escape("Ops, Inc"), "Ops\\, Inc");
-    assert_eq!(rfc4514_escape("#a "), "\\#a\\ ");
-    assert_eq!(rfc4514_escape("plain"), "plain");
+    assert_eq!(crate::dn::escape_value("Ops, Inc"), "Ops\\, Inc");
+    assert_eq!(crate::dn::escape_value("#a "), "\\#a\\ ");
+    assert_eq!(crate::dn::escape_value("plain"), "plain");
 }

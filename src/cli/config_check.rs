@@ -1,7 +1,7 @@
 //! `sealkit config check FILE`: validates a configuration and prints every problem with
 //! its key path.
 
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,7 +17,17 @@ pub enum ConfigCommand {
 pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     match command {
         ConfigCommand::Check { file } => {
-            let settings = Settings::load(&file)?;
+            let settings = match Settings::load(&file) {
+                Ok(settings) => settings,
+                // One line per problem, each with its key path.
+                Err(ConfigError::Invalid { path, problems }) => {
+                    for problem in problems {
+                        eprintln!("{}: {problem}", path.display());
+                    }
+                    return Ok(ExitCode::from(super::EXIT_INVALID_CONFIG));
+                }
+                Err(other) => return Err(other.into()),
+            };
             println!(
                 "{}: valid ({} tenant(s), {} client(s), issuer {})",
                 file.display(),

@@ -120,7 +120,7 @@ mod tests {
             thumbprint: thumbprint.into(),
             chain: Ok(()),
             san_uris: vec![],
-            subject_dn: String::new(),
+            subject: Default::default(),
         }))
     }
 
@@ -147,7 +147,7 @@ mod tests {
             thumbprint: "own".into(),
             chain: Ok(()),
             san_uris: vec![],
-            subject_dn: String::new(),
+            subject: Default::default(),
         });
         let untrusted = CertificateSources {
             connection: Some(&own),

@@ -46,7 +46,6 @@ use crate::bundle::signing::{
 };
 use crate::bundle::{BundleError, NoProgress, Refusal};
 use minisign::{PublicKey, SecretKey};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -117,7 +116,7 @@ pub enum KitError {
 }
 
 impl KitError {
-    /// The process exit code: a refusal uses the bundle refusal codes (10–23), anything
+    /// The process exit code: a refusal uses the bundle refusal codes (10–24), anything
     /// else is 1.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -543,25 +542,7 @@ fn check_sbom(path: &Path) -> Result<(), KitError> {
     Ok(())
 }
 
-/// Copies `reader` into `writer`, hashing; returns (bytes, sha256 hex).
-fn copy_hashing(mut reader: impl Read, writer: &mut dyn Write) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        hasher.update(chunk);
-        writer.write_all(chunk)?;
-        total += n as u64;
-    }
-    Ok((total, crate::bundle::hex(&hasher.finalize())))
-}
+use crate::archive::copy_hashing;
 
 fn open_input(input: &Input) -> Result<(Box<dyn Read>, u64), KitError> {
     match &input.source {
@@ -735,10 +716,11 @@ fn build_archive(
     for input in inputs {
         let (reader, len) = open_input(input)?;
         let mut header = tar_header(len, input.mode, mtime);
-        let mut hashing = HashingRead::new(reader);
+        let mut hashing = crate::archive::HashingReader::new(reader);
         tar.append_data(&mut header, &input.path, &mut hashing)
             .map_err(io_err(format!("cannot archive {}", source_name(input))))?;
-        let (bytes, sha256) = hashing.finish();
+        let bytes = hashing.bytes;
+        let sha256 = hashing.finish_hex();
         if bytes != len {
             return Err(KitError::Build(format!(
                 "{} changed size while it was being archived; build again",
@@ -827,12 +809,11 @@ fn build_directory(
     let mut guard = Cleanup::new(&partial);
     create_dir(&partial, 0o700)?;
     let mut files = Vec::with_capacity(inputs.len());
+    let mut extractor = crate::archive::Extractor::new(&partial);
     for input in inputs {
         let (reader, len) = open_input(input)?;
         let target = partial.join(&input.path);
-        create_parents(&partial, &input.path)?;
-        let mut file = create_new(&target, input.mode)?;
-        set_mode(&file, &target, input.mode)?;
+        let mut file = extractor.create_file(&input.path, input.mode)?;
         let (bytes, sha256) = copy_hashing(reader, &mut file)
             .map_err(io_err(format!("cannot copy {}", source_name(input))))?;
         file.sync_all()
@@ -857,24 +838,15 @@ fn build_directory(
         (SUMS_NAME, sums.as_bytes()),
         (SUMS_SIGNATURE_NAME, signature.as_bytes()),
     ] {
-        let path = partial.join(name);
-        let mut file = create_new(&path, 0o644)?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(format!("cannot write {}", path.display())))?;
+        extractor.write_file(name, 0o644, bytes)?;
     }
+    extractor.finish()?;
     std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
         .map_err(io_err(format!("cannot chmod {}", partial.display())))?;
     std::fs::rename(&partial, out).map_err(io_err(format!("cannot create {}", out.display())))?;
     guard.disarm();
     sync_parent(out);
     Ok((files, sums_sha256, 0))
-}
-
-/// Gives a created file exactly `mode` (whatever the umask).
-fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), KitError> {
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(format!("cannot chmod {}", path.display())))
 }
 
 fn create_dir(path: &Path, mode: u32) -> Result<(), KitError> {
@@ -885,57 +857,8 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), KitError> {
         .map_err(io_err(format!("cannot create {}", path.display())))
 }
 
-/// Creates the missing parent directories of `relative` under `root` (0755).
-fn create_parents(root: &Path, relative: &str) -> Result<(), KitError> {
-    let mut dir = root.to_path_buf();
-    let components: Vec<&str> = relative.split('/').collect();
-    for component in components.iter().take(components.len().saturating_sub(1)) {
-        dir.push(component);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(refuse(
-                    Refusal::UnsafeEntry,
-                    format!("{relative}: a parent is not a directory"),
-                ))
-            }
-            Err(_) => create_dir(&dir, 0o755)?,
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------
 // Verifying
-
-/// A reader that hashes and counts what passes through it.
-struct HashingRead<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<R> HashingRead<R> {
-    fn new(inner: R) -> Self {
-        HashingRead {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-    fn finish(self) -> (u64, String) {
-        (self.bytes, crate::bundle::hex(&self.hasher.finalize()))
-    }
-}
-
-impl<R: Read> Read for HashingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(buf.get(..n).unwrap_or_default());
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
 
 /// A file seen from `start` on: position 0 is byte `start` of the file.
 struct Window<R> {
@@ -1280,9 +1203,9 @@ fn verify_archive(
     let mut file = open()?;
     file.seek(SeekFrom::Start(start))
         .map_err(io_err(format!("cannot read {}", path.display())))?;
-    let mut compressed = HashingRead::new(file);
+    let mut compressed = crate::archive::HashingReader::new(file);
     let walked = walk(&mut compressed, staging.as_deref(), limits)?;
-    let (_, compressed_sha256) = compressed.finish();
+    let compressed_sha256 = compressed.finish_hex();
     if compressed_sha256 != signed.sha256 {
         return Err(refuse(
             Refusal::CorruptArchive,
@@ -1348,116 +1271,52 @@ struct Walked {
     sums_signature: Option<Vec<u8>>,
 }
 
-/// Caps the decompressed stream.
-struct Capped<R> {
-    inner: R,
-    produced: u64,
-    cap: u64,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.produced += n as u64;
-        if self.produced > self.cap {
-            return Err(io::Error::other(format!(
-                "decompresses to more than {} bytes",
-                self.cap
-            )));
+impl From<crate::archive::ArchiveError> for KitError {
+    fn from(error: crate::archive::ArchiveError) -> Self {
+        match error {
+            crate::archive::ArchiveError::Io { context, source } => {
+                KitError::Io { context, source }
+            }
+            other => KitError::from(BundleError::from(other)),
         }
-        Ok(n)
     }
 }
 
-fn corrupt(e: io::Error) -> KitError {
-    let text = e.to_string();
-    if text.contains("decompresses to more than")
-        || text.contains("window")
-        || text.contains("memory")
-    {
-        refuse(Refusal::DecompressionLimit, text)
-    } else {
-        refuse(Refusal::CorruptArchive, text)
-    }
-}
-
+/// Decompresses and walks the kit's tar stream through the one safe archive reader,
+/// extracting into `staging` when given; every file hashed, SHA256SUMS and its signature
+/// kept aside.
 fn walk(
     compressed: impl Read,
     staging: Option<&Path>,
     limits: &KitLimits,
 ) -> Result<Walked, KitError> {
-    let mut decoder = zstd::stream::read::Decoder::new(compressed).map_err(corrupt)?;
-    decoder.window_log_max(WINDOW_LOG).map_err(corrupt)?;
-    let capped = Capped {
-        inner: decoder,
-        produced: 0,
-        cap: limits.max_output_bytes,
+    let archive_limits = crate::archive::Limits {
+        max_window_log: WINDOW_LOG,
+        max_output_bytes: limits.max_output_bytes,
+        max_ratio: None,
+        ratio_floor_bytes: 0,
+        max_entries: limits.max_entries,
     };
-    let mut archive = tar::Archive::new(capped);
     let mut walked = Walked {
         files: BTreeMap::new(),
         sums: None,
         sums_signature: None,
     };
-    let mut dirs = BTreeSet::new();
-    let mut count = 0u64;
-    for entry in archive.entries().map_err(corrupt)? {
-        let mut entry = entry.map_err(corrupt)?;
-        count += 1;
-        if count > limits.max_entries {
-            return Err(refuse(
-                Refusal::DecompressionLimit,
-                format!("more than {} entries", limits.max_entries),
-            ));
-        }
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8(raw)
-            .map_err(|_| refuse(Refusal::UnsafeEntry, "an entry name is not UTF-8"))?;
-        let kind = entry.header().entry_type();
-        let unsafe_entry = |why: String| refuse(Refusal::UnsafeEntry, format!("{name:?}: {why}"));
-        if kind == tar::EntryType::Directory {
-            let dir = name.trim_end_matches('/');
-            check_path(dir).map_err(unsafe_entry)?;
-            if walked.files.contains_key(dir) || !dirs.insert(dir.to_string()) {
-                return Err(refuse(
-                    Refusal::UnsafeEntry,
-                    format!("{dir:?} appears twice"),
-                ));
+    let mut extractor = staging.map(crate::archive::Extractor::new);
+    crate::archive::walk(compressed, u64::MAX, &archive_limits, |entry| {
+        let name = entry.path.to_string();
+        if entry.kind == crate::archive::Kind::Directory {
+            if let Some(extractor) = extractor.as_mut() {
+                extractor.create_dirs(&name, true)?;
             }
-            if let Some(root) = staging {
-                create_parents(root, &format!("{dir}/x"))?;
-            }
-            continue;
+            return Ok::<(), KitError>(());
         }
-        if kind != tar::EntryType::Regular {
-            return Err(unsafe_entry(format!(
-                "entry type {:?}; a kit holds regular files only",
-                kind
-            )));
-        }
-        check_path(&name).map_err(unsafe_entry)?;
-        let mode = entry.header().mode().map_err(corrupt)? & 0o7777;
+        let mode = entry.mode;
         if !matches!(mode, 0o600 | 0o644 | 0o755) {
-            return Err(unsafe_entry(format!(
-                "mode {mode:04o} (only 0600, 0644, 0755)"
-            )));
-        }
-        if walked.files.contains_key(&name)
-            || dirs.contains(&name)
-            || (name == SUMS_NAME && walked.sums.is_some())
-            || (name == SUMS_SIGNATURE_NAME && walked.sums_signature.is_some())
-        {
-            return Err(unsafe_entry("appears twice".into()));
-        }
-        let mut prefix = String::new();
-        for component in name.split('/') {
-            if !prefix.is_empty() && walked.files.contains_key(&prefix) {
-                return Err(unsafe_entry(format!("{prefix} is a file")));
-            }
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(component);
+            return Err(refuse(
+                Refusal::UnsafeEntry,
+                format!("{name:?}: mode {mode:04o} (only 0600, 0644, 0755)"),
+            ));
         }
         if name == SUMS_NAME || name == SUMS_SIGNATURE_NAME {
             let cap = if name == SUMS_NAME {
@@ -1465,64 +1324,46 @@ fn walk(
             } else {
                 limits.max_signature_bytes
             };
-            let bytes = read_capped(&mut entry, cap, &name)?;
-            if let Some(root) = staging {
-                let target = root.join(&name);
-                let mut file = create_new(&target, 0o644)?;
-                file.write_all(&bytes)
-                    .map_err(io_err(format!("cannot write {}", target.display())))?;
+            if entry.size > cap {
+                return Err(refuse(
+                    Refusal::TooLarge,
+                    format!("{name} is larger than {cap} bytes"),
+                ));
+            }
+            let bytes = entry.read_capped(cap)?;
+            if let Some(extractor) = extractor.as_mut() {
+                extractor.write_file(&name, 0o644, &bytes)?;
             }
             if name == SUMS_NAME {
                 walked.sums = Some(bytes);
             } else {
                 walked.sums_signature = Some(bytes);
             }
-            continue;
+            return Ok(());
         }
-        let size = entry.size();
-        let (bytes, sha256) = match staging {
-            Some(root) => {
-                create_parents(root, &name)?;
-                let target = root.join(&name);
-                let mut file = create_new(&target, mode)?;
-                set_mode(&file, &target, mode)?;
-                let copied = copy_hashing(&mut entry, &mut file).map_err(corrupt)?;
+        let sha256 = match extractor.as_mut() {
+            Some(extractor) => {
+                let mut file = extractor.create_file(&name, mode)?;
+                let digest = entry.copy_hashing(&mut file)?;
                 file.sync_all()
-                    .map_err(io_err(format!("cannot write {}", target.display())))?;
-                copied
+                    .map_err(io_err(format!("cannot write {name}")))?;
+                digest
             }
-            None => copy_hashing(&mut entry, &mut io::sink()).map_err(corrupt)?,
+            None => entry.copy_hashing(&mut io::sink())?,
         };
-        if bytes != size {
-            return Err(refuse(
-                Refusal::CorruptArchive,
-                format!("{name}: truncated ({bytes} of {size} bytes)"),
-            ));
-        }
         walked.files.insert(
             name.clone(),
             KitFile {
                 path: name,
-                size,
+                size: entry.size,
                 sha256,
                 mode,
             },
         );
-    }
-    // After the end-of-archive marker only zero padding, and the zstd stream must end.
-    let mut rest = archive.into_inner();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = rest.read(&mut buf).map_err(corrupt)?;
-        if n == 0 {
-            break;
-        }
-        if buf.get(..n).unwrap_or_default().iter().any(|b| *b != 0) {
-            return Err(refuse(
-                Refusal::CorruptArchive,
-                "data after the end of the tar archive",
-            ));
-        }
+        Ok(())
+    })?;
+    if let Some(extractor) = &extractor {
+        extractor.finish()?;
     }
     Ok(walked)
 }

@@ -70,6 +70,26 @@ fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
     file
 }
 
+/// `signing.key`/`signing.pub` in `work` (unencrypted), the public key pinned in `root`.
+fn signing_key_pinned(work: &Path, root: &str) {
+    ok(sealkit(
+        &[
+            "bundle",
+            "keygen",
+            "--unencrypted",
+            "--secret-key",
+            "signing.key",
+            "--public-key",
+            "signing.pub",
+        ],
+        work,
+    ));
+    ok(sealkit(
+        &["bundle", "trust", "add", "signing.pub", "--root", root],
+        work,
+    ));
+}
+
 fn serve(root: &Path) -> Child {
     crate::harness::spawn_serve(&["--bundle-root".as_ref(), root.as_os_str()])
 }
@@ -121,22 +141,7 @@ async fn a_signed_bundle_reconfigures_a_running_authority_and_a_stale_one_change
     .unwrap();
     let root = work.join("bundles");
     let root_arg = root.display().to_string();
-    ok(sealkit(
-        &[
-            "bundle",
-            "keygen",
-            "--unencrypted",
-            "--secret-key",
-            "signing.key",
-            "--public-key",
-            "signing.pub",
-        ],
-        work,
-    ));
-    ok(sealkit(
-        &["bundle", "trust", "add", "signing.pub", "--root", &root_arg],
-        work,
-    ));
+    signing_key_pinned(work, &root_arg);
 
     write_source(&site, &work.join("src-v1"), None);
     let v1 = pack_and_sign(work, "src-v1", "1");
@@ -276,4 +281,156 @@ async fn a_signed_bundle_reconfigures_a_running_authority_and_a_stale_one_change
     assert_eq!(reply.status, 200);
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// `(code, stderr)` of a finished command.
+fn code(out: &Output) -> (Option<i32>, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A bundle the authority could not load — garbage certificate, a key that is not the
+/// certificate's, an unparsable CRL — or whose paths lead into the bundle root by their
+/// `<root>/current/…` spelling: `bundle import` and `config check` both exit 3, and the
+/// bundle root stays byte-identical. A key with algorithm id `Xx` is refused by
+/// `bundle trust add` and, carried in a bundle, by the import.
+#[test]
+fn a_bundle_the_authority_cannot_load_never_activates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let site = sealkit::demo::prepare(&work.join("site"), "127.0.0.1:1".parse().unwrap()).unwrap();
+    let root = work.join("bundles");
+    let root_arg = root.display().to_string();
+    signing_key_pinned(work, &root_arg);
+    // v1 is valid and also carries a copy of the server key (any file may travel).
+    write_source(&site, &work.join("src-v1"), None);
+    std::fs::create_dir_all(work.join("src-v1/tls")).unwrap();
+    std::fs::copy(
+        site.dir.join("tls/server.key"),
+        work.join("src-v1/tls/server.key"),
+    )
+    .unwrap();
+    let v1 = pack_and_sign(work, "src-v1", "1");
+    ok(sealkit(
+        &[
+            "bundle", "import", &v1, "--site", "demo", "--root", &root_arg,
+        ],
+        work,
+    ));
+    let before = tree_digest(&root);
+
+    let d = site.dir.display().to_string();
+    let cert_line = format!("certificate: {d}/tls/server.crt");
+    let key_line = format!("privateKey: {d}/tls/server.key");
+    let data_line = format!("dataDir: {d}/data");
+    let client_key = std::fs::read_dir(site.dir.join("certs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .unwrap();
+    let garbage_crl = "-----BEGIN X509 CRL-----\nZ2FyYmFnZQ==\n-----END X509 CRL-----\n";
+    /// (name, from, to, file shipped in the bundle, key path reported)
+    type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "garbage-cert",
+            cert_line.clone(),
+            "certificate: tls/server.crt".into(),
+            Some(("tls/server.crt", "garbage\n")),
+            "tls.certificate",
+        ),
+        (
+            "mismatched-key",
+            key_line.clone(),
+            format!("privateKey: {}", client_key.display()),
+            None,
+            "tls.privateKey",
+        ),
+        (
+            "garbage-crl",
+            cert_line.clone(),
+            format!("{cert_line}\n  clientCrl: tls/client.crl"),
+            Some(("tls/client.crl", garbage_crl)),
+            "tls.clientCrl",
+        ),
+        (
+            "data-in-current",
+            data_line.clone(),
+            format!("dataDir: {root_arg}/current/data"),
+            None,
+            "dataDir",
+        ),
+        (
+            "logs-in-current",
+            format!("directory: {d}/logs"),
+            format!("directory: {root_arg}/current/logs"),
+            None,
+            "logging.directory",
+        ),
+        (
+            "key-in-current",
+            key_line.clone(),
+            format!("privateKey: {root_arg}/current/tls/server.key"),
+            None,
+            "tls.privateKey",
+        ),
+    ];
+    for (i, (name, from, to, shipped, key)) in cases.into_iter().enumerate() {
+        let source = work.join(format!("src-{name}"));
+        write_source(&site, &source, None);
+        let config = source.join("authority.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains(&from), "{name}: the edit does not apply");
+        std::fs::write(&config, text.replace(&from, &to)).unwrap();
+        if let Some((path, content)) = shipped {
+            std::fs::create_dir_all(source.join(path).parent().unwrap()).unwrap();
+            std::fs::write(source.join(path), content).unwrap();
+        }
+        let (status, stderr) = code(&sealkit(
+            &["config", "check", config.to_str().unwrap()],
+            work,
+        ));
+        assert_eq!(status, Some(3), "config check {name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{key}: ")),
+            "config check {name}: {stderr}"
+        );
+        let bundle = pack_and_sign(
+            work,
+            source.file_name().unwrap().to_str().unwrap(),
+            &(i + 2).to_string(),
+        );
+        let (status, stderr) = code(&sealkit(
+            &["bundle", "import", &bundle, "--root", &root_arg],
+            work,
+        ));
+        assert_eq!(status, Some(3), "bundle import {name}: {stderr}");
+        assert!(stderr.contains(key), "bundle import {name}: {stderr}");
+        assert_eq!(
+            tree_digest(&root),
+            before,
+            "{name}: the bundle root changed"
+        );
+    }
+
+    // A minisign public key with algorithm id `Xx`.
+    let text = std::fs::read_to_string(work.join("signing.pub")).unwrap();
+    let (comment, encoded) = text.trim_end().split_once('\n').unwrap();
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut raw = engine.decode(encoded.trim()).unwrap();
+    raw[..2].copy_from_slice(b"Xx");
+    let xx = format!("{comment}\n{}\n", engine.encode(&raw));
+    std::fs::write(work.join("xx.pub"), &xx).unwrap();
+    let (status, stderr) = code(&sealkit(
+        &["bundle", "trust", "add", "xx.pub", "--root", &root_arg],
+        work,
+    ));
+    assert_ne!(status, Some(0), "trust add accepted an Xx key: {stderr}");
+    assert!(stderr.contains("\"Xx\""), "{stderr}");
+    assert_eq!(tree_digest(&root), before);
+    println!("trust add Xx: exit {status:?}: {}", stderr.trim());
 }

@@ -687,3 +687,46 @@ fn config_check_bounds_every_timeout_and_the_replay_window() {
         assert!(stderr.contains(line), "`{line}` not in:\n{stderr}");
     }
 }
+
+/// Four problems of four kinds — a value of the wrong type, a misspelt nested key, a value
+/// that is not a duration, an issuer that is not https — are four lines, each with its
+/// full key path, and exit 3.
+#[test]
+fn config_check_prints_one_line_per_problem_with_its_full_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path());
+    let mut yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&site.config).unwrap()).unwrap();
+    yaml["issuer"] = "http://127.0.0.1:8443".into();
+    yaml["tokens"]["lifetime"] = "five minutes".into();
+    yaml["limits"] = serde_yaml::from_str("{maxBodyBytes: lots}").unwrap();
+    let tenant = yaml["tenants"][1].as_mapping_mut().unwrap();
+    let constraint = tenant.remove("senderConstraint").unwrap();
+    tenant.insert("senderConstrain".into(), constraint);
+    let bad = dir.path().join("site/four.yaml");
+    std::fs::write(&bad, serde_yaml::to_string(&yaml).unwrap()).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    let shown = bad.display().to_string();
+    for path in [
+        "tokens.lifetime: `five minutes` is not a duration",
+        "limits.maxBodyBytes: invalid type",
+        "tenants[1].senderConstrain: unknown key",
+        "issuer: must be an https URL",
+    ] {
+        let prefix = format!("{shown}: {path}");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with(&prefix)).count(),
+            1,
+            "{path:?} not reported once in:\n{stderr}"
+        );
+    }
+}
