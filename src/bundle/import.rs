@@ -431,7 +431,15 @@ pub(crate) fn validate_config(tree: &Path) -> Result<Settings, BundleError> {
                 .replace(&tree.display().to_string(), "<bundle>"),
         )
     };
-    Settings::load(&path).map_err(|e| refuse(Refusal::InvalidConfig, tidy(&e.to_string())))
+    let settings =
+        Settings::load(&path).map_err(|e| refuse(Refusal::InvalidConfig, tidy(&e.to_string())))?;
+    // The guard's configuration travels beside it and is refused by the same rules.
+    let guard = tree.join(crate::guard::config::GUARD_FILE);
+    if guard.exists() {
+        crate::guard::config::GuardSettings::load(&guard)
+            .map_err(|e| refuse(Refusal::InvalidConfig, tidy(&e.to_string())))?;
+    }
+    Ok(settings)
 }
 
 /// The key ids of a carried key set (`trust/keys/*.pub`), each key checked.

@@ -1173,3 +1173,52 @@ fn a_rotation_that_keeps_the_old_key_retires_nothing_and_normalises_file_names()
     files.sort();
     assert_eq!(files, expected);
 }
+
+/// The guard's configuration travels in the bundle and is judged at import like the
+/// authority's: a valid guard.yaml activates, a broken one (or one keeping its data
+/// directory inside the bundle) is refused with exit 3 and the root unchanged.
+#[test]
+fn a_guard_configuration_in_the_bundle_is_validated_at_import() {
+    let host = active_v1();
+    let guard = |data_dir: &str, upstream: &str| {
+        format!(
+            "listen: 127.0.0.1:9443\nexternalUrl: https://api.test-site.example\n\
+             tls:\n  certificate: {h}/tls/server.crt\n  privateKey: {h}/tls/server.key\n\
+             dataDir: {data_dir}\nissuer: https://auth.test-site.example/v2\n\
+             keys:\n  jwksFile: jwks.json\nupstream: {upstream}\n\
+             routes:\n  - prefix: /api/\n    audience: https://api.example\n    accept: [dpop]\n",
+            h = host.host.display()
+        )
+    };
+    let source = host.source("v2");
+    std::fs::write(source.join("jwks.json"), r#"{"keys":[]}"#).unwrap();
+    let data = format!("{}/guard-data", host.host.display());
+
+    std::fs::write(
+        source.join("guard.yaml"),
+        guard(&data, "http://10.0.0.9:80"),
+    )
+    .unwrap();
+    let bundle = host.bundle_from(&source, 2, NOW - 600, 30);
+    let message = assert_refused(&host, &bundle, Refusal::InvalidConfig);
+    assert!(message.contains("upstream"), "{message}");
+
+    std::fs::write(
+        source.join("guard.yaml"),
+        guard("guard-data", "unix:/run/app.sock"),
+    )
+    .unwrap();
+    let bundle = host.bundle_from(&source, 2, NOW - 600, 30);
+    let message = assert_refused(&host, &bundle, Refusal::InvalidConfig);
+    assert!(message.contains("dataDir"), "{message}");
+
+    std::fs::write(
+        source.join("guard.yaml"),
+        guard(&data, "unix:/run/app.sock"),
+    )
+    .unwrap();
+    let bundle = host.bundle_from(&source, 2, NOW - 600, 30);
+    import(&host.root, &bundle, &host.options(), &NoProgress).unwrap();
+    let active = host.root.read_state().unwrap().unwrap().active.unwrap();
+    assert_eq!(active.version, 2);
+}

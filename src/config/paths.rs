@@ -194,3 +194,21 @@ mod tests {
         assert_eq!(resolve(&real.join("missing/../b")), real.join("b"));
     }
 }
+
+/// Judges the paths of another configuration file that travels in bundles (the guard's
+/// `guard.yaml`) by the same rules: `(key, path as written, use)`, relative to `base`.
+pub fn judge_all(base: &Path, entries: &[(&str, Option<&Path>, Use)]) -> Vec<super::ConfigProblem> {
+    let placement = Placement::of(base);
+    let mut problems = Problems(Vec::new());
+    for (key, configured, usage) in entries {
+        if let Some(configured) = configured {
+            let joined = if configured.is_absolute() {
+                configured.to_path_buf()
+            } else {
+                base.join(configured)
+            };
+            judge(key, configured, &joined, *usage, &placement, &mut problems);
+        }
+    }
+    problems.0
+}

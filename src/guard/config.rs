@@ -503,6 +503,59 @@ fn validate(file: GuardFile, base: &Path, now: i64) -> Result<GuardSettings, Vec
             message: p.message,
         }
     }));
+    // Where paths may point, by the authority's rules: no data or log directory and no
+    // secret inside a bundle root (a later import deletes generations; bundles are signed,
+    // not encrypted).
+    use crate::config::paths::{judge_all, Use};
+    problems.extend(judge_all(
+        base,
+        &[
+            ("dataDir", Some(file.data_dir.as_path()), Use::HostDirectory),
+            (
+                "logging.directory",
+                file.logging.directory.as_deref(),
+                Use::HostDirectory,
+            ),
+            (
+                "tls.privateKey",
+                Some(file.tls.private_key.as_path()),
+                Use::HostSecret,
+            ),
+            (
+                "introspection.clientSecretFile",
+                file.introspection
+                    .as_ref()
+                    .map(|i| i.client_secret_file.as_path()),
+                Use::HostSecret,
+            ),
+            (
+                "storage.passwordFile",
+                file.storage.password_file.as_deref(),
+                Use::HostSecret,
+            ),
+            (
+                "tls.certificate",
+                Some(file.tls.certificate.as_path()),
+                Use::Shippable,
+            ),
+            (
+                "tls.clientCa",
+                file.tls.client_ca.as_deref(),
+                Use::Shippable,
+            ),
+            (
+                "tls.clientCrl",
+                file.tls.client_crl.as_deref(),
+                Use::Shippable,
+            ),
+            (
+                "keys.jwksFile",
+                file.keys.jwks_file.as_deref(),
+                Use::Shippable,
+            ),
+            ("keys.caFile", file.keys.ca_file.as_deref(), Use::Shippable),
+        ],
+    ));
     let mut storage = shared.storage;
     if let Some(redis) = storage.redis.as_mut() {
         // The guard's claims live apart from the authority's: a resource proof and a token
