@@ -179,22 +179,6 @@ pub(super) fn judge(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolution_follows_symlinks_and_appends_what_does_not_exist() {
-        let tmp = tempfile::tempdir().unwrap();
-        let real = std::fs::canonicalize(tmp.path()).unwrap();
-        std::fs::create_dir(real.join("a")).unwrap();
-        std::os::unix::fs::symlink(real.join("a"), real.join("link")).unwrap();
-        assert_eq!(resolve(&real.join("link/x/y")), real.join("a/x/y"));
-        assert_eq!(resolve(&real.join("a/../link/./z")), real.join("a/z"));
-        assert_eq!(resolve(&real.join("missing/../b")), real.join("b"));
-    }
-}
-
 /// Judges the paths of another configuration file that travels in bundles (the guard's
 /// `guard.yaml`) by the same rules: `(key, path as written, use)`, relative to `base`.
 pub fn judge_all(base: &Path, entries: &[(&str, Option<&Path>, Use)]) -> Vec<super::ConfigProblem> {
@@ -211,4 +195,20 @@ pub fn judge_all(base: &Path, entries: &[(&str, Option<&Path>, Use)]) -> Vec<sup
         }
     }
     problems.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_follows_symlinks_and_appends_what_does_not_exist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir(real.join("a")).unwrap();
+        std::os::unix::fs::symlink(real.join("a"), real.join("link")).unwrap();
+        assert_eq!(resolve(&real.join("link/x/y")), real.join("a/x/y"));
+        assert_eq!(resolve(&real.join("a/../link/./z")), real.join("a/z"));
+        assert_eq!(resolve(&real.join("missing/../b")), real.join("b"));
+    }
 }
