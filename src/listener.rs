@@ -177,3 +177,35 @@ pub async fn accept_loop<H: Handler>(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 }
+
+/// A plain-HTTP listener for the operational endpoints (`/metrics`, and the guard's
+/// `/health` and `/ready`), loopback only by configuration; `answer` serves each request.
+pub async fn serve_plain<F, Fut, B>(
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    answer: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = answer(request);
+                async move { Ok::<_, Infallible>(response.await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

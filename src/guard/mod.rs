@@ -32,12 +32,9 @@ use enforce::{Enforcer, Refusal, ResourceRequest};
 use forward::{full, Body, Forwarder, UpstreamError};
 use http::{HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use keys::AccessTokenKeys;
 use metrics::GuardMetrics;
 use serde_json::json;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -249,10 +246,23 @@ pub async fn start(
                     source,
                 })?;
             let bound = listener.local_addr().ok();
-            tasks.push(tokio::spawn(serve_local(
+            let local = guard.clone();
+            // The plain-HTTP loopback listener for `/metrics`, `/health`, `/ready`.
+            tasks.push(tokio::spawn(crate::listener::serve_plain(
                 listener,
-                guard.clone(),
                 shutdown_rx.clone(),
+                move |request: Request<Incoming>| {
+                    let guard = local.clone();
+                    async move {
+                        let path = request.uri().path().to_string();
+                        match path.as_str() {
+                            "/health" | "/ready" | "/metrics" => {
+                                local_endpoint(&guard, &path).await
+                            }
+                            _ => json_answer(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+                        }
+                    }
+                },
             )));
             bound
         }
@@ -656,39 +666,6 @@ async fn local_endpoint(guard: &Guard, path: &str) -> Response {
             );
             response
         }
-    }
-}
-
-/// The plain-HTTP loopback listener for `/metrics`, `/health`, `/ready`.
-async fn serve_local(
-    listener: TcpListener,
-    guard: Arc<Guard>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
-            _ = shutdown.changed() => return,
-        };
-        let guard = guard.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let guard = guard.clone();
-                async move {
-                    let path = request.uri().path().to_string();
-                    let response = match path.as_str() {
-                        "/health" | "/ready" | "/metrics" => local_endpoint(&guard, &path).await,
-                        _ => json_answer(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
     }
 }
 

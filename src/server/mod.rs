@@ -28,10 +28,7 @@ use error::OAuthError;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use response::Response;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,10 +173,21 @@ pub async fn start(
                         source,
                     })?;
             let bound = metrics_listener.local_addr().ok();
-            tasks.push(tokio::spawn(serve_metrics(
+            let authority = authority.clone();
+            // The optional plain-HTTP loopback listener that serves only `/metrics`.
+            tasks.push(tokio::spawn(crate::listener::serve_plain(
                 metrics_listener,
-                authority.clone(),
                 shutdown_rx.clone(),
+                move |request: Request<Incoming>| {
+                    let authority = authority.clone();
+                    async move {
+                        if request.uri().path() == "/metrics" {
+                            meta::metrics(&authority)
+                        } else {
+                            OAuthError::NotFound.into_response()
+                        }
+                    }
+                },
             )));
             bound
         }
@@ -557,38 +565,5 @@ impl PublishedHealth {
             .inc_by(health.reopened.saturating_sub(self.reopened));
         self.claims_lost = self.claims_lost.max(health.claims_lost);
         self.reopened = self.reopened.max(health.reopened);
-    }
-}
-
-/// The optional plain-HTTP loopback listener that serves only `/metrics`.
-async fn serve_metrics(
-    listener: TcpListener,
-    authority: Arc<Authority>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted { Ok(pair) => pair, Err(_) => continue },
-            _ = shutdown.changed() => return,
-        };
-        let authority = authority.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let authority = authority.clone();
-                async move {
-                    let response = if request.uri().path() == "/metrics" {
-                        meta::metrics(&authority)
-                    } else {
-                        OAuthError::NotFound.into_response()
-                    };
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
     }
 }
