@@ -99,9 +99,13 @@ fn main() {
     std::fs::write(kit_dir.join("README.md"), "kit\n").expect("readme");
     let binary = tmp.path().join("sealkit");
     std::fs::write(&binary, "#!/bin/sh\n").expect("binary");
+    let sbom = tmp.path().join("sealkit.cdx.json");
+    std::fs::write(&sbom, r#"{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}"#)
+        .expect("sbom");
     let kit = tmp.path().join("kit.tar.zst");
     let build = sealkit::kit::BuildOptions {
         binary,
+        sbom,
         kit_dir,
         bundles: Vec::new(),
         trusted_keys: Vec::new(),
