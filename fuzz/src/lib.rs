@@ -84,6 +84,18 @@ pub fn split(data: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// zstd level 1, the way a hostile signer would compress a crafted tar stream.
+///
+/// One compression context per thread, reused: a fresh one per input (`zstd::encode_all`)
+/// spent most of the bundle target's time allocating and zeroing its tables.
 pub fn compress(tar: &[u8]) -> Vec<u8> {
-    zstd::encode_all(tar, 1).unwrap_or_default()
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            std::cell::RefCell::new(zstd::bulk::Compressor::new(1).ok());
+    }
+    COMPRESSOR.with(|cell| {
+        cell.borrow_mut()
+            .as_mut()
+            .and_then(|c| c.compress(tar).ok())
+            .unwrap_or_default()
+    })
 }
