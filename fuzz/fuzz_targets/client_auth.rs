@@ -1,43 +1,43 @@
-//! Form parsing and client authentication from their public pieces: an
-//! `application/x-www-form-urlencoded` body (RFC 6749 §3.2: each parameter once), a
-//! `client_id`/`client_secret` checked against the demo site's registered secret hashes,
-//! and a client certificate (input after 0xff) matched against every registered
-//! certificate identity. The server's own `Form::parse` and `authenticate_client` are in a
-//! private module (`server::request`); see docs/fuzzing.md for what to expose.
+//! The server's own form parsing and client authentication (`server::fuzzing::client_auth`
+//! → `Form::parse` and `authenticate_client`, RFC 6749 §2.3 and §3.2, RFC 8705 §2) against
+//! the demo site's clients. Input: `mode body 0xff authorization 0xff certificate`.
+//! Mode bit 0: send the `Authorization` field as a header; bit 1: a wrong `Content-Type`.
+//! The certificate (DER, when not empty) is presented as a handshake certificate whose
+//! chain verified, so the identity checks behind it are reached.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sealkit::config::ClientAuth;
 use sealkit::mtls::{names, thumbprint, PeerCertificate};
-use std::collections::HashMap;
+use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
-    let (body, certificate) = sealkit_fuzz::split(data);
-    let mut fields: HashMap<String, String> = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(body) {
-        if fields.insert(name.into_owned(), value.into_owned()).is_some() {
-            return; // a repeated parameter is refused
-        }
-    }
-    let settings = &sealkit_fuzz::site().settings;
-    if let (Some(id), Some(secret)) = (fields.get("client_id"), fields.get("client_secret")) {
-        if let Some(client) = settings.clients.get(id) {
-            if let ClientAuth::Secret(hash) = &client.auth {
-                let _ = hash.matches(secret);
-            }
-        }
-    }
-    if !certificate.is_empty() {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (body, rest) = sealkit_fuzz::split(rest);
+    let (authorization, certificate) = sealkit_fuzz::split(rest);
+    let content_type: &[u8] = if mode & 2 == 0 {
+        b"application/x-www-form-urlencoded; charset=utf-8"
+    } else {
+        b"text/plain"
+    };
+    let peer = (!certificate.is_empty()).then(|| {
         let (san_uris, subject) = names(certificate);
-        let peer = PeerCertificate {
+        Arc::new(PeerCertificate {
             thumbprint: thumbprint(certificate),
             chain: Ok(()),
             san_uris,
             subject,
-        };
-        for client in settings.clients.values() {
-            if let ClientAuth::Certificate(identity) = &client.auth {
-                let _ = identity.matches(&peer);
-            }
-        }
+        })
+    });
+    let settings = &sealkit_fuzz::site().settings;
+    let authenticated = sealkit::server::fuzzing::client_auth(
+        settings,
+        content_type,
+        (mode & 1 == 1).then_some(authorization),
+        body,
+        peer,
+    );
+    if let Some(id) = authenticated {
+        assert!(settings.clients.contains_key(&id), "authenticated an unregistered client");
     }
 });

@@ -72,12 +72,15 @@ fn main() {
     write(&out, "client_cert_header", "chain", chain_header.join(", ").as_bytes());
     write(&out, "client_cert_header", "der", leaf);
     write(&out, "client_cert_header", "dn", b"CN=caf\\C3\\A9,O=a=b\\, Inc+UID=7");
-    let mut form = b"grant_type=client_credentials&client_id=demo-dpop&client_secret=s3cret".to_vec();
+    // client_auth: mode, body 0xff Authorization 0xff certificate DER.
+    let form = b"\x00grant_type=client_credentials&client_id=demo-dpop&client_secret=s3cret".to_vec();
     write(&out, "client_auth", "secret", &form);
-    form = b"grant_type=client_credentials&client_id=demo-mtls".to_vec();
-    form.push(0xff);
-    form.extend_from_slice(leaf);
-    write(&out, "client_auth", "certificate", &form);
+    let mut basic = b"\x01grant_type=client_credentials\xffBasic ".to_vec();
+    basic.extend_from_slice(STANDARD.encode("demo-dpop:s3cret").as_bytes());
+    write(&out, "client_auth", "basic", &basic);
+    let mut certificate = b"\x00grant_type=client_credentials&client_id=demo-mtls\xff\xff".to_vec();
+    certificate.extend_from_slice(leaf);
+    write(&out, "client_auth", "certificate", &certificate);
 
     // Configuration.
     write(&out, "config", "demo.yaml", &std::fs::read(&site.config).expect("config"));
@@ -135,6 +138,12 @@ fn main() {
     let record = serde_json::json!({"clientId": "demo-dpop", "tenant": "high-assurance", "scope": "read",
         "audience": ["https://api.example"], "iat": 1_800_000_000, "exp": 1_800_000_300, "jti": "t-1",
         "tokenType": "DPoP", "cnfJkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", "senderCertificate": "x5t", "revoked": false});
-    write(&out, "token_record", "record", record.to_string().as_bytes());
+    write(&out, "token_record", "record-json", &with_mode(1, record.to_string().as_bytes()));
+    let typed: sealkit::store::TokenRecord = serde_json::from_value(record.clone()).expect("record");
+    let stored = sealkit::store::sled_store::encode_record(&typed).expect("encodes");
+    write(&out, "token_record", "record-sled", &with_mode(0, &stored));
+    let mut legacy = stored[..8].to_vec(); // the expiry prefix, then the JSON of earlier versions
+    legacy.extend_from_slice(record.to_string().as_bytes());
+    write(&out, "token_record", "record-sled-json", &with_mode(0, &legacy));
     println!("seeds written to {}", out.display());
 }

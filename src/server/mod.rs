@@ -8,6 +8,9 @@ pub mod authority;
 mod control_listener;
 pub mod error;
 mod fresh_auth;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod introspection;
 pub mod meta;
 mod request;

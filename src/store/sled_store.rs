@@ -323,7 +323,8 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), StoreError> {
 }
 
 /// `expires_at ‖ RECORD_V1 ‖ fields`: the value a token record is stored as.
-fn encode_record(record: &TokenRecord) -> Result<Vec<u8>, StoreError> {
+#[doc(hidden)] // public for the fuzz seeds (fuzz/src/seeds.rs), not an API
+pub fn encode_record(record: &TokenRecord) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(192);
     out.extend_from_slice(&record.exp.to_be_bytes());
     out.push(RECORD_V1);
@@ -1275,4 +1276,16 @@ mod tests {
         assert_eq!(store.size().jti_claims, 0);
         std::fs::remove_dir_all(dir).ok();
     }
+}
+
+/// The sled value codec, for the fuzz target only (`cargo fuzz` builds with
+/// `--cfg fuzzing`): decodes `value` as a stored record and, when it decodes, encodes it
+/// again and decodes that — both results are returned so the target can assert the round
+/// trip is the identity.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub fn fuzz_codec(value: &[u8]) -> Option<(TokenRecord, Result<TokenRecord, StoreError>)> {
+    let record = decode_record(value).ok()?;
+    let again = encode_record(&record).and_then(|bytes| decode_record(&bytes));
+    Some((record, again))
 }
