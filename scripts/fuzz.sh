@@ -4,6 +4,7 @@
 #                                             SEALKIT_FUZZ_SMOKE_SECONDS (default 15) from its seeds
 #   scripts/fuzz.sh --long SECONDS [TARGET..] one target at a time at nice 19 for SECONDS each;
 #                                             libFuzzer's final statistics go to fuzz/runs/
+#   scripts/fuzz.sh --runs N [TARGET..]       the same, N executions each (the bar: 10000000)
 # Installs the nightly toolchain and cargo-fuzz when they are missing. A crash fails the
 # run and leaves its input in fuzz/artifacts/<target>/.
 set -euo pipefail
@@ -22,13 +23,13 @@ prepare() {
     cp -n "fuzz/seeds/$1"/* "fuzz/corpus/$1/" 2>/dev/null || true
 }
 
-run() { # target seconds
+run() { # target seconds [libFuzzer budget flag]
     prepare "$1"
     mkdir -p fuzz/runs
-    local log="fuzz/runs/$1.log"
-    echo "== fuzz $1 for $2 s"
+    local log="fuzz/runs/$1.log" budget=${3:--max_total_time=$2}
+    echo "== fuzz $1 ($budget)"
     if ! nice -n "${NICE:-0}" cargo +nightly fuzz run "$1" "fuzz/corpus/$1" -- \
-        -max_total_time="$2" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+        "$budget" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         echo "fuzz.sh: $1 failed (crash input in fuzz/artifacts/$1/)" >&2
         return 1
@@ -49,8 +50,15 @@ case "$mode" in
     cargo +nightly fuzz build
     for target in $list; do NICE=19 run "$target" "$seconds"; done
     ;;
+--runs)
+    runs=${2:?usage: scripts/fuzz.sh --runs N [TARGET...]}
+    shift 2
+    list=${*:-$(targets)}
+    cargo +nightly fuzz build
+    for target in $list; do NICE=19 run "$target" 0 "-runs=$runs"; done
+    ;;
 *)
-    echo "usage: scripts/fuzz.sh --smoke | --long SECONDS [TARGET...]" >&2
+    echo "usage: scripts/fuzz.sh --smoke | --long SECONDS [TARGET...] | --runs N [TARGET...]" >&2
     exit 2
     ;;
 esac
