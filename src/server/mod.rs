@@ -10,9 +10,11 @@ pub mod error;
 mod fresh_auth;
 mod introspection;
 pub mod meta;
+mod people_pages;
 mod request;
 mod response;
 mod token_endpoint;
+mod user_grants;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -438,6 +440,40 @@ async fn dispatch(
                     }
                 }
             }
+        }
+        "/device_authorization" | "/device" | "/device/decision" => {
+            // The user grants' endpoints and pages (`user_grants`, `people_pages`).
+            let endpoint = if path == "/device_authorization" {
+                "device_authorization"
+            } else {
+                "device"
+            };
+            let limits = authority.current().settings.limits.clone();
+            let result = match read_body(body, limits.max_body_bytes, limits.body_read_timeout)
+                .await
+            {
+                Err(e) => Err(e),
+                Ok(_) if path == "/device_authorization" && parts.method != Method::POST => {
+                    Err(OAuthError::MethodNotAllowed("POST"))
+                }
+                Ok(body) if path == "/device_authorization" => {
+                    user_grants::device_authorization(authority, connection, &parts.headers, &body)
+                        .await
+                }
+                Ok(body) => {
+                    people_pages::device(
+                        authority,
+                        connection,
+                        &parts.method,
+                        path,
+                        parts.uri.query(),
+                        &parts.headers,
+                        &body,
+                    )
+                    .await
+                }
+            };
+            (endpoint, result)
         }
         _ if parts.method != Method::GET && parts.method != Method::HEAD => {
             ("other", Err(OAuthError::NotFound))
