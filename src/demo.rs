@@ -82,6 +82,8 @@ const CLIENTS: [(&str, &str, &str); 4] = [
 pub const DEMO_USER: &str = "demo-operator";
 /// The demo's public CLI client (device grant, DPoP-bound refresh tokens).
 pub const DEMO_CLI_CLIENT: &str = "demo-cli";
+/// The demo's public web-console client (authorization code + PKCE, loopback redirect).
+pub const DEMO_WEB_CLIENT: &str = "demo-web";
 
 /// Creates the demo site in `dir`, or reuses it when `dir/demo.env` exists. The guard
 /// listens on the next port.
@@ -228,6 +230,14 @@ pub fn prepare_with_guard(
         ),
     )
     .map_err(io("cannot write users.yaml"))?;
+    // A loopback redirect URI (RFC 8252 §7.3) for the web console client.
+    let web_redirect_uri = format!(
+        "http://127.0.0.1:{}/callback",
+        listen.port().wrapping_add(2)
+    );
+    yaml.push_str(&format!(
+        "  - id: {DEMO_WEB_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [authorization_code, refresh_token]\n    redirectUris: [\"{web_redirect_uri}\"]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n"
+    ));
     yaml.push_str(&format!(
         "  - id: {DEMO_CLI_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [device_code, refresh_token]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n    refreshToken:\n      idleLifetime: 24h\n      absoluteLifetime: 7d\n\
          people:\n  users: users.yaml\n  lockout:\n    maxFailedAttempts: 5\n    duration: 15m\n"
@@ -293,6 +303,15 @@ pub fn prepare_with_guard(
     env.insert(
         "SEALKIT_CLI_CLIENT_ID".to_string(),
         DEMO_CLI_CLIENT.to_string(),
+    );
+    env.insert(
+        "SEALKIT_WEB_CLIENT_ID".to_string(),
+        DEMO_WEB_CLIENT.to_string(),
+    );
+    env.insert("SEALKIT_WEB_REDIRECT_URI".to_string(), web_redirect_uri);
+    env.insert(
+        "SEALKIT_AUTHORIZE_URL".to_string(),
+        format!("{issuer}/authorize"),
     );
     env.insert(
         "SEALKIT_DEVICE_AUTHORIZATION_URL".to_string(),

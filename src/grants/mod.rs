@@ -10,6 +10,7 @@
 //! Not responsible for: DPoP proofs (the core's gate admits every one, through
 //! `Core::issue`), passwords (`crate::people`), pages and endpoints (`server`).
 
+pub mod codes;
 pub mod device;
 pub mod refresh;
 pub mod sessions;

@@ -76,6 +76,7 @@ pub struct PeopleState {
     pub logins: crate::people::Logins,
     pub devices: crate::grants::device::DeviceCodes,
     pub sessions: crate::grants::sessions::Sessions,
+    pub codes: crate::grants::codes::Codes,
 }
 
 impl Authority {
@@ -93,6 +94,7 @@ impl Authority {
             logins: crate::people::Logins::new(metrics.logins.clone()),
             devices: Default::default(),
             sessions: Default::default(),
+            codes: Default::default(),
         };
         let core = Core::start(&snapshot.settings, signing_key, store, metrics, clock).await?;
         let authority = Authority {

@@ -45,6 +45,12 @@ pub fn discovery_document(settings: &Settings) -> Value {
         }
     }
     doc["grant_types_supported"] = json!(grants);
+    if grants.contains(&crate::config::people::GrantType::AuthorizationCode.as_str()) {
+        doc["authorization_endpoint"] = json!(format!("{issuer}/authorize"));
+        doc["response_types_supported"] = json!(["code"]);
+        doc["code_challenge_methods_supported"] = json!(["S256"]);
+        doc["authorization_response_iss_parameter_supported"] = json!(true);
+    }
     if grants.contains(&crate::config::people::GrantType::DeviceCode.as_str()) {
         doc["device_authorization_endpoint"] = json!(format!("{issuer}/device_authorization"));
     }

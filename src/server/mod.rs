@@ -5,6 +5,7 @@
 //! mapping of errors to HTTP is `error.rs` alone. Nothing below this module knows HTTP.
 
 pub mod authority;
+mod authorize;
 mod control_listener;
 pub mod error;
 mod fresh_auth;
@@ -440,6 +441,26 @@ async fn dispatch(
                     }
                 }
             }
+        }
+        "/authorize" | "/authorize/login" | "/authorize/decision" => {
+            let limits = authority.current().settings.limits.clone();
+            let result =
+                match read_body(body, limits.max_body_bytes, limits.body_read_timeout).await {
+                    Err(e) => Err(e),
+                    Ok(body) => {
+                        authorize::handle(
+                            authority,
+                            connection,
+                            &parts.method,
+                            path,
+                            parts.uri.query(),
+                            &parts.headers,
+                            &body,
+                        )
+                        .await
+                    }
+                };
+            ("authorize", result)
         }
         "/device_authorization" | "/device" | "/device/decision" => {
             // The user grants' endpoints and pages (`user_grants`, `people_pages`).

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use std::collections::HashMap;
 
 const COOKIE: &str = "__Host-sealkit-session";
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(super) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -39,7 +39,24 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(status: StatusCode, title: &str, body: &str, cookie: Option<(&str, i64)>) -> Response {
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    cookie: Option<(&str, i64)>,
+) -> Response {
+    page_with_csp(status, title, body, cookie, CSP)
+}
+
+/// A page with its own CSP (the consent page of a redirect lets its form lead to the
+/// client's redirect URI: `form-action` also governs the redirect after a submission).
+pub(super) fn page_with_csp(
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    cookie: Option<(&str, i64)>,
+    csp: &str,
+) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
 <meta name=\"viewport\" content=\"width=device-width\"><style>body{{font-family:sans-serif;max-width:28em;margin:3em auto}}\
@@ -58,7 +75,9 @@ label{{display:block;margin:.6em 0}}input{{width:100%}}button{{margin:.6em .6em 
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    if let Ok(v) = HeaderValue::from_str(csp) {
+        h.insert("content-security-policy", v);
+    }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert(
         "x-content-type-options",
@@ -75,7 +94,7 @@ label{{display:block;margin:.6em 0}}input{{width:100%}}button{{margin:.6em .6em 
     response
 }
 
-fn session_id(headers: &HeaderMap) -> Option<String> {
+pub(super) fn session_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -86,7 +105,7 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn form_fields(body: &[u8]) -> HashMap<String, String> {
+pub(super) fn form_fields(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
@@ -120,7 +139,7 @@ through <b>{client}</b>.</p>\
     )
 }
 
-fn error_page(message: &str) -> Response {
+pub(super) fn error_page(message: &str) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "Cannot continue",

@@ -30,9 +30,11 @@ pub async fn handle(
     let form = Form::parse(headers, body)?;
     match form.get("grant_type") {
         Some("client_credentials") => {}
-        Some(grant @ ("urn:ietf:params:oauth:grant-type:device_code" | "refresh_token")) => {
-            return super::user_grants::token(authority, connection, headers, &form, grant).await
-        }
+        Some(
+            grant @ ("urn:ietf:params:oauth:grant-type:device_code"
+            | "refresh_token"
+            | "authorization_code"),
+        ) => return super::user_grants::token(authority, connection, headers, &form, grant).await,
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
     }

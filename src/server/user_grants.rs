@@ -188,6 +188,38 @@ pub async fn token(
         ));
     }
 
+    if grant == "authorization_code" {
+        let client = client_for(
+            authority,
+            connection,
+            headers,
+            form,
+            GrantType::AuthorizationCode,
+        )?;
+        let required = |name: &str| {
+            form.get(name)
+                .ok_or_else(|| OAuthError::InvalidRequest(format!("{name} is required")))
+        };
+        let code = required("code")?;
+        let verifier = required("code_verifier")?;
+        let granted = authority
+            .people
+            .codes
+            .exchange(code, &client.id, form.get("redirect_uri"), verifier, now)
+            .map_err(|e| grant_error("invalid_grant", e.description()))?;
+        return finish(
+            authority,
+            connection,
+            headers,
+            &client,
+            granted.user,
+            granted.scope,
+            granted.dpop_jkt,
+            "authorization_code",
+        )
+        .await;
+    }
+
     // urn:ietf:params:oauth:grant-type:device_code
     let client = client_for(authority, connection, headers, form, GrantType::DeviceCode)?;
     let device_code = form
@@ -209,31 +241,50 @@ pub async fn token(
                 },
             )
         })?;
-    let mut user = UserGrant {
-        subject: subject.clone(),
-        scope: scope.clone(),
-        family: None,
-        bound_jkt: None,
-        require_proof: false,
-    };
+    finish(
+        authority,
+        connection,
+        headers,
+        &client,
+        subject,
+        scope,
+        None,
+        "device_code",
+    )
+    .await
+}
+
+/// Issues the tokens of a decided user grant: the access token through the core (the
+/// proof, by `bound_jkt` when the code was bound with `dpop_jkt`), and — when the client
+/// may refresh and the token is DPoP-bound — a new refresh family bound to the same key.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    authority: &Authority,
+    connection: &ConnectionContext,
+    headers: &HeaderMap,
+    client: &ClientSettings,
+    subject: String,
+    scope: String,
+    bound_jkt: Option<String>,
+    grant: &'static str,
+) -> Result<Response, OAuthError> {
+    let now = authority.core.clock.now();
+    let store = authority.store().clone();
+    let unavailable = |e| OAuthError::from(authority.core.unavailable(e));
     let refresh_allowed = client.user_grants.allows(GrantType::RefreshToken);
-    let has_proof = headers.contains_key("dpop");
-    if refresh_allowed && has_proof {
-        // The family is filed before the access token so the token's record can name it;
-        // the proof's key is checked by the gate and the family bound to it below.
-        user.family = Some(String::new());
-    }
-    let mut issued_family = None;
-    if user.family.is_some() {
-        // We do not know the proof's key before the gate admits it: issue first with a
-        // family id reserved, then file the family with the admitted key.
-        let family_id = crate::secret::token_id();
-        user.family = Some(family_id.clone());
-        issued_family = Some(family_id);
-    }
-    let issued = issue(authority, connection, headers, &client, &user).await?;
+    // The family id is reserved before the access token is minted so its record names
+    // the family; the family itself is filed once the gate has admitted the proof's key.
+    let family_id = (refresh_allowed && headers.contains_key("dpop")).then(crate::secret::token_id);
+    let user = UserGrant {
+        subject: subject.clone(),
+        scope,
+        family: family_id.clone(),
+        require_proof: bound_jkt.is_some(),
+        bound_jkt,
+    };
+    let issued = issue(authority, connection, headers, client, &user).await?;
     let mut refresh_token = None;
-    if let (Some(family_id), Some(jkt)) = (issued_family, issued.cnf_jkt.clone()) {
+    if let (Some(family_id), Some(jkt)) = (family_id, issued.cnf_jkt.clone()) {
         let absolute_end = now + client.user_grants.refresh_absolute.as_secs() as i64;
         let record = refresh::family_record(
             &FamilyStart {
@@ -257,7 +308,7 @@ pub async fn token(
             .map_err(unavailable)?;
         refresh_token = Some(token);
     }
-    Ok(answer(authority, issued, refresh_token, "device_code"))
+    Ok(answer(authority, issued, refresh_token, grant))
 }
 
 /// Issues the access token of a user grant through the core (proof, policy, `cnf`).

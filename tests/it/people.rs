@@ -409,3 +409,133 @@ async fn lockout_after_the_configured_count_audited_and_no_password_in_the_logs(
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_code_with_pkce_and_dpop_jkt() {
+    use sealkit::grants::codes::s256;
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path(), 5);
+    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let client_id = site.var("SEALKIT_WEB_CLIENT_ID");
+    let redirect_uri = site.var("SEALKIT_WEB_REDIRECT_URI");
+    let key = ProofKey::es256().unwrap();
+    let verifier = "a".repeat(20) + &"b".repeat(30);
+    let query = |redirect: &str, jkt: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", client_id),
+                ("redirect_uri", redirect),
+                ("state", "st-123"),
+                ("code_challenge", &s256(&verifier)),
+                ("code_challenge_method", "S256"),
+                ("dpop_jkt", jkt),
+            ])
+            .finish()
+    };
+    // An unregistered redirect URI: an error page, no redirect.
+    let bad = conn
+        .get(&format!(
+            "/authorize?{}",
+            query("http://127.0.0.1:1/evil", &key.thumbprint())
+        ))
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(bad.header("location").is_none());
+
+    let login = conn
+        .get(&format!(
+            "/authorize?{}",
+            query(redirect_uri, &key.thumbprint())
+        ))
+        .await
+        .unwrap();
+    assert_eq!(login.status, 200, "{}", text(&login));
+    let page = text(&login);
+    let request = {
+        let start = page.find("name=\"request\" value=\"").unwrap() + 22;
+        page[start..].split('"').next().unwrap().to_string()
+    };
+    let consent = conn
+        .post_form(
+            "/authorize/login",
+            &[
+                ("csrf", &csrf(&page)),
+                ("request", &request),
+                ("username", site.var("SEALKIT_USER")),
+                ("password", site.var("SEALKIT_USER_PASSWORD")),
+            ],
+            &[("cookie", &cookie(&login))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(consent.status, 200, "{}", text(&consent));
+    let consent_page = text(&consent);
+    let decided = conn
+        .post_form(
+            "/authorize/decision",
+            &[
+                ("csrf", &csrf(&consent_page)),
+                ("request", &request),
+                ("decision", "approve"),
+            ],
+            &[("cookie", &cookie(&consent))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.status, 303);
+    let location = url::Url::parse(decided.header("location").unwrap()).unwrap();
+    assert!(location.as_str().starts_with(redirect_uri), "{location}");
+    let param = |k: &str| {
+        location
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(param("state"), "st-123");
+    assert_eq!(param("iss"), site.issuer);
+    let code = param("code");
+    let token_url = format!("{}/token", site.issuer);
+    let exchange = |key: &ProofKey, verifier: &str| {
+        let proof = key.proof("POST", &token_url, None, None).unwrap();
+        let form = vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.clone()),
+            ("redirect_uri".to_string(), redirect_uri.to_string()),
+            ("client_id".to_string(), client_id.to_string()),
+            ("code_verifier".to_string(), verifier.to_string()),
+        ];
+        (proof, form)
+    };
+    // A proof by another key than dpop_jkt names: refused (and the code is spent).
+    let (proof, form) = exchange(&ProofKey::es256().unwrap(), &verifier);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let stolen = conn
+        .post_form("/token", &pairs, &[("dpop", &proof)])
+        .await
+        .unwrap();
+    assert_eq!(
+        stolen.json()["error"],
+        "invalid_dpop_proof",
+        "{}",
+        text(&stolen)
+    );
+    let (proof, form) = exchange(&key, &verifier);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let again = conn
+        .post_form("/token", &pairs, &[("dpop", &proof)])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.json()["error"],
+        "invalid_grant",
+        "a code is used once: {}",
+        text(&again)
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
