@@ -12,5 +12,6 @@
 pub mod login;
 pub mod password;
 pub mod totp;
+pub mod users_file;
 
 pub use login::{LoginOutcome, Logins};
