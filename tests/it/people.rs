@@ -539,3 +539,81 @@ async fn authorization_code_with_pkce_and_dpop_jkt() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_totp_user_needs_the_current_code_and_no_code_reaches_the_logs() {
+    use sealkit::people::totp;
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path(), 5);
+    // A second user with a TOTP secret, in the users file the demo wrote.
+    let secret_b32 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let password = "totp-user-password-plugh";
+    let hash = sealkit::people::password::hash_password(password, 1024, 1).unwrap();
+    let users = site.dir.join("users.yaml");
+    let mut yaml = std::fs::read_to_string(&users).unwrap();
+    yaml.push_str(&format!(
+        "  - id: tess\n    passwordHash: \"{hash}\"\n    groups: [operators]\n    totpSecret: {secret_b32}\n"
+    ));
+    std::fs::write(&users, yaml).unwrap();
+    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let secret = totp::decode_secret(secret_b32).unwrap();
+    let now = sealkit::clock::unix_now();
+    let right = totp::current_code(&secret, now);
+    // A code from an hour ago: wrong now.
+    let wrong = totp::current_code(&secret, now - 3600);
+    let attempt = |code: String| {
+        let target = target.clone();
+        async move {
+            let mut conn = target.connect().await.unwrap();
+            let page = conn.get("/device").await.unwrap();
+            let body = text(&page);
+            conn.post_form(
+                "/device",
+                &[
+                    ("csrf", &csrf(&body)),
+                    ("user_code", "BCDF-GHJK"),
+                    ("username", "tess"),
+                    ("password", password),
+                    ("totp", &code),
+                ],
+                &[("cookie", &cookie(&page))],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let no_code = sign_in(&mut conn, "BCDF-GHJK", "tess", password).await;
+    assert_eq!(no_code.status, 401, "the password alone is not enough");
+    assert_eq!(
+        attempt(wrong.clone()).await.status,
+        401,
+        "a stale code is refused"
+    );
+    // Signed in: the (unknown) user code then gets the error page, not the login form.
+    let ok = attempt(right.clone()).await;
+    assert_eq!(ok.status, 400, "{}", text(&ok));
+    assert!(text(&ok).contains("That code is wrong or has expired"));
+
+    let logs = logs_with(
+        &site.dir.join("logs"),
+        "\"event\":\"authority.login.attempt\"",
+        3,
+    );
+    assert!(logs.contains("\"reason\":\"totp-code-missing\""));
+    assert!(logs.contains("\"reason\":\"wrong-totp-code\""));
+    for (name, secret) in [
+        ("the password", password),
+        ("the TOTP secret", secret_b32),
+        ("a TOTP code", right.as_str()),
+        ("a TOTP code", wrong.as_str()),
+    ] {
+        assert!(
+            !logs.contains(&format!("\"{secret}\"")) && !logs.contains(&format!("={secret}")),
+            "the logs contain {name}"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
