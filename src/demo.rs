@@ -239,9 +239,15 @@ pub fn prepare_with_guard(
         "  - id: {DEMO_WEB_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [authorization_code, refresh_token]\n    redirectUris: [\"{web_redirect_uri}\"]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n"
     ));
     yaml.push_str(&format!(
-        "  - id: {DEMO_CLI_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [device_code, refresh_token]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n    refreshToken:\n      idleLifetime: 24h\n      absoluteLifetime: 7d\n\
-         people:\n  users: users.yaml\n  lockout:\n    maxFailedAttempts: 5\n    duration: 15m\n"
+        "  - id: {DEMO_CLI_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [device_code, refresh_token]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n    refreshToken:\n      idleLifetime: 24h\n      absoluteLifetime: 7d\n"
     ));
+    // Before `tenants:`, so that `clients:` stays the last section (scripts and tests
+    // append clients to it).
+    yaml = yaml.replacen(
+        "\ntenants:\n",
+        "\npeople:\n  users: users.yaml\n  lockout:\n    maxFailedAttempts: 5\n    duration: 15m\ntenants:\n",
+        1,
+    );
     let config = dir.join("authority.yaml");
     std::fs::write(&config, yaml).map_err(io("cannot write authority.yaml"))?;
     let guard_external = format!("https://{host}:{}", guard_listen.port());

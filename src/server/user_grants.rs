@@ -274,7 +274,11 @@ async fn finish(
     let refresh_allowed = client.user_grants.allows(GrantType::RefreshToken);
     // The family id is reserved before the access token is minted so its record names
     // the family; the family itself is filed once the gate has admitted the proof's key.
-    let family_id = (refresh_allowed && headers.contains_key("dpop")).then(crate::secret::token_id);
+    // (With `dpop.enabled: false` proofs are ignored, so no token is bound: no family.)
+    let family_id = (refresh_allowed
+        && headers.contains_key("dpop")
+        && authority.current().settings.dpop.enabled)
+        .then(crate::secret::token_id);
     let user = UserGrant {
         subject: subject.clone(),
         scope,
