@@ -617,3 +617,90 @@ async fn a_totp_user_needs_the_current_code_and_no_code_reaches_the_logs() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_refresh_token_ends_its_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path(), 5);
+    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let client_id = site.var("SEALKIT_CLI_CLIENT_ID").to_string();
+    let key = std::sync::Arc::new(ProofKey::es256().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let device_task = {
+        let (target, key, issuer, client_id) = (
+            target.clone(),
+            key.clone(),
+            site.issuer.clone(),
+            client_id.clone(),
+        );
+        tokio::spawn(async move {
+            let mut conn = target.connect().await.unwrap();
+            device::run(
+                &mut conn,
+                &issuer,
+                &client_id,
+                Some("read"),
+                &key,
+                move |codes| {
+                    let _ = tx.send(codes.clone());
+                },
+            )
+            .await
+        })
+    };
+    let codes = rx.await.unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let consent = sign_in(
+        &mut conn,
+        &codes.user_code,
+        site.var("SEALKIT_USER"),
+        site.var("SEALKIT_USER_PASSWORD"),
+    )
+    .await;
+    let page = text(&consent);
+    let approved = conn
+        .post_form(
+            "/device/decision",
+            &[
+                ("csrf", &csrf(&page)),
+                ("user_code", &codes.user_code),
+                ("decision", "approve"),
+            ],
+            &[("cookie", &cookie(&consent))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, 200);
+    let tokens = device_task.await.unwrap().unwrap();
+    assert_eq!(tokens.scope, "read", "the asked scope narrows the group's");
+    let refresh_token = tokens.refresh_token.clone().unwrap();
+    assert_eq!(
+        introspect(&mut conn, &site, tokens.access_token.clone()).await["active"],
+        true
+    );
+    // RFC 7009 by the public client itself (client_id only).
+    let revoked = conn
+        .post_form(
+            "/revoke",
+            &[("token", &refresh_token), ("client_id", &client_id)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, 200, "{}", text(&revoked));
+    assert_eq!(
+        introspect(&mut conn, &site, refresh_token.clone()).await["active"],
+        false
+    );
+    assert_eq!(
+        introspect(&mut conn, &site, tokens.access_token.clone()).await["active"],
+        false,
+        "the access token of the revoked sign-in is inactive"
+    );
+    let token_url = format!("{}/token", site.issuer);
+    let after = refresh(&mut conn, &token_url, &client_id, refresh_token, &key).await;
+    assert_eq!(after.json()["error"], "invalid_grant", "{}", text(&after));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
