@@ -111,6 +111,19 @@ set -a
 set +a
 status=0
 (cd "$client_dir" && NODE_EXTRA_CA_CERTS="$SEALKIT_CA_FILE" node client.mjs) || status=$?
+# The device flow from Python (requests + cryptography; scripts/test.sh installs them).
+if ((status == 0)); then
+  python3 "$repo/tests/external/python/device_flow.py" || status=$?
+fi
+# The sign-in and consent pages in headless chromium; chromium trusts exactly the demo
+# server's key (its SPKI hash), nothing else is relaxed. Screenshots in the test output.
+if ((status == 0)); then
+  spki=$(openssl x509 -in "$dir/tls/server.crt" -pubkey -noout |
+    openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)
+  shots=${SEALKIT_SCREENSHOT_DIR:-$repo/target/external/screenshots}
+  SEALKIT_SERVER_SPKI=$spki SEALKIT_SCREENSHOT_DIR=$shots \
+    node --experimental-websocket "$repo/tests/external/browser/pages.mjs" || status=$?
+fi
 if ((status != 0)); then
   log "client failed (exit $status); server output:"
   sed 's/^/  /' "$work/server-$attempt.log" >&2 || true

@@ -30,6 +30,11 @@ need_cmd node nodejs
 need_cmd npm
 need_cmd redis-server redis-server
 need_cmd minisign
+# The external clients of the user grants: Python's requests + cryptography (device flow) and
+# Debian's chromium (the sign-in and consent pages, driven through the DevTools protocol).
+python3 -c 'import requests, cryptography' 2>/dev/null || apt_install python3-requests python3-cryptography
+need_cmd chromium
+need_cmd openssl
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
@@ -41,5 +46,5 @@ echo "== alert rules (promtool check rules / test rules)"
 scripts/check-alerts.sh
 echo "== cargo test"
 cargo test --locked
-echo "== external DPoP client (oauth4webapi) against sealkit demo"
+echo "== external clients against sealkit demo (oauth4webapi; Python device flow; chromium pages)"
 scripts/external-client.sh target/debug/sealkit

@@ -78,6 +78,13 @@ const CLIENTS: [(&str, &str, &str); 4] = [
     ("INTROSPECT", "demo-resource", "unconstrained"),
 ];
 
+/// The demo's user (password in `demo.env` as `SEALKIT_USER_PASSWORD`).
+pub const DEMO_USER: &str = "demo-operator";
+/// The demo's public CLI client (device grant, DPoP-bound refresh tokens).
+pub const DEMO_CLI_CLIENT: &str = "demo-cli";
+/// The demo's public web-console client (authorization code + PKCE, loopback redirect).
+pub const DEMO_WEB_CLIENT: &str = "demo-web";
+
 /// Creates the demo site in `dir`, or reuses it when `dir/demo.env` exists. The guard
 /// listens on the next port.
 pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DemoSite, DemoError> {
@@ -204,6 +211,43 @@ pub fn prepare_with_guard(
             if prefix == "INTROSPECT" { "    mayIntrospect: true\n" } else { "" }
         ));
     }
+    // People (issue 20): a user in users.yaml and a public CLI client for the device grant.
+    let user_password = crate::secret::generate();
+    let user_hash = crate::people::password::hash_password(
+        &user_password,
+        crate::people::password::STANDARD_MEMORY_KIB,
+        crate::people::password::STANDARD_PASSES,
+    )
+    .map_err(|e| DemoError::Io {
+        context: "cannot hash the demo user's password".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    std::fs::write(
+        dir.join("users.yaml"),
+        format!(
+            "# sealkit demo users. The password is in demo.env only.\n\
+             users:\n  - id: {DEMO_USER}\n    displayName: Demo Operator\n    passwordHash: \"{user_hash}\"\n    groups: [operators]\n"
+        ),
+    )
+    .map_err(io("cannot write users.yaml"))?;
+    // A loopback redirect URI (RFC 8252 §7.3) for the web console client.
+    let web_redirect_uri = format!(
+        "http://127.0.0.1:{}/callback",
+        listen.port().wrapping_add(2)
+    );
+    yaml.push_str(&format!(
+        "  - id: {DEMO_WEB_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [authorization_code, refresh_token]\n    redirectUris: [\"{web_redirect_uri}\"]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n"
+    ));
+    yaml.push_str(&format!(
+        "  - id: {DEMO_CLI_CLIENT}\n    tenant: dpop-required\n    authMethod: none\n    dpopBoundAccessTokens: true\n    grantTypes: [device_code, refresh_token]\n    scopes: [read, write]\n    groupScopes:\n      operators: [read, write]\n    audience: [\"https://api.demo.sealkit\"]\n    refreshToken:\n      idleLifetime: 24h\n      absoluteLifetime: 7d\n"
+    ));
+    // Before `tenants:`, so that `clients:` stays the last section (scripts and tests
+    // append clients to it).
+    yaml = yaml.replacen(
+        "\ntenants:\n",
+        "\npeople:\n  users: users.yaml\n  lockout:\n    maxFailedAttempts: 5\n    duration: 15m\ntenants:\n",
+        1,
+    );
     let config = dir.join("authority.yaml");
     std::fs::write(&config, yaml).map_err(io("cannot write authority.yaml"))?;
     let guard_external = format!("https://{host}:{}", guard_listen.port());
@@ -259,6 +303,25 @@ pub fn prepare_with_guard(
     env.insert(
         "SEALKIT_GUARD_METRICS_URL".to_string(),
         format!("{guard_external}/metrics"),
+    );
+    env.insert("SEALKIT_USER".to_string(), DEMO_USER.to_string());
+    env.insert("SEALKIT_USER_PASSWORD".to_string(), user_password);
+    env.insert(
+        "SEALKIT_CLI_CLIENT_ID".to_string(),
+        DEMO_CLI_CLIENT.to_string(),
+    );
+    env.insert(
+        "SEALKIT_WEB_CLIENT_ID".to_string(),
+        DEMO_WEB_CLIENT.to_string(),
+    );
+    env.insert("SEALKIT_WEB_REDIRECT_URI".to_string(), web_redirect_uri);
+    env.insert(
+        "SEALKIT_AUTHORIZE_URL".to_string(),
+        format!("{issuer}/authorize"),
+    );
+    env.insert(
+        "SEALKIT_DEVICE_AUTHORIZATION_URL".to_string(),
+        format!("{issuer}/device_authorization"),
     );
     env.insert(
         "SEALKIT_FRESH_AUTH_URL".to_string(),

@@ -47,7 +47,7 @@
 
 mod crl;
 mod csr;
-mod fsio;
+pub(crate) mod fsio;
 mod inventory;
 mod revoke;
 mod rotate;

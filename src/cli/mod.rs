@@ -16,6 +16,7 @@ mod kit;
 mod reload;
 mod secret;
 mod serve;
+mod user;
 mod version;
 
 use clap::{Parser, Subcommand};
@@ -74,6 +75,9 @@ enum Command {
     Kit(kit::KitCommand),
     /// Enforce DPoP and certificate binding in front of resource services (a reverse proxy)
     Guard(guard::GuardArgs),
+    /// People: argon2id password hashes, adding users to a bundle source
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
     Bench(bench::BenchArgs),
 }
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(cmd) => config_check::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Secret(cmd) => secret::run(cmd),
+        Command::User(cmd) => user::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Kit(cmd) => kit::run(cmd),
         Command::Drill(cmd) => drill::run(cmd),

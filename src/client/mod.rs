@@ -4,6 +4,7 @@
 //! This is deliberately independent of the validating code in `dpop`: it builds JSON and
 //! signs with josekit, as any external client would.
 
+pub mod device;
 pub mod https;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

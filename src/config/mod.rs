@@ -15,6 +15,7 @@ pub mod duration;
 pub mod files;
 mod lenient;
 pub mod paths;
+pub mod people;
 pub mod schema;
 pub mod settings;
 mod validate;

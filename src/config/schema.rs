@@ -30,6 +30,9 @@ pub struct AuthorityFile {
     pub tenants: Vec<TenantFile>,
     #[serde(default)]
     pub clients: Vec<ClientFile>,
+    /// Users, sign-in lockout and the lifetimes of the user grants (`config::people`).
+    #[serde(default)]
+    pub people: super::people::PeopleFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +281,8 @@ pub struct ClientFile {
     pub id: String,
     pub tenant: String,
     /// `client_secret_basic` (default; `client_secret_post` is accepted too),
-    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2).
+    /// `tls_client_auth` or `self_signed_tls_client_auth` (RFC 8705 §2), or `none` (a
+    /// public client: user grants only, every token DPoP-bound).
     pub auth_method: Option<String>,
     /// `sha256:<base64url>` of the secret `sealkit secret generate` printed.
     pub secret_hash: Option<String>,
@@ -303,4 +307,15 @@ pub struct ClientFile {
     /// Whether this client may call `/introspect` (resource servers).
     #[serde(default)]
     pub may_introspect: bool,
+    /// Grant types (default `[client_credentials]`); see `config::people`.
+    #[serde(default)]
+    pub grant_types: Vec<String>,
+    /// group → scopes a member of the group may get through this client (user grants).
+    #[serde(default)]
+    pub group_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Exact redirect URIs for `authorization_code`.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Refresh-token lifetimes (user grants).
+    pub refresh_token: Option<super::people::RefreshTokenFile>,
 }

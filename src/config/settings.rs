@@ -42,6 +42,8 @@ pub enum ClientAuth {
     Secret(crate::secret::SecretHash),
     /// `tls_client_auth` / `self_signed_tls_client_auth`.
     Certificate(crate::mtls::CertificateIdentity),
+    /// `none`: a public client (RFC 6749 §2.1), identified by `client_id` alone.
+    None,
 }
 
 #[derive(Clone)]
@@ -54,6 +56,8 @@ pub struct ClientSettings {
     /// The effective policy: the tenant's, tightened by the client's registration.
     pub policy: TenantPolicy,
     pub may_introspect: bool,
+    /// Device, authorization-code and refresh grants (`config::people`).
+    pub user_grants: super::people::UserGrantSettings,
 }
 impl fmt::Debug for ClientSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,6 +69,7 @@ impl fmt::Debug for ClientSettings {
                 &match &self.auth {
                     ClientAuth::Secret(_) => "secret <redacted>".to_string(),
                     ClientAuth::Certificate(c) => format!("{c:?}"),
+                    ClientAuth::None => "none (public)".to_string(),
                 },
             )
             .field("policy", &self.policy)
@@ -143,4 +148,6 @@ pub struct Settings {
     pub dpop: DpopSettings,
     pub tenants: BTreeMap<String, TenantPolicy>,
     pub clients: BTreeMap<String, Arc<ClientSettings>>,
+    /// Users and the user grants' settings.
+    pub people: super::people::PeopleSettings,
 }

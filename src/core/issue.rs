@@ -30,6 +30,23 @@ pub struct TokenRequest<'a> {
     /// The token endpoint, as `htu` must name it.
     pub target: &'a EndpointUrl,
     pub peer: std::net::SocketAddr,
+    /// A user grant (device code, authorization code, refresh): whom the token is for.
+    pub user: Option<&'a UserGrant>,
+}
+
+/// What a user grant decided before the token is minted (`crate::grants`).
+#[derive(Debug, Clone)]
+pub struct UserGrant {
+    /// The user id: the token's `sub`.
+    pub subject: String,
+    /// The scope already granted (the user's groups through this client).
+    pub scope: String,
+    /// The refresh-token family the token belongs to (revoking it revokes the token).
+    pub family: Option<String>,
+    /// The key the proof must be signed with (a refresh token's binding).
+    pub bound_jkt: Option<String>,
+    /// `authorization_code` with `dpop_jkt`: a proof is required, signed by this key.
+    pub require_proof: bool,
 }
 
 /// A token that was minted and recorded.
@@ -42,6 +59,9 @@ pub struct IssuedToken {
     pub scope: String,
     /// A nonce for the client's next proof, when its policy requires nonces.
     pub next_nonce: Option<String>,
+    /// `cnf.jkt` of the token (what a refresh token is bound to).
+    pub cnf_jkt: Option<String>,
+    pub jti: String,
 }
 
 /// The outcome labels of `authority.dpop.request`.
@@ -137,7 +157,10 @@ impl Core {
         request: &TokenRequest<'_>,
     ) -> Result<IssuedToken, Denied> {
         let client = request.client;
-        let scope = granted_scope(client, request.scope)?;
+        let scope = match request.user {
+            Some(user) => user.scope.clone(),
+            None => granted_scope(client, request.scope)?,
+        };
         let policy = client.policy;
         let now = self.clock.now();
         // `dpop.enabled: false`: proofs are ignored (the configuration refuses any policy
@@ -168,7 +191,7 @@ impl Core {
                 method: "POST",
                 target: request.target,
                 access_token: None,
-                bound_jkt: None,
+                bound_jkt: request.user.and_then(|u| u.bound_jkt.as_deref()),
                 nonce_required,
                 now,
             };
@@ -209,6 +232,21 @@ impl Core {
         });
         let has_dpop = proof.is_some();
         let has_mtls = certificate.is_some();
+        // A refresh token bound to a key, or a code bound by `dpop_jkt`, needs its proof:
+        // the gate checked the key when one came; none may not come (RFC 9449 §5, §10).
+        if !has_dpop
+            && request
+                .user
+                .is_some_and(|u| u.bound_jkt.is_some() || u.require_proof)
+        {
+            judgement.log(self, "rejected", "missing-proof");
+            return Err(Denied::InvalidDpopProof {
+                description: "this grant is bound to a DPoP key: present a proof signed by it"
+                    .into(),
+                unauthorized: false,
+                algs: settings.dpop.algs_header.clone(),
+            });
+        }
         let mut bypassed = false;
         if !policy.constraint.is_satisfied(has_dpop, has_mtls) {
             let dpop_would_satisfy = policy.constraint.is_satisfied(true, has_mtls);
@@ -253,7 +291,9 @@ impl Core {
         let lifetime = settings.token_lifetime.as_secs();
         let claims = AccessTokenClaims {
             iss: settings.issuer.clone(),
-            sub: client.id.clone(),
+            sub: request
+                .user
+                .map_or_else(|| client.id.clone(), |u| u.subject.clone()),
             aud: client.audience.clone(),
             client_id: client.id.clone(),
             scope,
@@ -279,6 +319,8 @@ impl Core {
             cnf_jkt: cnf.jkt.clone(),
             sender_certificate: cnf.x5t_s256.clone(),
             revoked: false,
+            subject: request.user.map(|u| u.subject.clone()),
+            family: request.user.and_then(|u| u.family.clone()),
         };
         self.store()
             .put_token(TokenId::of(&access_token), &record)
@@ -326,6 +368,8 @@ impl Core {
             expires_in: lifetime,
             scope: claims.scope,
             next_nonce,
+            cnf_jkt: cnf.jkt,
+            jti: claims.jti,
         })
     }
 

@@ -6,6 +6,7 @@
 //! the audit entries) and the control socket (for the bypass drill). Nothing here prints;
 //! `cli::drill` renders the [`report::Report`].
 
+mod device;
 pub mod report;
 
 use crate::client::https::{basic_auth, Connection, Reply, TlsTarget};
@@ -65,6 +66,9 @@ pub struct DrillPlan {
     pub resource_url: Option<String>,
     /// The guard's `/metrics` (`SEALKIT_GUARD_METRICS_URL`), for the mismatch metric row.
     pub guard_metrics_url: Option<String>,
+    /// A public device-grant client and a user who may approve it (`SEALKIT_CLI_CLIENT_ID`,
+    /// `SEALKIT_USER`, `SEALKIT_USER_PASSWORD`). Absent: the device-flow rows are skipped.
+    pub device: Option<device::DeviceDrill>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +119,13 @@ impl DrillPlan {
             bypass_socket: None,
             resource_url: get("SEALKIT_RESOURCE_URL"),
             guard_metrics_url: get("SEALKIT_GUARD_METRICS_URL"),
+            device: (|| {
+                Some(device::DeviceDrill {
+                    client_id: get("SEALKIT_CLI_CLIENT_ID")?,
+                    user: get("SEALKIT_USER")?,
+                    password: get("SEALKIT_USER_PASSWORD")?,
+                })
+            })(),
         })
     }
 }
@@ -252,6 +263,11 @@ pub async fn run(plan: &DrillPlan) -> Report {
             format!("aborted: {e}"),
             false,
         );
+    }
+    if let Err(e) = device::scenarios(&mut drill, &target).await {
+        drill
+            .report
+            .push("device flow", "completed", format!("aborted: {e}"), false);
     }
     if let Err(e) = bypass_scenarios(&mut drill, &target).await {
         drill

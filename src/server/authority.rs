@@ -67,6 +67,16 @@ pub struct Authority {
     pub config_path: Option<std::path::PathBuf>,
     pub core: Core,
     pub jwks: Bytes,
+    /// Sign-ins, device codes and page sessions of the user grants.
+    pub people: PeopleState,
+}
+
+/// The user grants' in-memory state (`crate::people`, `crate::grants`).
+pub struct PeopleState {
+    pub logins: crate::people::Logins,
+    pub devices: crate::grants::device::DeviceCodes,
+    pub sessions: crate::grants::sessions::Sessions,
+    pub codes: crate::grants::codes::Codes,
 }
 
 impl Authority {
@@ -80,12 +90,19 @@ impl Authority {
         clock: Clock,
     ) -> Result<Authority, super::ServerError> {
         let jwks = Bytes::from(serde_json::to_vec(&signing_key.jwks()).unwrap_or_default());
+        let people = PeopleState {
+            logins: crate::people::Logins::new(metrics.logins.clone()),
+            devices: Default::default(),
+            sessions: Default::default(),
+            codes: Default::default(),
+        };
         let core = Core::start(&snapshot.settings, signing_key, store, metrics, clock).await?;
         let authority = Authority {
             config: ArcSwap::from_pointee(snapshot),
             config_path,
             core,
             jwks,
+            people,
         };
         authority.refresh_bypass_gauge();
         Ok(authority)

@@ -68,6 +68,14 @@ pub enum OAuthError {
     /// RFC 6749 §5.2 / RFC 9110 §15.6.1: something failed that valid state never makes fail.
     #[error("server_error")]
     ServerError,
+    /// A user-grant answer at the token endpoint, 400 with `code`: `invalid_grant`
+    /// (RFC 6749 §5.2), `authorization_pending`, `slow_down`, `expired_token`,
+    /// `access_denied` (RFC 8628 §3.5).
+    #[error("{code}")]
+    Grant {
+        code: &'static str,
+        description: String,
+    },
 }
 
 impl From<Denied> for OAuthError {
@@ -121,8 +129,9 @@ impl OAuthError {
             }
             Self::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
-                "only the client_credentials grant is supported".to_string(),
+                "this grant type is not supported".to_string(),
             ),
+            Self::Grant { description, .. } => (StatusCode::BAD_REQUEST, description.clone()),
             Self::InvalidScope(d) | Self::UnauthorizedClient(d) => {
                 (StatusCode::BAD_REQUEST, d.clone())
             }

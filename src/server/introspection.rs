@@ -64,13 +64,41 @@ pub async fn introspect(
         Ok(None) => return Ok(inactive()),
         Err(e) => return Err(core.unavailable(e).into()),
     };
-    let Some(claims) = core.signing_key.verify_remembered(token) else {
-        return Ok(inactive());
-    };
     let now = core.clock.now();
     if record.revoked || record.exp <= now {
         return Ok(inactive());
     }
+    // A user-grant token dies with its refresh family (reuse, revocation, absolute end).
+    if let Some(family) = &record.family {
+        match crate::grants::refresh::live_family(core.store().as_ref(), family, now).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(inactive()),
+            Err(e) => return Err(core.unavailable(e).into()),
+        }
+    }
+    // A refresh token is opaque: its record (filed by the token's hash) is all there is.
+    if record.token_type == crate::grants::refresh::REFRESH_TYPE {
+        let mut body = json!({
+            "active": true,
+            "scope": record.scope,
+            "client_id": record.client_id,
+            "sub": record.subject,
+            "exp": record.exp,
+            "iat": record.iat,
+            "token_type": "refresh_token",
+            "tenant": record.tenant,
+        });
+        if let Some(jkt) = &record.cnf_jkt {
+            body["cnf"] = json!({"jkt": jkt});
+        }
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    if record.token_type == crate::grants::refresh::FAMILY_TYPE {
+        return Ok(inactive());
+    }
+    let Some(claims) = core.signing_key.verify_remembered(token) else {
+        return Ok(inactive());
+    };
     // sealkit extension (RFC 8705 §3 for resource servers that see the certificate
     // themselves): the caller passes the thumbprint it saw; a mismatch is inactive.
     if let Some(seen) = form.get("cnf_x5t_s256") {
@@ -128,6 +156,14 @@ pub async fn revoke(
     match core.store().get_token(id).await.map_err(fail)? {
         Some(record) if record.client_id == caller.id && !record.revoked => {
             core.store().revoke_token(id).await.map_err(fail)?;
+            // Revoking a refresh token ends its sign-in: the family and every token in it.
+            if record.token_type == crate::grants::refresh::REFRESH_TYPE {
+                if let Some(family) = &record.family {
+                    crate::grants::refresh::revoke_family(core.store().as_ref(), family)
+                        .await
+                        .map_err(fail)?;
+                }
+            }
             tracing::info!(
                 event = events::TOKEN_REVOKED,
                 client = %record.client_id, tenant = %record.tenant, token_jti = %record.jti,

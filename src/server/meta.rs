@@ -35,6 +35,37 @@ pub fn discovery_document(settings: &Settings) -> Value {
             .collect::<Vec<_>>());
     }
     doc["fresh_auth_endpoint"] = json!(format!("{issuer}/fresh-auth"));
+    // The user grants a registered client uses (`config::people`).
+    let mut grants: Vec<&str> = vec!["client_credentials"];
+    for client in settings.clients.values() {
+        for g in &client.user_grants.grant_types {
+            if !grants.contains(&g.as_str()) {
+                grants.push(g.as_str());
+            }
+        }
+    }
+    doc["grant_types_supported"] = json!(grants);
+    if grants.contains(&crate::config::people::GrantType::AuthorizationCode.as_str()) {
+        doc["authorization_endpoint"] = json!(format!("{issuer}/authorize"));
+        doc["response_types_supported"] = json!(["code"]);
+        doc["code_challenge_methods_supported"] = json!(["S256"]);
+        doc["authorization_response_iss_parameter_supported"] = json!(true);
+    }
+    if grants.contains(&crate::config::people::GrantType::DeviceCode.as_str()) {
+        doc["device_authorization_endpoint"] = json!(format!("{issuer}/device_authorization"));
+    }
+    if settings
+        .clients
+        .values()
+        .any(|c| matches!(c.auth, crate::config::ClientAuth::None))
+    {
+        for key in [
+            "token_endpoint_auth_methods_supported",
+            "revocation_endpoint_auth_methods_supported",
+        ] {
+            doc[key] = json!(["client_secret_basic", "client_secret_post", "none"]);
+        }
+    }
     if settings.tls_client_ca.is_some() {
         doc["tls_client_certificate_bound_access_tokens"] = json!(true);
         let all_methods = [

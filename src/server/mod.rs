@@ -5,6 +5,7 @@
 //! mapping of errors to HTTP is `error.rs` alone. Nothing below this module knows HTTP.
 
 pub mod authority;
+mod authorize;
 mod control_listener;
 pub mod error;
 mod fresh_auth;
@@ -13,9 +14,11 @@ mod fresh_auth;
 pub mod fuzzing;
 mod introspection;
 pub mod meta;
+mod people_pages;
 mod request;
 mod response;
 mod token_endpoint;
+mod user_grants;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -441,6 +444,60 @@ async fn dispatch(
                     }
                 }
             }
+        }
+        "/authorize" | "/authorize/login" | "/authorize/decision" => {
+            let limits = authority.current().settings.limits.clone();
+            let result =
+                match read_body(body, limits.max_body_bytes, limits.body_read_timeout).await {
+                    Err(e) => Err(e),
+                    Ok(body) => {
+                        authorize::handle(
+                            authority,
+                            connection,
+                            &parts.method,
+                            path,
+                            parts.uri.query(),
+                            &parts.headers,
+                            &body,
+                        )
+                        .await
+                    }
+                };
+            ("authorize", result)
+        }
+        "/device_authorization" | "/device" | "/device/decision" => {
+            // The user grants' endpoints and pages (`user_grants`, `people_pages`).
+            let endpoint = if path == "/device_authorization" {
+                "device_authorization"
+            } else {
+                "device"
+            };
+            let limits = authority.current().settings.limits.clone();
+            let result = match read_body(body, limits.max_body_bytes, limits.body_read_timeout)
+                .await
+            {
+                Err(e) => Err(e),
+                Ok(_) if path == "/device_authorization" && parts.method != Method::POST => {
+                    Err(OAuthError::MethodNotAllowed("POST"))
+                }
+                Ok(body) if path == "/device_authorization" => {
+                    user_grants::device_authorization(authority, connection, &parts.headers, &body)
+                        .await
+                }
+                Ok(body) => {
+                    people_pages::device(
+                        authority,
+                        connection,
+                        &parts.method,
+                        path,
+                        parts.uri.query(),
+                        &parts.headers,
+                        &body,
+                    )
+                    .await
+                }
+            };
+            (endpoint, result)
         }
         _ if parts.method != Method::GET && parts.method != Method::HEAD => {
             ("other", Err(OAuthError::NotFound))

@@ -62,6 +62,8 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// `tls_client_auth` or `self_signed_tls_client_auth`.
     Certificate,
+    /// A public client (`none`): its `client_id` alone.
+    None,
 }
 
 fn invalid_client(basic: bool) -> OAuthError {
@@ -238,6 +240,11 @@ fn authenticate_by_certificate(
             false,
         ));
     };
+    if matches!(client.auth, ClientAuth::None) {
+        // RFC 6749 §2.1: a public client is identified, not authenticated; what it may do
+        // is limited to the user grants (checked by each grant) and DPoP-bound tokens.
+        return Ok((client.clone(), AuthMethod::None));
+    }
     let ClientAuth::Certificate(identity) = &client.auth else {
         return Err(failed(
             connection,

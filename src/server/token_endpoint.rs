@@ -30,6 +30,11 @@ pub async fn handle(
     let form = Form::parse(headers, body)?;
     match form.get("grant_type") {
         Some("client_credentials") => {}
+        Some(
+            grant @ ("urn:ietf:params:oauth:grant-type:device_code"
+            | "refresh_token"
+            | "authorization_code"),
+        ) => return super::user_grants::token(authority, connection, headers, &form, grant).await,
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
     }
@@ -42,6 +47,14 @@ pub async fn handle(
         authority.metrics(),
         connection,
     )?;
+    if !client
+        .user_grants
+        .allows(crate::config::people::GrantType::ClientCredentials)
+    {
+        return Err(OAuthError::UnauthorizedClient(
+            "this client may not use client_credentials".into(),
+        ));
+    }
     let proof_headers: Vec<&[u8]> = headers
         .get_all("dpop")
         .iter()
@@ -59,6 +72,7 @@ pub async fn handle(
                 certificate: &certificate,
                 target: &snapshot.token_url,
                 peer: connection.peer,
+                user: None,
             },
         )
         .await?;

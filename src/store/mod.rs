@@ -82,6 +82,13 @@ pub struct TokenRecord {
     pub sender_certificate: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+    /// The user a user-grant token was issued for (its `sub`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subject: Option<String>,
+    /// The refresh-token family of a user-grant token (`crate::grants::refresh`): when the
+    /// family is revoked, so is the token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub family: Option<String>,
 }
 
 /// The key a token record is filed under: SHA-256 of the token, so the store never holds

@@ -343,6 +343,12 @@ pub fn encode_record(record: &TokenRecord) -> Result<Vec<u8>, StoreError> {
     put_opt(&mut out, record.cnf_jkt.as_deref())?;
     put_opt(&mut out, record.sender_certificate.as_deref())?;
     out.push(u8::from(record.revoked));
+    // Optional tail (user-grant tokens): absent in records of client_credentials tokens,
+    // so their encoding is unchanged.
+    if record.subject.is_some() || record.family.is_some() {
+        put_opt(&mut out, record.subject.as_deref())?;
+        put_opt(&mut out, record.family.as_deref())?;
+    }
     Ok(out)
 }
 
@@ -415,6 +421,11 @@ fn decode_record(value: &[u8]) -> Result<TokenRecord, StoreError> {
             1 => true,
             _ => return None,
         };
+        let (subject, family) = if r.0.is_empty() {
+            (None, None)
+        } else {
+            (r.optional()?, r.optional()?)
+        };
         Some(TokenRecord {
             client_id,
             tenant,
@@ -427,6 +438,8 @@ fn decode_record(value: &[u8]) -> Result<TokenRecord, StoreError> {
             cnf_jkt,
             sender_certificate,
             revoked,
+            subject,
+            family,
         })
     })();
     decoded.ok_or_else(corrupt)
@@ -1098,6 +1111,8 @@ mod tests {
             cnf_jkt: Some("k".into()),
             sender_certificate: None,
             revoked: false,
+            subject: None,
+            family: None,
         }
     }
 

@@ -67,6 +67,17 @@ pub struct Metrics {
     pub store_claims_lost: Counter,
     pub store_reopened: Counter,
     pub bypass_active: Gauge,
+    /// Sign-in attempts by result (success, failure, locked, rate-limited).
+    pub logins: Family<ResultLabel, Counter>,
+    /// Refresh tokens used a second time (each revoked its family).
+    pub refresh_reuse: Counter,
+    /// Tokens issued by the user grants, by grant.
+    pub user_grants: Family<GrantLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabel {
+    pub grant: &'static str,
 }
 
 impl Default for Metrics {
@@ -93,6 +104,9 @@ impl Metrics {
             store_claims_lost: Counter::default(),
             store_reopened: Counter::default(),
             bypass_active: Gauge::default(),
+            logins: Family::default(),
+            refresh_reuse: Counter::default(),
+            user_grants: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +179,24 @@ impl Metrics {
             "1 while a DPoP bypass drill is active",
             metrics.bypass_active.clone(),
         );
+        registry.register(
+            "authority_logins",
+            "Sign-in attempts by result (success, failure, locked, rate-limited)",
+            metrics.logins.clone(),
+        );
+        registry.register(
+            "authority_refresh_reuse",
+            "Refresh tokens presented a second time; each revoked its whole family",
+            metrics.refresh_reuse.clone(),
+        );
+        registry.register(
+            "authority_user_grant_tokens",
+            "Tokens issued to people, by grant (device_code, authorization_code, refresh_token)",
+            metrics.user_grants.clone(),
+        );
+        for result in ["success", "failure", "locked", "rate-limited"] {
+            let _ = metrics.logins.get_or_create(&ResultLabel { result });
+        }
         // Make the mismatch and result series visible at zero before the first event, so
         // alert expressions and rate() see them from the start.
         for reason in MTLS_REASONS {

@@ -42,6 +42,16 @@ pub mod events {
     /// The store found it may have lost acknowledged jti claims (restart fence raised).
     pub const STORE_CLAIMS_LOST: &str = "authority.store.claimsLost";
     pub const CONNECTION_ERROR: &str = "authority.connection.error";
+    /// A sign-in attempt (user, peer, result, reason; never the password or a code).
+    pub const LOGIN_ATTEMPT: &str = "authority.login.attempt";
+    /// An account was locked after too many failed sign-ins.
+    pub const LOGIN_LOCKED: &str = "authority.login.locked";
+    /// A device authorization request got its codes (client, never the codes).
+    pub const DEVICE_AUTHORIZATION: &str = "authority.device.authorization";
+    /// A signed-in user approved or denied a device or an authorization request.
+    pub const CONSENT: &str = "authority.consent";
+    /// A refresh token was used a second time: its whole family was revoked.
+    pub const REFRESH_REUSE: &str = "authority.refresh.reuse";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,8 @@ fn write_source(site: &sealkit::demo::DemoSite, dir: &Path, extra_client: Option
         .replace("clientCa: ca/", &format!("clientCa: {d}/ca/"))
         .replace("dataDir: data", &format!("dataDir: {d}/data"))
         .replace("directory: logs", &format!("directory: {d}/logs"));
+    // The users file travels in the bundle beside authority.yaml.
+    std::fs::copy(site.dir.join("users.yaml"), dir.join("users.yaml")).unwrap();
     if let Some((id, secret)) = extra_client {
         yaml.push_str(&format!(
             "  - id: {id}\n    tenant: unconstrained\n    secretHash: \"{}\"\n    audience: [api]\n",

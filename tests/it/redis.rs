@@ -925,6 +925,8 @@ fn record(exp: i64) -> TokenRecord {
         cnf_jkt: Some("k".into()),
         sender_certificate: None,
         revoked: false,
+        subject: None,
+        family: None,
     }
 }
 

@@ -31,6 +31,15 @@ pub(super) fn validate_clients(
             continue;
         };
         let auth = validate_client_auth(client, &path, client_ca, problems);
+        let public = matches!(auth, Some(ClientAuth::None));
+        let user_grants =
+            crate::config::people::validate_client_grants(client, &path, public, problems);
+        if public && client.may_introspect {
+            problems.add(
+                format!("{path}.mayIntrospect"),
+                "a public client cannot introspect",
+            );
+        }
         if client.audience.is_empty() {
             problems.add(
                 format!("{path}.audience"),
@@ -94,6 +103,7 @@ pub(super) fn validate_clients(
                 require_nonce: tenant_policy.require_nonce || client.require_nonce.unwrap_or(false),
             },
             may_introspect: client.may_introspect,
+            user_grants,
         };
         if clients
             .insert(client.id.clone(), Arc::new(settings))
@@ -136,6 +146,22 @@ pub(super) fn validate_client_auth(
         || client.tls_client_auth_subject_dn.is_some()
         || !client.certificate_thumbprints.is_empty();
     match method {
+        "none" => {
+            if client.secret_hash.is_some() || has_tls_fields {
+                problems.add(
+                    format!("{path}.authMethod"),
+                    "a public client (none) has no secret and no certificate",
+                );
+            }
+            // RFC 9449 §5: a public client's tokens are always DPoP-bound.
+            if !client.dpop_bound_access_tokens {
+                problems.add(
+                    format!("{path}.dpopBoundAccessTokens"),
+                    "a public client (authMethod: none) must set dpopBoundAccessTokens: true",
+                );
+            }
+            Some(ClientAuth::None)
+        }
         "client_secret_basic" | "client_secret_post" => {
             if has_tls_fields {
                 problems.add(format!("{path}.authMethod"), "certificate fields need authMethod tls_client_auth or self_signed_tls_client_auth");
@@ -217,7 +243,7 @@ pub(super) fn validate_client_auth(
             }
         }
         other => {
-            problems.add(format!("{path}.authMethod"), format!("unknown method `{other}` (client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth)"));
+            problems.add(format!("{path}.authMethod"), format!("unknown method `{other}` (client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth, none)"));
             None
         }
     }

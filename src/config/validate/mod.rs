@@ -51,6 +51,7 @@ pub(super) fn validate(
         tls.client_ca.is_some(),
         &mut problems,
     );
+    let people = crate::config::people::validate_people(&file.people, base, &mut problems);
     if !problems.0.is_empty() {
         return Err(problems.0);
     }
@@ -75,6 +76,7 @@ pub(super) fn validate(
         dpop,
         tenants,
         clients,
+        people,
     })
 }
 

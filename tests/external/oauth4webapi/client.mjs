@@ -452,4 +452,166 @@ if (process.env.SEALKIT_RESOURCE_URL) {
   }
 }
 
+// ------------------------- (e) people: authorization code + PKCE + DPoP + refresh (issue 20)
+//
+// oauth4webapi builds the authorization request, validates the callback (state, iss), makes the
+// code exchange with PKCE and a DPoP proof, and the refreshes. The person is scripted: the
+// login and consent pages are plain HTML forms, filled here with fetch.
+
+function formField(html, name) {
+  const m = html.match(new RegExp(`name="${name}" value="([^"]*)"`));
+  return m ? m[1] : undefined;
+}
+
+if (process.env.SEALKIT_WEB_CLIENT_ID) {
+  const label = 'authorization code';
+  const web = { client_id: env('SEALKIT_WEB_CLIENT_ID') };
+  const redirectUri = env('SEALKIT_WEB_REDIRECT_URI');
+  check(
+    typeof as.authorization_endpoint === 'string' && as.code_challenge_methods_supported?.includes('S256'),
+    `${label}: discovery lists authorization_endpoint and S256`,
+    JSON.stringify(as),
+  );
+  const keys = await generateKeyPair('ES256');
+  const dpop = oauth.DPoP(web, keys);
+  const jkt = await jwkThumbprint(keys.publicKey);
+  const verifier = oauth.generateRandomCodeVerifier();
+  const state = oauth.generateRandomState();
+  const authUrl = new URL(as.authorization_endpoint);
+  for (const [k, v] of Object.entries({
+    response_type: 'code',
+    client_id: web.client_id,
+    redirect_uri: redirectUri,
+    scope: 'read',
+    state,
+    code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    dpop_jkt: jkt,
+  })) authUrl.searchParams.set(k, v);
+
+  // The person: open the login page, sign in, approve.
+  const loginPage = await recordingFetch(authUrl.href, { redirect: 'manual' });
+  const loginHtml = await loginPage.text();
+  const cookie1 = (loginPage.headers.get('set-cookie') ?? '').split(';')[0];
+  check(
+    loginPage.status === 200 && /type="password"/.test(loginHtml) && cookie1.startsWith('__Host-'),
+    `${label}: login page (password form, __Host- session cookie)`,
+    `HTTP ${loginPage.status}`,
+  );
+  check(
+    /frame-ancestors 'none'/.test(loginPage.headers.get('content-security-policy') ?? ''),
+    `${label}: login page CSP has frame-ancestors 'none'`,
+  );
+  const consentPage = await recordingFetch(new URL('/authorize/login', issuer).href, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: cookie1 },
+    body: new URLSearchParams({
+      csrf: formField(loginHtml, 'csrf'),
+      request: formField(loginHtml, 'request'),
+      username: env('SEALKIT_USER'),
+      password: env('SEALKIT_USER_PASSWORD'),
+    }).toString(),
+  });
+  const consentHtml = await consentPage.text();
+  const cookie2 = (consentPage.headers.get('set-cookie') ?? '').split(';')[0];
+  check(
+    consentPage.status === 200 && /value="approve"/.test(consentHtml) && /value="deny"/.test(consentHtml),
+    `${label}: signed in, consent page with approve and deny`,
+    `HTTP ${consentPage.status}`,
+  );
+  const decided = await recordingFetch(new URL('/authorize/decision', issuer).href, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: cookie2 },
+    body: new URLSearchParams({
+      csrf: formField(consentHtml, 'csrf'),
+      request: formField(consentHtml, 'request'),
+      decision: 'approve',
+    }).toString(),
+  });
+  const location = decided.headers.get('location') ?? '';
+  check(
+    decided.status === 303 && location.startsWith(redirectUri),
+    `${label}: approve redirects to the registered redirect URI`,
+    `HTTP ${decided.status} location=${location}`,
+  );
+
+  let params;
+  try {
+    params = oauth.validateAuthResponse(as, web, new URL(location), state);
+  } catch (err) {
+    fail(`${label}: oauth4webapi validates the callback (state, iss)`, describeError(err));
+  }
+  pass(`${label}: oauth4webapi validated the callback (state, iss)`);
+
+  let tokens;
+  try {
+    const res = await oauth.authorizationCodeGrantRequest(as, web, oauth.None(), params, redirectUri, verifier, {
+      ...http,
+      DPoP: dpop,
+    });
+    tokens = await oauth.processAuthorizationCodeResponse(as, web, res);
+  } catch (err) {
+    fail(`${label}: code exchange with PKCE and DPoP`, describeError(err));
+  }
+  pass(`${label}: code exchange with PKCE (S256) and DPoP`);
+  await checkDPoPToken(label, tokens, tokens.token_type, keys);
+  check(
+    typeof tokens.refresh_token === 'string',
+    `${label}: a refresh token (DPoP-bound public client)`,
+  );
+  check(jwtPart(tokens.access_token, 1).sub === env('SEALKIT_USER'), `${label}: sub is the user`);
+
+  let rotated;
+  try {
+    const res = await oauth.refreshTokenGrantRequest(as, web, oauth.None(), tokens.refresh_token, {
+      ...http,
+      DPoP: dpop,
+    });
+    rotated = await oauth.processRefreshTokenResponse(as, web, res);
+  } catch (err) {
+    fail(`${label}: refresh with the bound key`, describeError(err));
+  }
+  check(
+    rotated.refresh_token && rotated.refresh_token !== tokens.refresh_token,
+    `${label}: refresh with the bound key rotates the refresh token`,
+  );
+  {
+    const other = oauth.DPoP(web, await generateKeyPair('ES256'));
+    let refused;
+    try {
+      await oauth.processRefreshTokenResponse(
+        as,
+        web,
+        await oauth.refreshTokenGrantRequest(as, web, oauth.None(), rotated.refresh_token, { ...http, DPoP: other }),
+      );
+    } catch (err) {
+      refused = err;
+    }
+    check(refused !== undefined, `${label}: refresh with another DPoP key refused`, 'it was accepted');
+  }
+  {
+    let refused;
+    try {
+      await oauth.processRefreshTokenResponse(
+        as,
+        web,
+        await oauth.refreshTokenGrantRequest(as, web, oauth.None(), tokens.refresh_token, { ...http, DPoP: dpop }),
+      );
+    } catch (err) {
+      refused = err;
+    }
+    check(refused?.error === 'invalid_grant', `${label}: reuse of a refresh token refused (invalid_grant)`, describeError(refused));
+  }
+  for (const [what, token] of [
+    ['first access token', tokens.access_token],
+    ['rotated access token', rotated.access_token],
+    ['rotated refresh token', rotated.refresh_token],
+  ]) {
+    const { body } = await introspect(token);
+    check(body?.active === false, `${label}: after reuse the ${what} is inactive`, JSON.stringify(body));
+  }
+}
+
 console.log(summary());
