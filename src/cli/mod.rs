@@ -1,13 +1,12 @@
 //! The command line: one clap command tree, one file per command group, and the exit
 //! codes. This is the only layer that prints or uses `anyhow`.
 //!
-//! Exit codes: 0 success, 1 failure at run time, 2 usage error (clap), 3 invalid
-//! configuration, 75 (`serve`) the store failed and only a new process can reopen it
-//! (`store::health::EXIT_STORE_FAILED`; the supervisor restarts the service).
+//! Exit codes: one table, [`exit`] (the README's "Exit codes" repeats it).
 
 mod bench;
 mod bundle;
 mod ca;
+mod client;
 mod config_check;
 mod demo;
 mod drill;
@@ -16,13 +15,53 @@ mod kit;
 mod reload;
 mod secret;
 mod serve;
+mod token;
 mod version;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_INVALID_CONFIG: u8 = 3;
+/// Every exit code `sealkit` gives, in one place.
+pub mod exit {
+    /// The command did what it was asked.
+    pub const SUCCESS: u8 = 0;
+    /// The command ran and what it checked is not right: a drill with failed rows, a
+    /// bundle root that is expired or missing (`bundle status`), a resource that refused
+    /// (`token call`).
+    pub const CHECKS_FAILED: u8 = 1;
+    /// Usage: clap's own errors, and flags that cannot work together or are missing.
+    pub const USAGE: u8 = 2;
+    /// The configuration is invalid (`config check`, `serve`, `demo`).
+    pub const INVALID_CONFIG: u8 = 3;
+    /// The command could not run: a file it cannot read or write, an authority or control
+    /// socket it cannot reach, a request the authority refused, a broken site.
+    pub const COULD_NOT_RUN: u8 = 4;
+    /// Nothing to do: no previous generation to roll back to.
+    pub const NOTHING_TO_DO: u8 = 5;
+    /// 10–29: a bundle or kit was refused, one code per reason
+    /// (`bundle::error::Refusal::exit_code`, listed in docs/bundle-format.md).
+    pub const REFUSED_FIRST: u8 = 10;
+    /// A bundle was activated but the running authority was not told to reload.
+    pub const RELOAD_FAILED: u8 = crate::bundle::EXIT_RELOAD_FAILED;
+    /// `serve` / `guard`: the store failed and only a new process can reopen it (the
+    /// supervisor restarts the service).
+    pub const STORE_FAILED: u8 = crate::store::health::EXIT_STORE_FAILED;
+}
+
+pub const EXIT_FAILURE: u8 = exit::CHECKS_FAILED;
+pub const EXIT_INVALID_CONFIG: u8 = exit::INVALID_CONFIG;
+
+/// A command line that cannot work (a missing or contradictory flag that clap cannot
+/// express): exit [`exit::USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> UsageError {
+        UsageError(message.into())
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +113,12 @@ enum Command {
     Kit(kit::KitCommand),
     /// Enforce DPoP and certificate binding in front of resource services (a reverse proxy)
     Guard(guard::GuardArgs),
+    /// The clients of a configuration (list, show), and revoking their tokens in an incident
+    #[command(subcommand)]
+    Client(client::ClientCommand),
+    /// Get a token for a client (secret, DPoP, mTLS) and call resources with it, like curl
+    /// with DPoP; introspect and revoke tokens
+    Token(token::TokenArgs),
     /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
     Bench(bench::BenchArgs),
 }
@@ -96,6 +141,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Reload(target) => reload::run(target),
         Command::Bench(args) => bench::run(args),
         Command::Guard(args) => guard::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Client(cmd) => client::run(cmd),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run(cmd).map(|()| ExitCode::SUCCESS)
@@ -114,6 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
             );
             let code = match error.downcast_ref::<crate::config::ConfigError>() {
                 Some(_) => EXIT_INVALID_CONFIG,
+                None if error.downcast_ref::<UsageError>().is_some() => exit::USAGE,
                 None if store_failed => crate::store::health::EXIT_STORE_FAILED,
                 None => EXIT_FAILURE,
             };

@@ -42,6 +42,8 @@ pub mod events {
     /// The store found it may have lost acknowledged jti claims (restart fence raised).
     pub const STORE_CLAIMS_LOST: &str = "authority.store.claimsLost";
     pub const CONNECTION_ERROR: &str = "authority.connection.error";
+    /// An operator revoked tokens on the control socket (by `jti`, or all of a client's).
+    pub const TOKENS_REVOKED_BY_OPERATOR: &str = "authority.token.revokedByOperator";
 }
 
 #[derive(Debug, thiserror::Error)]

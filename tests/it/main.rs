@@ -9,6 +9,7 @@ mod guard;
 mod harness;
 mod lifecycle;
 mod mtls;
+mod operator;
 mod process;
 mod provenance;
 mod redis;

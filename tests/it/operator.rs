@@ -1,0 +1,276 @@
+//! The operator's day, as a new operator lives it: `sealkit demo`, then nothing but the
+//! commands it prints (run exactly as printed, by a shell, with `sealkit` on the PATH);
+//! the client tools and the incident revocation against the running demo.
+
+use crate::harness::BIN;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn free_port_pair() -> u16 {
+    // The demo's guard listens on the next port: find a port whose successor is free too.
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running `sealkit demo`, killed when dropped (also when a test fails).
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sealkit demo` as a child process; returns it and its standard output up to
+/// "Serving until Ctrl-C.".
+fn start_demo(dir: &Path) -> (Demo, Vec<String>) {
+    let port = free_port_pair();
+    let mut demo = Demo(
+        Command::new(BIN)
+            .args(["demo", "--dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = demo.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the demo did not come up:\n{}", lines.join("\n")));
+        let done = line.starts_with("Serving until Ctrl-C");
+        lines.push(line);
+        if done {
+            return (demo, lines);
+        }
+    }
+}
+
+/// The printed "Try it" block: every indented line after the heading, up to a blank line.
+fn try_it(output: &[String]) -> Vec<String> {
+    output
+        .iter()
+        .skip_while(|l| !l.starts_with("Try it"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .collect()
+}
+
+/// Runs `commands` in one shell, in order, and returns each command's output and status.
+fn run_in_shell(commands: &[String]) -> Vec<(String, String, i32)> {
+    let runnable: Vec<&String> = commands.iter().filter(|c| !c.starts_with('#')).collect();
+    let mut script = String::new();
+    for (i, command) in runnable.iter().enumerate() {
+        script.push_str(&format!(
+            "echo '@@begin {i}'\n{command}\necho \"@@end {i} $?\"\n"
+        ));
+    }
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .env_remove("SEALKIT_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut results = Vec::new();
+    for (i, command) in runnable.iter().enumerate() {
+        let begin = format!("@@begin {i}\n");
+        let start = text
+            .find(&begin)
+            .map(|p| p + begin.len())
+            .unwrap_or_else(|| {
+                panic!(
+                    "command {i} did not run: {command}\n{text}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let end_marker = format!("@@end {i} ");
+        let end = text[start..].find(&end_marker).unwrap() + start;
+        let rc: i32 = text[end + end_marker.len()..]
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        results.push((command.to_string(), text[start..end].to_string(), rc));
+    }
+    results
+}
+
+fn output_of<'a>(results: &'a [(String, String, i32)], needle: &str, nth: usize) -> &'a str {
+    let (command, output, rc) = results
+        .iter()
+        .filter(|(c, _, _)| c.contains(needle))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no printed command #{nth} with {needle:?}"));
+    assert_eq!(*rc, 0, "{command} exited {rc}:\n{output}");
+    output
+}
+
+fn sealkit(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("SEALKIT_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_fresh_demo_and_nothing_but_its_printed_commands_get_every_kind_of_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let (demo, output) = start_demo(&site);
+    let commands = try_it(&output);
+    assert!(commands.len() > 10, "{output:#?}");
+    let results = run_in_shell(&commands);
+    drop(demo);
+    for (command, out, rc) in &results {
+        assert_eq!(*rc, 0, "{command} exited {rc}:\n{out}");
+    }
+
+    // A nonce-tenant token (DPoP-bound), an mTLS token (certificate-bound), Bearer via curl.
+    let nonce = output_of(&results, "--client demo-nonce --dpop --json", 0);
+    assert!(nonce.contains("\"token_type\": \"DPoP\"") && nonce.contains("\"jkt\""));
+    let mtls = output_of(&results, "--client demo-mtls --json", 0);
+    assert!(mtls.contains("\"x5t#S256\""), "{mtls}");
+    assert!(output_of(&results, "curl ", 0).contains("\"access_token\""));
+    // The DPoP token through the guard, with the guard's nonce retry on the nonce route.
+    let call = output_of(&results, "token call", 0);
+    assert!(
+        call.contains("\"x-sealkit-client\":\"demo-dpop\"")
+            && call.contains("\"x-sealkit-token-type\":\"DPoP\""),
+        "{call}"
+    );
+    let nonce_call = output_of(&results, "token call", 1);
+    assert!(
+        nonce_call.contains("\"x-sealkit-client\":\"demo-nonce\""),
+        "{nonce_call}"
+    );
+    // Introspection active, revocation, introspection inactive.
+    assert!(output_of(&results, "token introspect", 0).contains("\"active\": true"));
+    assert!(output_of(&results, "token revoke", 0).contains("revoked"));
+    assert!(output_of(&results, "token introspect", 1).contains("\"active\": false"));
+    // The client tools and the incident revocation.
+    let show = output_of(&results, "client show", 0);
+    assert!(show.contains("policy        dpop") && show.contains("client_secret_basic"));
+    assert!(output_of(&results, "client revoke-all", 0).contains("revoked"));
+    assert!(output_of(&results, "token introspect", 2).contains("\"active\": false"));
+}
+
+#[test]
+fn revoking_every_token_of_a_client_makes_each_introspect_inactive() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let (demo, _) = start_demo(&site);
+    let env = site.join("demo.env");
+    let env = env.to_str().unwrap();
+    let config = site.join("authority.yaml");
+    let config = config.to_str().unwrap();
+
+    let show = sealkit(&["client", "show", "--config", config, "demo-dpop", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["senderConstraint"], "dpop");
+    assert_eq!(shown["authMethod"], "client_secret_basic");
+    assert_eq!(shown["audience"][0], "https://api.demo.sealkit");
+
+    let token = |client: &str| {
+        let out = sealkit(&["token", "--env", env, "--client", client, "--dpop"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let introspect = |token: &str| {
+        let out = sealkit(&["token", "introspect", "--env", env, token]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["active"].clone()
+    };
+    let dpop: Vec<String> = (0..3).map(|_| token("demo-dpop")).collect();
+    let other = token("demo-nonce");
+    for t in &dpop {
+        assert_eq!(introspect(t), true);
+    }
+    let out = sealkit(&["client", "revoke-all", "--config", config, "demo-dpop"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.starts_with("revoked "), "{said}");
+    for t in &dpop {
+        assert_eq!(introspect(t), false, "a demo-dpop token is still active");
+    }
+    assert_eq!(
+        introspect(&other),
+        true,
+        "another client's token was revoked"
+    );
+
+    // One token by jti; an unknown jti revokes nothing and says so.
+    let jti = {
+        let out = sealkit(&["token", "introspect", "--env", env, &other]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["jti"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let out = sealkit(&["client", "revoke-jti", "--config", config, &jti]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(introspect(&other), false);
+    let out = sealkit(&["client", "revoke-jti", "--config", config, "no-such-jti"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // Each act is audited with the operator's uid.
+    let logs: String = std::fs::read_dir(site.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut logs = logs;
+    while !logs.contains("authority.token.revokedByOperator") {
+        assert!(std::time::Instant::now() < deadline, "no audit event");
+        std::thread::sleep(Duration::from_millis(100));
+        logs = std::fs::read_dir(site.join("logs"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+    }
+    let audit: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("authority.token.revokedByOperator"))
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("\"selected\":\"demo-dpop\"") && l.contains("\"operator\":\"uid:")),
+        "{audit:#?}"
+    );
+    assert!(audit.iter().any(|l| l.contains(&jti)), "{audit:#?}");
+    drop(demo);
+}
