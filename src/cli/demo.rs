@@ -11,17 +11,30 @@ pub struct DemoArgs {
     /// Where the demo site lives (created when missing, reused when present)
     #[arg(long, default_value = "./demo-site")]
     dir: PathBuf,
-    /// Address to serve on (also the issuer's host and port)
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
+    /// Address to serve on (also the issuer's host and port) [default: 127.0.0.1:8443, or
+    /// the existing site's]. A site is made for one address: another one is refused.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Prepare the site and print how to use it, but do not serve
     #[arg(long)]
     prepare_only: bool,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let site = crate::demo::prepare(&args.dir, args.listen)?;
+    let existing = args.dir.join("demo.env").exists();
+    let default: SocketAddr = ([127, 0, 0, 1], 8443).into();
+    let site = crate::demo::prepare(&args.dir, args.listen.unwrap_or(default))?;
     let settings = Settings::load(&site.config)?;
+    if let Some(asked) = args.listen.filter(|a| existing && *a != settings.listen) {
+        return Err(super::UsageError::new(format!(
+            "{} is a demo site made for {} (issuer {}); it cannot serve on {asked}: \
+             leave out --listen, or give a new --dir",
+            site.dir.display(),
+            settings.listen,
+            site.issuer
+        ))
+        .into());
+    }
     println!("sealkit demo site in {}", site.dir.display());
     println!("  configuration  {}", site.config.display());
     println!("  issuer         {}", site.issuer);

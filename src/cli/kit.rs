@@ -123,6 +123,14 @@ fn passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    if !args.kit_dir.join("install.sh").is_file() {
+        return Err(super::UsageError::new(format!(
+            "{} is not a kit directory (it has no install.sh): run `sealkit kit build` in the \
+             sealkit source tree, which holds kit/, or name it with --kit-dir DIR",
+            args.kit_dir.display()
+        ))
+        .into());
+    }
     let binary = match args.binary {
         Some(path) => path,
         None => std::env::current_exe().context("cannot find this executable; give --binary")?,

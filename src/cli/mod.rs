@@ -35,9 +35,9 @@ pub mod exit {
     pub const INVALID_CONFIG: u8 = 3;
     /// The command could not run: a file it cannot read or write, an authority or control
     /// socket it cannot reach, a request the authority refused, a broken site.
-    pub const COULD_NOT_RUN: u8 = 4;
+    pub const COULD_NOT_RUN: u8 = crate::bundle::EXIT_COULD_NOT_RUN;
     /// Nothing to do: no previous generation to roll back to.
-    pub const NOTHING_TO_DO: u8 = 5;
+    pub const NOTHING_TO_DO: u8 = crate::bundle::EXIT_NOTHING_TO_DO;
     /// 10–29: a bundle or kit was refused, one code per reason
     /// (`bundle::error::Refusal::exit_code`, listed in docs/bundle-format.md).
     pub const REFUSED_FIRST: u8 = 10;
@@ -151,7 +151,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sealkit: {error:#}");
+            eprintln!("sealkit: {}", one_line(&error));
             let store_failed = matches!(
                 error.downcast_ref::<crate::server::ServerError>(),
                 Some(crate::server::ServerError::StoreFailed(_))
@@ -163,11 +163,31 @@ pub fn run(cli: Cli) -> ExitCode {
                 Some(_) => EXIT_INVALID_CONFIG,
                 None if error.downcast_ref::<UsageError>().is_some() => exit::USAGE,
                 None if store_failed => crate::store::health::EXIT_STORE_FAILED,
-                None => EXIT_FAILURE,
+                None => exit::COULD_NOT_RUN,
             };
             ExitCode::from(code)
         }
     }
+}
+
+/// An error as one line: each cause of the chain once (a cause whose text its wrapper
+/// already shows is not repeated, which is what turned `{:#}` into
+/// `No such file or directory (os error 2): No such file or directory (os error 2)`), and
+/// no line breaks.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        let part = part.trim();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A multi-threaded runtime using every core, for the commands that serve or call out.
@@ -175,4 +195,50 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_prints_each_cause_once_on_one_line() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = anyhow::Error::new(Embeds {
+            path: "/etc/x".into(),
+            source: io,
+        })
+        .context("cannot load the site\nconfiguration");
+        let line = one_line(&error);
+        assert_eq!(
+            line,
+            "cannot load the site configuration: cannot read /etc/x: entity not found"
+        );
+    }
+
+    #[test]
+    fn the_exit_codes_are_distinct() {
+        let mut codes = vec![
+            exit::SUCCESS,
+            exit::CHECKS_FAILED,
+            exit::USAGE,
+            exit::INVALID_CONFIG,
+            exit::COULD_NOT_RUN,
+            exit::NOTHING_TO_DO,
+            exit::RELOAD_FAILED,
+            exit::STORE_FAILED,
+        ];
+        let count = codes.len();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), count);
+        assert!(codes.iter().all(|c| !(10..30).contains(c)));
+    }
 }

@@ -121,7 +121,7 @@ impl KitError {
     pub fn exit_code(&self) -> u8 {
         match self {
             KitError::Refused { kind, .. } => kind.exit_code(),
-            _ => 1,
+            _ => crate::bundle::EXIT_COULD_NOT_RUN,
         }
     }
 

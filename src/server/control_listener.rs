@@ -86,7 +86,7 @@ fn status(authority: &Authority) -> serde_json::Value {
         "tenants": snapshot.settings.tenants.len(),
         "restartFence": authority.fence_active(),
         "bypass": match authority.active_bypass() {
-            Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
+            Some(w) => json!({"active": true, "until": crate::store::health::rfc3339(w.until), "reason": w.reason}),
             None => json!({"active": false, "allowed": authority.core.bypass.allowed()}),
         },
     })

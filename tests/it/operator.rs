@@ -239,7 +239,13 @@ fn revoking_every_token_of_a_client_makes_each_introspect_inactive() {
             .to_string()
     };
     let out = sealkit(&["client", "revoke-jti", "--config", config, &jti]);
-    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.status.success(),
+        "{:?} {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(introspect(&other), false);
     let out = sealkit(&["client", "revoke-jti", "--config", config, "no-such-jti"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -273,4 +279,198 @@ fn revoking_every_token_of_a_client_makes_each_introspect_inactive() {
     );
     assert!(audit.iter().any(|l| l.contains(&jti)), "{audit:#?}");
     drop(demo);
+}
+
+/// Every bad input an operator met: one line on stderr naming the file or key and the
+/// cause once, no Rust debug text, and the exit code of the README's table.
+#[test]
+fn every_bad_input_gives_one_line_and_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).display().to_string();
+    // A demo site (not served), a CA whose root key went back to the offline medium, a DER
+    // CSR and a file that is no CSR at all.
+    let site = d.join("site");
+    let port = free_port_pair();
+    let out = sealkit(&[
+        "demo",
+        "--dir",
+        site.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--prepare-only",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let env = site.join("demo.env").display().to_string();
+    let ca_dir = p("ca");
+    assert!(sealkit(&["ca", "init", "--dir", &ca_dir, "--name", "T"])
+        .status
+        .success());
+    std::fs::rename(d.join("ca/root.key"), d.join("root.key.offline")).unwrap();
+    std::fs::write(d.join("junk.csr"), [0xffu8, 0x00, 0x13, 0x37]).unwrap();
+    let der = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["svc".into()])
+        .unwrap()
+        .serialize_request(&der)
+        .unwrap();
+    std::fs::write(d.join("svc.der"), csr.der()).unwrap();
+
+    let other_port = format!("127.0.0.1:{}", free_port_pair());
+    let mtls_cert = site.join("certs/demo-mtls.crt").display().to_string();
+    let wrong_key = site
+        .join("certs/demo-unregistered.key")
+        .display()
+        .to_string();
+    let config = site.join("authority.yaml").display().to_string();
+    let ca_file = site.join("ca/root.crt").display().to_string();
+    #[rustfmt::skip]
+    let a = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let rows: Vec<(&str, Vec<String>, i32, &str)> = vec![
+        (
+            "missing configuration file",
+            a(&["serve", "--config", "/nonexistent/authority.yaml"]),
+            3,
+            "/nonexistent/authority.yaml",
+        ),
+        (
+            "a file that is no CSR",
+            a(&[
+                "ca",
+                "sign-csr",
+                "--dir",
+                &ca_dir,
+                "--csr",
+                &p("junk.csr"),
+                "--out",
+                &p("o1"),
+                "--client-id",
+                "c1",
+            ]),
+            4,
+            "neither a PEM nor a DER",
+        ),
+        (
+            "root key on the offline medium",
+            a(&["ca", "rotate", "--dir", &ca_dir]),
+            4,
+            "offline medium",
+        ),
+        (
+            "kit build outside the source tree",
+            a(&[
+                "kit",
+                "build",
+                "--out",
+                &p("k.tar.zst"),
+                "--secret-key",
+                &p("none.key"),
+                "--kit-dir",
+                &p("no-kit"),
+            ]),
+            2,
+            "not a kit directory",
+        ),
+        (
+            "client key of another certificate",
+            a(&[
+                "token",
+                "--env",
+                &env,
+                "--client",
+                "demo-mtls",
+                "--cert",
+                &mtls_cert,
+                "--cert-key",
+                &wrong_key,
+            ]),
+            4,
+            "does not match the certificate",
+        ),
+        (
+            "bundle root that does not exist",
+            a(&["bundle", "status", "--root", &p("no-root")]),
+            1,
+            "does not exist",
+        ),
+        (
+            "control socket nobody serves",
+            a(&["drill", "status", "--socket", &p("none.sock")]),
+            4,
+            "cannot reach the authority's control socket",
+        ),
+        (
+            "demo directory made for another address",
+            a(&[
+                "demo",
+                "--dir",
+                site.to_str().unwrap(),
+                "--listen",
+                &other_port,
+                "--prepare-only",
+            ]),
+            2,
+            "made for",
+        ),
+        (
+            "token without a client",
+            a(&["token", "--env", &env]),
+            2,
+            "--client",
+        ),
+        (
+            "unknown client",
+            a(&["client", "show", "--config", &config, "nobody"]),
+            4,
+            "no client nobody",
+        ),
+        (
+            "authority not running: the drill's checks fail",
+            a(&[
+                "drill",
+                "run",
+                "--target",
+                &format!("https://127.0.0.1:{port}"),
+                "--ca",
+                &ca_file,
+            ]),
+            1,
+            "",
+        ),
+    ];
+    for (what, args, code, needle) in rows {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = sealkit(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+        for debris in ["KeyMismatch", "Ok(", "Err(", "Some(", "\"chain\""] {
+            assert!(!stderr.contains(debris), "{what}: debug text: {stderr}");
+        }
+        if needle.is_empty() {
+            continue; // a drill's failures are its table on stdout
+        }
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{what}: not one line: {stderr}");
+        assert!(lines[0].starts_with("sealkit: "), "{what}: {stderr}");
+        assert!(lines[0].contains(needle), "{what}: {stderr}");
+        assert!(
+            lines[0].matches("(os error").count() <= 1,
+            "{what}: cause twice: {stderr}"
+        );
+    }
+    // A DER CSR is accepted as it is (what `openssl req -outform DER` writes); the root key
+    // is back: rotation works again.
+    std::fs::rename(d.join("root.key.offline"), d.join("ca/root.key")).unwrap();
+    let out = sealkit(&[
+        "ca",
+        "sign-csr",
+        "--dir",
+        &ca_dir,
+        "--csr",
+        &p("svc.der"),
+        "--out",
+        &p("o2"),
+        "--client-id",
+        "svc",
+    ]);
+    assert!(out.status.success(), "{out:?}");
 }

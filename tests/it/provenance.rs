@@ -189,7 +189,7 @@ fn kit_build_takes_the_sbom_beside_the_binary_and_refuses_to_build_without_one()
     let first = dir.path().join("a.tar.zst").display().to_string();
     let out = build(&first);
     let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(
         stderr.contains("cannot read the SBOM") && stderr.contains("sealkit.cdx.json"),
         "{stderr}"
