@@ -20,7 +20,8 @@
 #   /etc/systemd/system/sealkit.service         the hardened unit
 #   /etc/systemd/system/sealkit-guard.service   the guard's hardened unit
 #   $PREFIX/share/sealkit/                      README.md, default authority.yaml, prometheus/,
-#                                               sealkit.cdx.json (the binary's SBOM)
+#                                               sealkit.cdx.json (the binary's SBOM),
+#                                               runbooks/ (what the alerts point to)
 #
 # It does not import bundles, enable or start the authority: see the next steps it prints.
 # The guard (sealkit-guard.service) stays disabled unless the active bundle carries a
@@ -183,6 +184,9 @@ ensure_system_dir "$BIN_DIR"
 ensure_system_dir "$UNIT_DIR"
 ensure_dir "$SHARE" 0755 root:root
 ensure_dir "$SHARE/prometheus" 0755 root:root
+if [ -d "$KIT_DIR/runbooks" ]; then
+    ensure_dir "$SHARE/runbooks" 0755 root:root
+fi
 ensure_dir "$ETC" 0750 root:sealkit
 ensure_dir "$ETC/tls" 0750 root:sealkit
 ensure_dir "$STATE" 0700 sealkit:sealkit
@@ -236,6 +240,12 @@ for f in "$KIT_DIR"/prometheus/*; do
     [ -f "$f" ] || continue
     put_file "$f" "$SHARE/prometheus/$(basename "$f")" 0644 root:root
 done
+if [ -d "$KIT_DIR/runbooks" ]; then
+    for f in "$KIT_DIR"/runbooks/*; do
+        [ -f "$f" ] || continue
+        put_file "$f" "$SHARE/runbooks/$(basename "$f")" 0644 root:root
+    done
+fi
 
 # --- trust roots: bundle signing keys ------------------------------------------------------
 # Pinned on the FIRST installation only. Afterwards the trusted set belongs to the bundles

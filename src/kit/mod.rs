@@ -84,8 +84,12 @@ pub const SIGNATURE_FRAME_MAGIC: u32 = 0x184D_2A5B;
 const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
 /// zstd window of the kit's frames (and the most a verifier accepts): 8 MiB.
 pub const WINDOW_LOG: u32 = 23;
+/// Where the kit carries the runbooks the alert rules point to (`docs/runbooks/`).
+pub const RUNBOOKS_DIR: &str = "runbooks";
+
 /// Top-level names the kit builder places itself; a kit directory must not use them.
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 9] = [
+    RUNBOOKS_DIR,
     BINARY_PATH,
     SBOM_PATH,
     SUMS_NAME,
@@ -210,6 +214,8 @@ pub struct BuildOptions {
     pub tls_dir: Option<PathBuf>,
     /// Drill credentials (a `drill.env`, client certificates) for a sealed drill.
     pub drill_dir: Option<PathBuf>,
+    /// The runbooks (`docs/runbooks/` of the source tree), shipped as [`RUNBOOKS_DIR`].
+    pub runbooks: Option<PathBuf>,
     /// Unix seconds: the kit's creation time (archive mtimes, comments).
     pub created: i64,
     pub layout: Layout,
@@ -446,6 +452,12 @@ pub fn build(
     }
     if let Some(dir) = &options.drill_dir {
         inputs.extend(dir_inputs(dir, DRILL_DIR)?);
+    }
+    if let Some(dir) = &options.runbooks {
+        for mut input in dir_inputs(dir, RUNBOOKS_DIR)? {
+            input.mode = 0o644;
+            inputs.push(input);
+        }
     }
 
     // Bundles: each must verify against the keys the host will pin, or the kit would
@@ -1463,4 +1475,58 @@ fn verify_directory(
         archive_signature: false,
         extracted: None,
     })
+}
+
+/// How an ELF executable is linked, as far as `kit build` cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linkage {
+    /// No program interpreter: runs on a host with no libraries (static or static-pie).
+    Static,
+    /// Needs a dynamic loader (`PT_INTERP`) and the libraries it names.
+    Dynamic,
+    /// Not a 64-bit little-endian ELF executable.
+    NotElf,
+}
+
+/// Reads the ELF program headers of `bytes` and says whether a loader is needed.
+pub fn linkage(bytes: &[u8]) -> Linkage {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELFCLASS64, ELFDATA2LSB.
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Linkage::NotElf;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Linkage::NotElf;
+    };
+    for i in 0..usize::from(phnum) {
+        let Some(at) = usize::try_from(phoff)
+            .ok()
+            .and_then(|o| o.checked_add(i * usize::from(phentsize)))
+        else {
+            return Linkage::NotElf;
+        };
+        match u32_at(at) {
+            Some(PT_INTERP) => return Linkage::Dynamic,
+            Some(_) => {}
+            None => return Linkage::NotElf,
+        }
+    }
+    Linkage::Static
 }

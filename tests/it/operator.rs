@@ -325,7 +325,25 @@ fn every_bad_input_gives_one_line_and_its_exit_code() {
     let ca_file = site.join("ca/root.crt").display().to_string();
     #[rustfmt::skip]
     let a = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let repo_kit = concat!(env!("CARGO_MANIFEST_DIR"), "/kit");
     let rows: Vec<(&str, Vec<String>, i32, &str)> = vec![
+        (
+            "kit build with a dynamically linked binary",
+            a(&[
+                "kit",
+                "build",
+                "--out",
+                &p("k2.tar.zst"),
+                "--secret-key",
+                &p("none.key"),
+                "--kit-dir",
+                repo_kit,
+                "--binary",
+                BIN,
+            ]),
+            2,
+            "dynamically linked",
+        ),
         (
             "missing configuration file",
             a(&["serve", "--config", "/nonexistent/authority.yaml"]),
