@@ -10,6 +10,7 @@ mod client;
 mod config_check;
 mod demo;
 mod drill;
+mod generate;
 mod guard;
 mod kit;
 mod reload;
@@ -119,6 +120,10 @@ enum Command {
     /// Get a token for a client (secret, DPoP, mTLS) and call resources with it, like curl
     /// with DPoP; introspect and revoke tokens
     Token(token::TokenArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (sealkit.1 and one per subcommand) into a directory
+    Man(generate::ManArgs),
     /// Benchmark the token endpoint (tokens/s, latency, server CPU per token vs the crypto floor)
     Bench(bench::BenchArgs),
 }
@@ -143,6 +148,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Guard(args) => guard::run(args),
         Command::Token(args) => token::run(args),
         Command::Client(cmd) => client::run(cmd),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run(cmd).map(|()| ExitCode::SUCCESS)

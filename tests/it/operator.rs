@@ -492,3 +492,89 @@ fn every_bad_input_gives_one_line_and_its_exit_code() {
     ]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A kit built with `--allow-dynamic` from this (dynamic, debug) binary carries the
+/// runbooks; `kit/install.sh` installs them, the man pages and the shell completions, and a
+/// second run changes nothing.
+#[test]
+fn the_kit_installs_runbooks_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = d.join("signing.key").display().to_string();
+    let public = d.join("signing.pub").display().to_string();
+    let out = sealkit(&[
+        "bundle",
+        "keygen",
+        "--unencrypted",
+        "--secret-key",
+        &secret,
+        "--public-key",
+        &public,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let sbom = d.join("sealkit.cdx.json");
+    std::fs::write(
+        &sbom,
+        br#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
+    )
+    .unwrap();
+    let kit = d.join("kit").display().to_string();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "kit",
+            "build",
+            "--dir",
+            "--out",
+            &kit,
+            "--binary",
+            BIN,
+            "--sbom",
+            sbom.to_str().unwrap(),
+            "--secret-key",
+            &secret,
+        ];
+        args.extend_from_slice(extra);
+        let kit_dir = format!("{repo}/kit");
+        let runbooks = format!("{repo}/docs/runbooks");
+        args.extend_from_slice(&["--kit-dir", &kit_dir, "--runbooks", &runbooks]);
+        sealkit(&args)
+    };
+    let refused = build(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let out = build(&["--allow-dynamic"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = sealkit(&["kit", "verify", &kit, "--trusted-keys", &public]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(Path::new(&kit).join("runbooks/dpop-bypass.md").is_file());
+
+    let root = d.join("root");
+    std::fs::create_dir(&root).unwrap();
+    let install = || {
+        Command::new("sh")
+            .arg(Path::new(&kit).join("install.sh"))
+            .env("DESTDIR", &root)
+            .output()
+            .unwrap()
+    };
+    let first = install();
+    assert!(first.status.success(), "{first:?}");
+    let share = root.join("usr/local/share");
+    for file in [
+        "sealkit/runbooks/dpop-bypass.md",
+        "man/man1/sealkit.1",
+        "man/man1/sealkit-token.1",
+        "man/man1/sealkit-client-revoke-all.1",
+        "bash-completion/completions/sealkit",
+        "zsh/site-functions/_sealkit",
+        "fish/vendor_completions.d/sealkit.fish",
+    ] {
+        assert!(share.join(file).is_file(), "{file} not installed");
+    }
+    let bash = std::fs::read_to_string(share.join("bash-completion/completions/sealkit")).unwrap();
+    assert!(bash.contains("revoke-all") && bash.contains("--dpop-key"));
+    let again = install();
+    let said = String::from_utf8_lossy(&again.stdout).to_string()
+        + &String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("nothing to change"), "{said}");
+}
