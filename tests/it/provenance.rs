@@ -52,7 +52,10 @@ fn version_verbose_names_the_build_and_the_cargo_lock_digest() {
             .trim()
             .to_string()
     };
-    assert!(verbose.starts_with(&plain), "{verbose}");
+    assert!(
+        verbose.starts_with(&format!("sealkit {}\n", env!("CARGO_PKG_VERSION"))),
+        "{verbose}"
+    );
     assert_eq!(field("Cargo.lock"), format!("sha256:{}", sha256_hex(&lock)));
     assert!(field("target").ends_with("-linux-gnu") || field("target").ends_with("-linux-musl"));
     assert!(["static", "dynamic"].contains(&field("linkage").as_str()));
