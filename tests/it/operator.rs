@@ -578,3 +578,49 @@ fn the_kit_installs_runbooks_man_pages_and_completions() {
         + &String::from_utf8_lossy(&again.stderr);
     assert!(said.contains("nothing to change"), "{said}");
 }
+
+/// The scripting contracts: `drill run --env demo.env --bypass` finds the authority through
+/// the file's SEALKIT_CONFIG; `drill status` prints JSON and nothing else, with the bypass
+/// end as an RFC 3339 time.
+#[test]
+fn drill_run_env_reaches_the_bypass_and_drill_status_is_json_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let (demo, _) = start_demo(&site);
+    let env = site.join("demo.env").display().to_string();
+    let config = site.join("authority.yaml").display().to_string();
+    let out = sealkit(&["drill", "run", "--env", &env, "--bypass"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("bypass on: unbound token") && table.contains(" 0 skipped"),
+        "{table}"
+    );
+    let on = sealkit(&[
+        "drill",
+        "bypass",
+        "--for",
+        "2m",
+        "--reason",
+        "contract test",
+        "--config",
+        &config,
+    ]);
+    assert!(on.status.success(), "{on:?}");
+    let out = sealkit(&["drill", "status", "--config", &config]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON only ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let until = status["bypass"]["until"].as_str().unwrap();
+    assert!(
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{until}"
+    );
+    assert!(sealkit(&["drill", "bypass", "--off", "--config", &config])
+        .status
+        .success());
+    drop(demo);
+}
