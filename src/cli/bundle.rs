@@ -672,7 +672,7 @@ fn none_if_empty(items: &[String]) -> String {
 }
 
 /// A progress bar on stderr when it is a terminal and the step is large; silent otherwise.
-struct BarProgress {
+pub(super) struct BarProgress {
     enabled: bool,
     bar: RefCell<Option<indicatif::ProgressBar>>,
 }
@@ -681,7 +681,7 @@ impl BarProgress {
     /// Steps smaller than this finish too fast for a bar to help.
     const THRESHOLD: u64 = 4 * 1024 * 1024;
 
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         BarProgress {
             enabled: std::io::stderr().is_terminal(),
             bar: RefCell::new(None),

@@ -187,7 +187,8 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Layout::Archive { level: args.level }
         },
     };
-    let summary = kit::build(&args.out, &options, &key)?;
+    let progress = super::bundle::BarProgress::new();
+    let summary = kit::build_with_progress(&args.out, &options, &key, &progress)?;
     let bytes: u64 = summary.files.iter().map(|f| f.size).sum();
     println!(
         "built kit {} ({} file(s), {} byte(s){}), signed by key {}",

@@ -378,6 +378,17 @@ pub fn build(
     options: &BuildOptions,
     key: &SecretKey,
 ) -> Result<BuildSummary, KitError> {
+    build_with_progress(out, options, key, &NoProgress)
+}
+
+/// As [`build`], reporting the archiving (the long step: compressing the binary) to
+/// `progress`.
+pub fn build_with_progress(
+    out: &Path,
+    options: &BuildOptions,
+    key: &SecretKey,
+    progress: &dyn crate::bundle::Progress,
+) -> Result<BuildSummary, KitError> {
     if out.symlink_metadata().is_ok() {
         return Err(KitError::Build(format!(
             "{} exists; refusing to overwrite it",
@@ -513,9 +524,15 @@ pub fn build(
 
     let created = format_time(options.created);
     match options.layout {
-        Layout::Archive { level } => {
-            build_archive(out, &inputs, &created, options.created, level, key)
-        }
+        Layout::Archive { level } => build_archive(
+            out,
+            &inputs,
+            &created,
+            options.created,
+            level,
+            key,
+            progress,
+        ),
         Layout::Directory => build_directory(out, &inputs, &created, key),
     }
     .map(|(files, sums_sha256, archive_bytes)| BuildSummary {
@@ -704,6 +721,20 @@ fn sync_parent(path: &Path) {
 
 type Built = (Vec<KitFile>, String, u64);
 
+/// Reports every byte read to a progress display.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn crate::bundle::Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
 fn build_archive(
     out: &Path,
     inputs: &[Input],
@@ -711,7 +742,16 @@ fn build_archive(
     created_unix: i64,
     level: i32,
     key: &SecretKey,
+    progress: &dyn crate::bundle::Progress,
 ) -> Result<Built, KitError> {
+    let total: u64 = inputs
+        .iter()
+        .map(|input| match &input.source {
+            Source::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Source::Bytes(bytes) => bytes.len() as u64,
+        })
+        .sum();
+    progress.start("compressing", total);
     let compressed_path = sibling(out, "compressing");
     // Removed when this function returns, whatever happens.
     let _compressed_guard = Cleanup::new(&compressed_path);
@@ -728,7 +768,11 @@ fn build_archive(
     for input in inputs {
         let (reader, len) = open_input(input)?;
         let mut header = tar_header(len, input.mode, mtime);
-        let mut hashing = crate::archive::HashingReader::new(reader);
+        let counted = Counted {
+            inner: reader,
+            progress,
+        };
+        let mut hashing = crate::archive::HashingReader::new(counted);
         tar.append_data(&mut header, &input.path, &mut hashing)
             .map_err(io_err(format!("cannot archive {}", source_name(input))))?;
         let bytes = hashing.bytes;
@@ -746,6 +790,7 @@ fn build_archive(
             mode: input.mode,
         });
     }
+    progress.finish();
     let sums = render_sums(&files);
     let sums_sha256 = crate::bundle::sha256_hex(sums.as_bytes());
     let sums_signature = sign_sums(&sums, created, files.len(), key)?;

@@ -680,3 +680,39 @@ fn linkage_tells_a_loader_from_none() {
     elf[0x38..0x3a].copy_from_slice(&9u16.to_le_bytes());
     assert_eq!(super::linkage(&elf[..64 + 56]), super::Linkage::NotElf);
 }
+
+#[test]
+fn building_reports_every_archived_byte_to_the_progress_display() {
+    use std::cell::Cell;
+    #[derive(Default)]
+    struct Recorded {
+        total: Cell<u64>,
+        done: Cell<u64>,
+        finished: Cell<bool>,
+    }
+    impl crate::bundle::Progress for Recorded {
+        fn start(&self, _label: &str, total: u64) {
+            self.total.set(total);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.set(self.done.get() + bytes);
+        }
+        fn finish(&self) {
+            self.finished.set(true);
+        }
+    }
+    let site = site();
+    let out = site.dir.path().join("progress.tar.zst");
+    let recorded = Recorded::default();
+    let summary = super::build_with_progress(&out, &site.options, &site.key, &recorded).unwrap();
+    let archived: u64 = summary
+        .files
+        .iter()
+        .filter(|f| f.path != super::SUMS_NAME && f.path != super::SUMS_SIGNATURE_NAME)
+        .map(|f| f.size)
+        .sum();
+    assert!(recorded.total.get() > 0);
+    assert_eq!(recorded.done.get(), recorded.total.get());
+    assert_eq!(recorded.done.get(), archived);
+    assert!(recorded.finished.get());
+}
