@@ -20,7 +20,11 @@
 #   /etc/systemd/system/sealkit.service         the hardened unit
 #   /etc/systemd/system/sealkit-guard.service   the guard's hardened unit
 #   $PREFIX/share/sealkit/                      README.md, default authority.yaml, prometheus/,
-#                                               sealkit.cdx.json (the binary's SBOM)
+#                                               sealkit.cdx.json (the binary's SBOM),
+#                                               runbooks/ (what the alerts point to)
+#   $PREFIX/share/man/man1/sealkit*.1           man pages (`sealkit man`)
+#   $PREFIX/share/bash-completion/completions/sealkit, zsh/site-functions/_sealkit,
+#   fish/vendor_completions.d/sealkit.fish      shell completions (`sealkit completions`)
 #
 # It does not import bundles, enable or start the authority: see the next steps it prints.
 # The guard (sealkit-guard.service) stays disabled unless the active bundle carries a
@@ -183,6 +187,9 @@ ensure_system_dir "$BIN_DIR"
 ensure_system_dir "$UNIT_DIR"
 ensure_dir "$SHARE" 0755 root:root
 ensure_dir "$SHARE/prometheus" 0755 root:root
+if [ -d "$KIT_DIR/runbooks" ]; then
+    ensure_dir "$SHARE/runbooks" 0755 root:root
+fi
 ensure_dir "$ETC" 0750 root:sealkit
 ensure_dir "$ETC/tls" 0750 root:sealkit
 ensure_dir "$STATE" 0700 sealkit:sealkit
@@ -236,6 +243,31 @@ for f in "$KIT_DIR"/prometheus/*; do
     [ -f "$f" ] || continue
     put_file "$f" "$SHARE/prometheus/$(basename "$f")" 0644 root:root
 done
+if [ -d "$KIT_DIR/runbooks" ]; then
+    for f in "$KIT_DIR"/runbooks/*; do
+        [ -f "$f" ] || continue
+        put_file "$f" "$SHARE/runbooks/$(basename "$f")" 0644 root:root
+    done
+fi
+
+# Man pages and shell completions, made by the binary from its own command tree.
+DOCS_TMP=$(mktemp -d)
+"$KIT_DIR/sealkit" man "$DOCS_TMP/man1"
+"$KIT_DIR/sealkit" completions bash >"$DOCS_TMP/sealkit.bash"
+"$KIT_DIR/sealkit" completions zsh >"$DOCS_TMP/_sealkit"
+"$KIT_DIR/sealkit" completions fish >"$DOCS_TMP/sealkit.fish"
+MAN1=$DESTDIR$PREFIX/share/man/man1
+ensure_system_dir "$MAN1"
+for f in "$DOCS_TMP"/man1/*.1; do
+    put_file "$f" "$MAN1/$(basename "$f")" 0644 root:root
+done
+for d in bash-completion/completions zsh/site-functions fish/vendor_completions.d; do
+    ensure_system_dir "$DESTDIR$PREFIX/share/$d"
+done
+put_file "$DOCS_TMP/sealkit.bash" "$DESTDIR$PREFIX/share/bash-completion/completions/sealkit" 0644 root:root
+put_file "$DOCS_TMP/_sealkit" "$DESTDIR$PREFIX/share/zsh/site-functions/_sealkit" 0644 root:root
+put_file "$DOCS_TMP/sealkit.fish" "$DESTDIR$PREFIX/share/fish/vendor_completions.d/sealkit.fish" 0644 root:root
+rm -rf "$DOCS_TMP"
 
 # --- trust roots: bundle signing keys ------------------------------------------------------
 # Pinned on the FIRST installation only. Afterwards the trusted set belongs to the bundles

@@ -3,7 +3,8 @@
 //! connection, from root or the authority's own user only (checked with SO_PEERCRED).
 //!
 //! It carries the few operator acts that must reach a running process on this host:
-//! bypass drills on and off, configuration reload, status. There is deliberately no
+//! bypass drills on and off, configuration reload, status, and the incident revocations
+//! (one token by `jti`, every token of a client). There is deliberately no
 //! remote admin API. This module holds the protocol and the client; the listener is in
 //! `server::control_listener`.
 
@@ -32,6 +33,10 @@ pub enum ControlRequest {
     Reload,
     /// Report bypass, fence and configuration state.
     Status,
+    /// Revoke the live token whose `jti` is this (an incident act; audited).
+    RevokeJti { jti: String },
+    /// Revoke every live token of this client (an incident act; audited).
+    RevokeClient { client_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

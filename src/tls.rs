@@ -197,9 +197,14 @@ pub fn server_config_for(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::Config(format!(
+            "the private key {} does not match the certificate {}",
+            private_key.display(),
+            certificate.display()
+        )),
+        other => TlsError::Config(other.to_string()),
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Stateless resumption tickets (TLS 1.3) and a session cache (TLS 1.2) spare
     // reconnecting clients a full handshake.

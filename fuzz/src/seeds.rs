@@ -115,6 +115,7 @@ fn main() {
         ca_cert: None,
         tls_dir: None,
         drill_dir: None,
+        runbooks: None,
         created: 1_793_880_000,
         layout: sealkit::kit::Layout::Archive { level: 3 },
     };

@@ -762,7 +762,7 @@ pub fn rollback(
         return Err(BundleError::Usage("no bundle is active".into()));
     };
     let Some(target) = state.previous.first().cloned() else {
-        return Err(BundleError::Usage(format!(
+        return Err(BundleError::NothingToDo(format!(
             "there is no previous generation to roll back to (active: {})",
             from.generation
         )));

@@ -109,10 +109,13 @@ impl Refusal {
     }
 }
 
-/// Exit code of operational failures (I/O, lock held, damaged state): the CLI's 1.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code of usage problems (no site known, nothing to roll back to): clap's 2.
+/// Exit code of operational failures (I/O, lock held, damaged state): the CLI's "could
+/// not run" (`cli::exit::COULD_NOT_RUN`).
+pub const EXIT_FAILURE: u8 = 4;
+/// Exit code of usage problems (no site known, no reason given): clap's 2.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code when there is nothing to do (no previous generation to roll back to).
+pub const EXIT_NOTHING_TO_DO: u8 = 5;
 /// Exit code when a bundle was activated but the running authority was not told to reload.
 pub const EXIT_RELOAD_FAILED: u8 = 30;
 
@@ -140,6 +143,9 @@ pub enum BundleError {
     State(String),
     #[error("{0}")]
     Usage(String),
+    /// Nothing to do: no previous generation to roll back to.
+    #[error("{0}")]
+    NothingToDo(String),
     /// Activation succeeded, the reload notification did not.
     #[error("generation {generation} is active, but the running authority was not told to reload: {reason}")]
     Reload { generation: String, reason: String },
@@ -151,6 +157,7 @@ impl BundleError {
         match self {
             BundleError::Refused { kind, .. } => kind.exit_code(),
             BundleError::Usage(_) => EXIT_USAGE,
+            BundleError::NothingToDo(_) => EXIT_NOTHING_TO_DO,
             BundleError::Reload { .. } => EXIT_RELOAD_FAILED,
             _ => EXIT_FAILURE,
         }

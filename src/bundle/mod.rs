@@ -39,7 +39,10 @@ pub use activate::{
     recover, rollback, status, BundleRoot, GenerationRecord, Recovery, RollbackOptions,
     RollbackOutcome, State, Status, DEFAULT_ROOT,
 };
-pub use error::{BundleError, Refusal};
+pub use error::{
+    BundleError, Refusal, EXIT_FAILURE as EXIT_COULD_NOT_RUN, EXIT_NOTHING_TO_DO,
+    EXIT_RELOAD_FAILED,
+};
 
 pub use import::{import, verify, ImportOptions, ImportOutcome, Verified, VerifyOptions};
 pub use manifest::{FileEntry, Manifest, Totals};

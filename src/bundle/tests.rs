@@ -671,7 +671,14 @@ fn refuses_an_unusable_trusted_key_set() {
 #[test]
 fn every_refusal_kind_has_its_own_exit_code() {
     let mut codes: Vec<u8> = Refusal::ALL.iter().map(|r| r.exit_code()).collect();
-    codes.extend([0, 1, 2, error::EXIT_RELOAD_FAILED]);
+    codes.extend([
+        0,
+        1,
+        2,
+        error::EXIT_FAILURE,
+        error::EXIT_NOTHING_TO_DO,
+        error::EXIT_RELOAD_FAILED,
+    ]);
     let count = codes.len();
     codes.sort();
     codes.dedup();
@@ -808,11 +815,10 @@ fn rollback_reactivates_the_previous_generation_and_is_not_a_way_around_versions
         operator: Some("alice".into()),
         now: NOW + 60,
     };
-    // Nothing to roll back to yet.
-    assert!(matches!(
-        rollback(&host.root, &options),
-        Err(BundleError::Usage(_))
-    ));
+    // Nothing to roll back to yet: its own exit code, not a usage error.
+    let nothing = rollback(&host.root, &options).unwrap_err();
+    assert!(matches!(nothing, BundleError::NothingToDo(_)), "{nothing}");
+    assert_eq!(nothing.exit_code(), error::EXIT_NOTHING_TO_DO);
     let v2 = host.bundle(2);
     import(&host.root, &v2, &host.options(), &NoProgress).unwrap();
     let empty_reason = RollbackOptions {

@@ -172,6 +172,9 @@ pub enum CaError {
     /// `open` on a directory without `ca.json`.
     #[error("{dir} is not a sealkit CA directory ({missing} is missing); run `ca init` first")]
     NotInitialised { dir: PathBuf, missing: PathBuf },
+    /// `rotate` without `root.key` in the CA directory (it is kept on the offline medium).
+    #[error("{} is not here: the root key is kept offline; bring root.key from the offline medium into the CA directory (mode 0600) for this operation, then take it away again (docs/runbooks/ca.md)", .path.display())]
+    RootKeyOffline { path: PathBuf },
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,

@@ -84,7 +84,11 @@ fn rotate(dir: &Path, revoke_old: Option<RevocationReason>) -> Result<SiteCa, Ca
     let meta = read_meta(dir)?;
     let alg = meta.algorithm;
 
-    // The deliberate read of the root key.
+    // The deliberate read of the root key, kept offline between rotations.
+    let root_key = dir.join(ROOT_KEY_FILE);
+    if !root_key.exists() {
+        return Err(CaError::RootKeyOffline { path: root_key });
+    }
     let root = CaSigner::load(&dir.join(ROOT_CERT_FILE), &dir.join(ROOT_KEY_FILE), alg)?;
 
     let now = now_seconds()?;

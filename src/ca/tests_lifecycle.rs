@@ -971,7 +971,8 @@ fn only_rotate_reads_the_root_key() {
         .unwrap();
     ca.crl_pem(7).unwrap();
     let err = SiteCa::rotate(&dir).unwrap_err();
-    assert!(matches!(err, CaError::Io { .. }), "{err}");
+    assert!(matches!(err, CaError::RootKeyOffline { .. }), "{err}");
+    assert!(err.to_string().contains("offline medium"), "{err}");
     assert_eq!(
         ca.inventory().unwrap().len(),
         3,

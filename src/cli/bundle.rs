@@ -408,6 +408,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
         }
         BundleCommand::Status(args) => {
             let status = bundle::status(&BundleRoot::new(&args.root.root))?;
+            let problems = status_problems(&status, &args.root.root, now);
             if args.json {
                 println!(
                     "{}",
@@ -419,12 +420,21 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                         "trustedKeys": status.trusted_keys,
                         "stagingLeftovers": status.staging_leftovers,
                         "now": format_time(now),
+                        "healthy": problems.is_empty(),
+                        "problems": problems,
                     })
                 );
             } else {
                 print_status(&status, now);
             }
-            Ok(ExitCode::SUCCESS)
+            if problems.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for problem in &problems {
+                    eprintln!("sealkit: {problem}");
+                }
+                Ok(ExitCode::from(super::exit::CHECKS_FAILED))
+            }
         }
         BundleCommand::Rollback(args) => {
             let root = BundleRoot::new(&args.root.root);
@@ -528,6 +538,31 @@ fn passphrase(file: Option<&Path>) -> anyhow::Result<Option<Passphrase>> {
         Ok(value) => Ok(Some(Passphrase::Given(value))),
         Err(_) => Ok(None),
     }
+}
+
+/// What makes `bundle status` fail (exit 1): no root, nothing active, an expired active
+/// bundle, an interrupted operation, `current` disagreeing with state.json.
+fn status_problems(status: &bundle::Status, root: &Path, now: i64) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !root.is_dir() {
+        problems.push(format!("the bundle root {} does not exist", root.display()));
+        return problems;
+    }
+    match status.state.as_ref().and_then(|s| s.active.as_ref()) {
+        None => problems.push(format!("no bundle is active in {}", root.display())),
+        Some(active) if active.expires_unix() <= now => problems.push(format!(
+            "the active bundle v{} expired at {}",
+            active.version, active.expires
+        )),
+        Some(_) => {}
+    }
+    if status.state.as_ref().is_some_and(|s| s.pending.is_some()) {
+        problems.push("an interrupted operation is pending: run `sealkit bundle recover`".into());
+    }
+    if !status.consistent() {
+        problems.push("`current` disagrees with state.json".into());
+    }
+    problems
 }
 
 fn print_status(status: &bundle::Status, now: i64) {
@@ -637,7 +672,7 @@ fn none_if_empty(items: &[String]) -> String {
 }
 
 /// A progress bar on stderr when it is a terminal and the step is large; silent otherwise.
-struct BarProgress {
+pub(super) struct BarProgress {
     enabled: bool,
     bar: RefCell<Option<indicatif::ProgressBar>>,
 }
@@ -646,7 +681,7 @@ impl BarProgress {
     /// Steps smaller than this finish too fast for a bar to help.
     const THRESHOLD: u64 = 4 * 1024 * 1024;
 
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         BarProgress {
             enabled: std::io::stderr().is_terminal(),
             bar: RefCell::new(None),

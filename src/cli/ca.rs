@@ -73,6 +73,10 @@ pub enum CaCommand {
         /// CA directory.
         #[arg(long)]
         dir: PathBuf,
+        /// Print JSON: every inventory field, the status, and `x5t#S256` (base64url, as a
+        /// bound token's `cnf` carries it)
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -273,12 +277,25 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        CaCommand::List { dir } => {
+        CaCommand::List { dir, json } => {
             let ca = open(&dir)?;
             let listed = ca.list().context("reading the inventory")?;
+            if json {
+                let all: Vec<serde_json::Value> = listed
+                    .iter()
+                    .map(|item| {
+                        let mut value = serde_json::to_value(&item.entry).unwrap_or_default();
+                        value["status"] = serde_json::json!(item.status.as_str());
+                        value["x5t#S256"] = serde_json::json!(x5t_s256(&item.entry.sha256));
+                        value
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
             println!(
-                "{:<40}  {:<12}  {:<14}  {:<20}  SUBJECT / SANS",
-                "SERIAL", "KIND", "STATUS", "NOT AFTER"
+                "{:<40}  {:<12}  {:<14}  {:<20}  {:<43}  SUBJECT / SANS",
+                "SERIAL", "KIND", "STATUS", "NOT AFTER", "X5T#S256"
             );
             for item in &listed {
                 let e = &item.entry;
@@ -288,11 +305,12 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                     format!("  [{}]", e.sans.join(", "))
                 };
                 println!(
-                    "{:<40}  {:<12}  {:<14}  {:<20}  {}{}",
+                    "{:<40}  {:<12}  {:<14}  {:<20}  {:<43}  {}{}",
                     e.serial,
                     e.kind.to_string(),
                     item.status.as_str(),
                     e.not_after,
+                    x5t_s256(&e.sha256),
                     e.subject,
                     sans
                 );
@@ -324,8 +342,7 @@ fn sign_csr(args: SignCsrArgs) -> anyhow::Result<()> {
     };
     let base = args.base.unwrap_or(default);
     IssuedLeaf::cert_output_path(&args.out, &base).context("checking the output file")?;
-    let csr = std::fs::read_to_string(&args.csr)
-        .with_context(|| format!("reading the CSR {}", args.csr.display()))?;
+    let csr = read_csr(&args.csr)?;
     let ca = open(&args.dir)?;
     let leaf = ca
         .sign_csr(&csr, profile, args.days)
@@ -417,4 +434,49 @@ fn report(
         ca.root_cert_path().display()
     );
     Ok(())
+}
+
+/// A CSR file as PEM text: PEM as it is, DER (what `openssl req -outform DER` writes)
+/// wrapped into PEM; either way `ca::inspect_csr` then checks all of it.
+fn read_csr(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read the CSR {}", path.display()))?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) if text.contains("-----BEGIN") => Ok(text.to_string()),
+        _ if bytes.first() == Some(&0x30) => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            let mut pem = String::from("-----BEGIN CERTIFICATE REQUEST-----\n");
+            for line in encoded.as_bytes().chunks(64) {
+                pem.push_str(&String::from_utf8_lossy(line));
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE REQUEST-----\n");
+            Ok(pem)
+        }
+        _ => anyhow::bail!(
+            "{} is neither a PEM nor a DER certificate signing request (PKCS#10)",
+            path.display()
+        ),
+    }
+}
+
+/// The inventory's SHA-256 (hex) as `x5t#S256`: base64url without padding, the form a
+/// certificate-bound token's `cnf` and the configuration use.
+fn x5t_s256(sha256_hex: &str) -> String {
+    use base64::Engine;
+    let bytes: Option<Vec<u8>> = (0..sha256_hex.len())
+        .step_by(2)
+        .map(|i| {
+            sha256_hex
+                .get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    match bytes {
+        Some(bytes) if bytes.len() == 32 => {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+        _ => String::from("-"),
+    }
 }

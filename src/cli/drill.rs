@@ -113,7 +113,16 @@ fn run_matrix(args: RunArgs) -> anyhow::Result<ExitCode> {
         plan.log_dir = args.log_dir;
     }
     if args.bypass {
-        plan.bypass_socket = Some(args.host.socket()?);
+        let mut host = args.host;
+        if host.config.is_none() && host.socket.is_none() {
+            // The env file's SEALKIT_CONFIG names the authority on this host (demo.env does).
+            if let Some(file) = &args.env {
+                host.config = crate::client::oauth::read_env_file(file)?
+                    .remove("SEALKIT_CONFIG")
+                    .map(PathBuf::from);
+            }
+        }
+        plan.bypass_socket = Some(host.socket()?);
     }
     let runtime = super::runtime()?;
     let report = runtime.block_on(crate::drill::run(&plan));
@@ -200,8 +209,14 @@ pub fn run(command: DrillCommand) -> anyhow::Result<ExitCode> {
         }
         DrillCommand::Status(target) => (target, ControlRequest::Status),
     };
+    let status_only = matches!(request, ControlRequest::Status);
     let response = send(&target, request)?;
-    println!("{}", response.message);
-    println!("{}", serde_json::to_string_pretty(&response.status)?);
+    if status_only {
+        // A script reads this: JSON and nothing else on stdout.
+        println!("{}", serde_json::to_string_pretty(&response.status)?);
+    } else {
+        println!("{}", response.message);
+        println!("{}", serde_json::to_string_pretty(&response.status)?);
+    }
     Ok(ExitCode::SUCCESS)
 }

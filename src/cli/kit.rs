@@ -59,6 +59,14 @@ pub struct BuildArgs {
     /// Read the passphrase from this file; else $SEALKIT_BUNDLE_PASSPHRASE, else a prompt
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// The runbooks the alert rules point to, shipped as runbooks/ [default: docs/runbooks
+    /// when it exists]
+    #[arg(long, value_name = "DIR")]
+    runbooks: Option<PathBuf>,
+    /// Pack a dynamically linked binary anyway (the kit promises a static one: a sealed
+    /// host may lack the libraries it needs)
+    #[arg(long)]
+    allow_dynamic: bool,
     /// zstd level of the archive
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=19))]
     level: i32,
@@ -123,9 +131,39 @@ fn passphrase(file: Option<&Path>) -> anyhow::Result<Passphrase> {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    if !args.kit_dir.join("install.sh").is_file() {
+        return Err(super::UsageError::new(format!(
+            "{} is not a kit directory (it has no install.sh): run `sealkit kit build` in the \
+             sealkit source tree, which holds kit/, or name it with --kit-dir DIR",
+            args.kit_dir.display()
+        ))
+        .into());
+    }
     let binary = match args.binary {
         Some(path) => path,
         None => std::env::current_exe().context("cannot find this executable; give --binary")?,
+    };
+    let head = {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(&binary)
+            .with_context(|| format!("cannot read the binary {}", binary.display()))?
+            .take(1 << 20)
+            .read_to_end(&mut head)
+            .with_context(|| format!("cannot read the binary {}", binary.display()))?;
+        head
+    };
+    if kit::linkage(&head) == kit::Linkage::Dynamic && !args.allow_dynamic {
+        return Err(super::UsageError::new(format!(
+            "{} is dynamically linked; the kit promises a static binary (build it with \
+             scripts/build-static.sh and give --binary), or pass --allow-dynamic",
+            binary.display()
+        ))
+        .into());
+    }
+    let runbooks = match args.runbooks {
+        Some(dir) => Some(dir),
+        None => Some(PathBuf::from("docs/runbooks")).filter(|d| d.is_dir()),
     };
     let key = bundle::load_secret_key(
         &args.secret_key,
@@ -141,6 +179,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         ca_cert: args.ca_cert,
         tls_dir: args.tls_dir,
         drill_dir: args.drill_dir,
+        runbooks,
         created: crate::clock::unix_now(),
         layout: if args.dir {
             Layout::Directory
@@ -148,7 +187,8 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Layout::Archive { level: args.level }
         },
     };
-    let summary = kit::build(&args.out, &options, &key)?;
+    let progress = super::bundle::BarProgress::new();
+    let summary = kit::build_with_progress(&args.out, &options, &key, &progress)?;
     let bytes: u64 = summary.files.iter().map(|f| f.size).sum();
     println!(
         "built kit {} ({} file(s), {} byte(s){}), signed by key {}",

@@ -11,10 +11,20 @@ pub fn print(verbose: bool) {
 }
 
 fn render(info: &BuildInfo, verbose: bool) -> String {
-    let mut out = format!("sealkit {}\n", info.version);
     if !verbose {
-        return out;
+        // One line: the version, the commit (when built by scripts/build-static.sh), the
+        // target and the linkage.
+        return format!(
+            "sealkit {} ({}, {}, {})\n",
+            info.version,
+            info.commit
+                .map(|c| format!("commit {c}"))
+                .unwrap_or_else(|| "commit unknown".into()),
+            info.target,
+            info.linkage()
+        );
     }
+    let mut out = format!("sealkit {}\n", info.version);
     let unknown = || "unknown".to_string();
     let date = match (info.source_date(), info.source_date_epoch) {
         (Some(date), Some(epoch)) => format!("{date} (SOURCE_DATE_EPOCH={epoch})"),
@@ -57,7 +67,10 @@ mod tests {
             cargo_lock_sha256: "ab".repeat(32),
             sbom_sha256: None,
         };
-        assert_eq!(render(&info, false), "sealkit 0.1.0\n");
+        assert_eq!(
+            render(&info, false),
+            "sealkit 0.1.0 (commit unknown, x86_64-unknown-linux-gnu, dynamic)\n"
+        );
         let text = render(&info, true);
         assert!(text.starts_with("sealkit 0.1.0\n"), "{text}");
         assert!(text.contains("commit:      unknown\n"), "{text}");

@@ -87,7 +87,14 @@ impl TlsTarget {
                     crate::tls::load_certificates(cert)?,
                     crate::tls::load_private_key(key)?,
                 )
-                .map_err(|e| HttpsError::Config(e.to_string()))?,
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => HttpsError::Config(format!(
+                        "the key {} does not match the certificate {}",
+                        key.display(),
+                        cert.display()
+                    )),
+                    other => HttpsError::Config(other.to_string()),
+                })?,
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

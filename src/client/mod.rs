@@ -1,11 +1,13 @@
 //! The client side, for sealkit's own clients (the drill runner, the benchmark and the
-//! tests): DPoP proof keys and proofs (RFC 9449 §4.2) here, HTTPS connections in `https`.
+//! tests, `sealkit token`): DPoP proof keys and proofs (RFC 9449 §4.2) here, HTTPS
+//! connections in `https`, the token / introspect / revoke / resource-call acts in `oauth`.
 //!
 //! This is deliberately independent of the validating code in `dpop`: it builds JSON and
 //! signs with josekit, as any external client would.
 
 pub mod device;
 pub mod https;
+pub mod oauth;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -9,6 +9,7 @@
 //! - [`issue`]: `client_credentials` issuance for an authenticated client: scope, policy
 //!   (DPoP / mTLS / both / bypass), `cnf`, minting, the token record.
 //! - [`fresh_auth`]: re-proving possession of what a token is bound to.
+//! - [`incident`]: the operator's revocations (one token by `jti`, all of a client's).
 //!
 //! Errors are domain errors ([`Denied`]); `server::error` turns them into OAuth answers in
 //! one `From`. Time comes from the injectable [`Clock`].
@@ -16,6 +17,7 @@
 pub mod certificate;
 pub mod fresh_auth;
 pub mod gate;
+pub mod incident;
 pub mod issue;
 
 use crate::clock::Clock;

@@ -84,8 +84,12 @@ pub const SIGNATURE_FRAME_MAGIC: u32 = 0x184D_2A5B;
 const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
 /// zstd window of the kit's frames (and the most a verifier accepts): 8 MiB.
 pub const WINDOW_LOG: u32 = 23;
+/// Where the kit carries the runbooks the alert rules point to (`docs/runbooks/`).
+pub const RUNBOOKS_DIR: &str = "runbooks";
+
 /// Top-level names the kit builder places itself; a kit directory must not use them.
-const RESERVED: [&str; 8] = [
+const RESERVED: [&str; 9] = [
+    RUNBOOKS_DIR,
     BINARY_PATH,
     SBOM_PATH,
     SUMS_NAME,
@@ -121,7 +125,7 @@ impl KitError {
     pub fn exit_code(&self) -> u8 {
         match self {
             KitError::Refused { kind, .. } => kind.exit_code(),
-            _ => 1,
+            _ => crate::bundle::EXIT_COULD_NOT_RUN,
         }
     }
 
@@ -210,6 +214,8 @@ pub struct BuildOptions {
     pub tls_dir: Option<PathBuf>,
     /// Drill credentials (a `drill.env`, client certificates) for a sealed drill.
     pub drill_dir: Option<PathBuf>,
+    /// The runbooks (`docs/runbooks/` of the source tree), shipped as [`RUNBOOKS_DIR`].
+    pub runbooks: Option<PathBuf>,
     /// Unix seconds: the kit's creation time (archive mtimes, comments).
     pub created: i64,
     pub layout: Layout,
@@ -372,6 +378,17 @@ pub fn build(
     options: &BuildOptions,
     key: &SecretKey,
 ) -> Result<BuildSummary, KitError> {
+    build_with_progress(out, options, key, &NoProgress)
+}
+
+/// As [`build`], reporting the archiving (the long step: compressing the binary) to
+/// `progress`.
+pub fn build_with_progress(
+    out: &Path,
+    options: &BuildOptions,
+    key: &SecretKey,
+    progress: &dyn crate::bundle::Progress,
+) -> Result<BuildSummary, KitError> {
     if out.symlink_metadata().is_ok() {
         return Err(KitError::Build(format!(
             "{} exists; refusing to overwrite it",
@@ -447,6 +464,12 @@ pub fn build(
     if let Some(dir) = &options.drill_dir {
         inputs.extend(dir_inputs(dir, DRILL_DIR)?);
     }
+    if let Some(dir) = &options.runbooks {
+        for mut input in dir_inputs(dir, RUNBOOKS_DIR)? {
+            input.mode = 0o644;
+            inputs.push(input);
+        }
+    }
 
     // Bundles: each must verify against the keys the host will pin, or the kit would
     // install a host that refuses its own configuration.
@@ -501,9 +524,15 @@ pub fn build(
 
     let created = format_time(options.created);
     match options.layout {
-        Layout::Archive { level } => {
-            build_archive(out, &inputs, &created, options.created, level, key)
-        }
+        Layout::Archive { level } => build_archive(
+            out,
+            &inputs,
+            &created,
+            options.created,
+            level,
+            key,
+            progress,
+        ),
         Layout::Directory => build_directory(out, &inputs, &created, key),
     }
     .map(|(files, sums_sha256, archive_bytes)| BuildSummary {
@@ -692,6 +721,20 @@ fn sync_parent(path: &Path) {
 
 type Built = (Vec<KitFile>, String, u64);
 
+/// Reports every byte read to a progress display.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn crate::bundle::Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
 fn build_archive(
     out: &Path,
     inputs: &[Input],
@@ -699,7 +742,16 @@ fn build_archive(
     created_unix: i64,
     level: i32,
     key: &SecretKey,
+    progress: &dyn crate::bundle::Progress,
 ) -> Result<Built, KitError> {
+    let total: u64 = inputs
+        .iter()
+        .map(|input| match &input.source {
+            Source::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            Source::Bytes(bytes) => bytes.len() as u64,
+        })
+        .sum();
+    progress.start("compressing", total);
     let compressed_path = sibling(out, "compressing");
     // Removed when this function returns, whatever happens.
     let _compressed_guard = Cleanup::new(&compressed_path);
@@ -716,7 +768,11 @@ fn build_archive(
     for input in inputs {
         let (reader, len) = open_input(input)?;
         let mut header = tar_header(len, input.mode, mtime);
-        let mut hashing = crate::archive::HashingReader::new(reader);
+        let counted = Counted {
+            inner: reader,
+            progress,
+        };
+        let mut hashing = crate::archive::HashingReader::new(counted);
         tar.append_data(&mut header, &input.path, &mut hashing)
             .map_err(io_err(format!("cannot archive {}", source_name(input))))?;
         let bytes = hashing.bytes;
@@ -734,6 +790,7 @@ fn build_archive(
             mode: input.mode,
         });
     }
+    progress.finish();
     let sums = render_sums(&files);
     let sums_sha256 = crate::bundle::sha256_hex(sums.as_bytes());
     let sums_signature = sign_sums(&sums, created, files.len(), key)?;
@@ -1485,4 +1542,58 @@ fn verify_directory(
         archive_signature: false,
         extracted: None,
     })
+}
+
+/// How an ELF executable is linked, as far as `kit build` cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linkage {
+    /// No program interpreter: runs on a host with no libraries (static or static-pie).
+    Static,
+    /// Needs a dynamic loader (`PT_INTERP`) and the libraries it names.
+    Dynamic,
+    /// Not a 64-bit little-endian ELF executable.
+    NotElf,
+}
+
+/// Reads the ELF program headers of `bytes` and says whether a loader is needed.
+pub fn linkage(bytes: &[u8]) -> Linkage {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELFCLASS64, ELFDATA2LSB.
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Linkage::NotElf;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return Linkage::NotElf;
+    };
+    for i in 0..usize::from(phnum) {
+        let Some(at) = usize::try_from(phoff)
+            .ok()
+            .and_then(|o| o.checked_add(i * usize::from(phentsize)))
+        else {
+            return Linkage::NotElf;
+        };
+        match u32_at(at) {
+            Some(PT_INTERP) => return Linkage::Dynamic,
+            Some(_) => {}
+            None => return Linkage::NotElf,
+        }
+    }
+    Linkage::Static
 }

@@ -86,6 +86,7 @@ fn site() -> Site {
         ca_cert: Some(ca_file),
         tls_dir: Some(tls),
         drill_dir: None,
+        runbooks: None,
         created: now(),
         layout: Layout::Archive { level: 3 },
     };
@@ -656,4 +657,62 @@ fn build_needs_a_cyclonedx_sbom() {
         )),
         Path::new("target/x86_64-unknown-linux-musl/release/sealkit.cdx.json")
     );
+}
+
+#[test]
+fn linkage_tells_a_loader_from_none() {
+    // This test binary is a dynamically linked debug build.
+    let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    assert_eq!(super::linkage(&exe), super::Linkage::Dynamic);
+    assert_eq!(super::linkage(b"#!/bin/sh\n"), super::Linkage::NotElf);
+    // An ELF64 LE header with one PT_LOAD program header and no PT_INTERP.
+    let mut elf = vec![0u8; 64 + 56];
+    elf[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
+    elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+    elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+    elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(super::linkage(&elf), super::Linkage::Static);
+    elf[64..68].copy_from_slice(&3u32.to_le_bytes());
+    assert_eq!(super::linkage(&elf), super::Linkage::Dynamic);
+    // Program headers pointing past the end are not an executable.
+    elf[64..68].copy_from_slice(&1u32.to_le_bytes());
+    elf[0x38..0x3a].copy_from_slice(&9u16.to_le_bytes());
+    assert_eq!(super::linkage(&elf[..64 + 56]), super::Linkage::NotElf);
+}
+
+#[test]
+fn building_reports_every_archived_byte_to_the_progress_display() {
+    use std::cell::Cell;
+    #[derive(Default)]
+    struct Recorded {
+        total: Cell<u64>,
+        done: Cell<u64>,
+        finished: Cell<bool>,
+    }
+    impl crate::bundle::Progress for Recorded {
+        fn start(&self, _label: &str, total: u64) {
+            self.total.set(total);
+        }
+        fn advance(&self, bytes: u64) {
+            self.done.set(self.done.get() + bytes);
+        }
+        fn finish(&self) {
+            self.finished.set(true);
+        }
+    }
+    let site = site();
+    let out = site.dir.path().join("progress.tar.zst");
+    let recorded = Recorded::default();
+    let summary = super::build_with_progress(&out, &site.options, &site.key, &recorded).unwrap();
+    let archived: u64 = summary
+        .files
+        .iter()
+        .filter(|f| f.path != super::SUMS_NAME && f.path != super::SUMS_SIGNATURE_NAME)
+        .map(|f| f.size)
+        .sum();
+    assert!(recorded.total.get() > 0);
+    assert_eq!(recorded.done.get(), recorded.total.get());
+    assert_eq!(recorded.done.get(), archived);
+    assert!(recorded.finished.get());
 }

@@ -57,7 +57,7 @@ pub async fn serve(
                     .await
                 {
                     Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
-                        Ok(request) => handle(&authority, request, uid.unwrap_or(0)),
+                        Ok(request) => handle(&authority, request, uid.unwrap_or(0)).await,
                         Err(e) => refuse(&format!("unreadable request: {e}")),
                     },
                     Err(e) => refuse(&format!("unreadable request: {e}")),
@@ -86,13 +86,13 @@ fn status(authority: &Authority) -> serde_json::Value {
         "tenants": snapshot.settings.tenants.len(),
         "restartFence": authority.fence_active(),
         "bypass": match authority.active_bypass() {
-            Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
+            Some(w) => json!({"active": true, "until": crate::store::health::rfc3339(w.until), "reason": w.reason}),
             None => json!({"active": false, "allowed": authority.core.bypass.allowed()}),
         },
     })
 }
 
-fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlResponse {
+async fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlResponse {
     tracing::info!(event = events::CONTROL, request = ?request, peer_uid = uid);
     match request {
         ControlRequest::BypassOn { seconds, reason } => {
@@ -140,11 +140,66 @@ fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlRe
                 ))
             }
         },
+        ControlRequest::RevokeJti { jti } => {
+            revoke(authority, crate::core::incident::Selection::Jti(jti), uid).await
+        }
+        ControlRequest::RevokeClient { client_id } => {
+            revoke(
+                authority,
+                crate::core::incident::Selection::Client(client_id),
+                uid,
+            )
+            .await
+        }
         ControlRequest::Status => ControlResponse {
             ok: true,
             message: "ok".into(),
             status: status(authority),
         },
+    }
+}
+
+/// Revokes what `selection` picks and audits it: who (peer uid), what, how many.
+async fn revoke(
+    authority: &Authority,
+    selection: crate::core::incident::Selection,
+    uid: u32,
+) -> ControlResponse {
+    use crate::core::incident::Selection;
+    let (by, value) = match &selection {
+        Selection::Jti(jti) => ("jti", jti.clone()),
+        Selection::Client(client) => ("client", client.clone()),
+    };
+    if let Selection::Client(client) = &selection {
+        if !authority.current().settings.clients.contains_key(client) {
+            return refuse(&format!("no client {client} in the running configuration"));
+        }
+    }
+    let now = authority.core.clock.now();
+    match crate::core::incident::revoke(authority.core.store().as_ref(), &selection, now).await {
+        Ok(done) => {
+            tracing::warn!(
+                event = events::TOKENS_REVOKED_BY_OPERATOR,
+                operator = %format!("uid:{uid}"),
+                by, selected = %value,
+                revoked = done.jtis.len(),
+                already_revoked = done.already_revoked,
+                token_jtis = %done.jtis.join(","),
+            );
+            ControlResponse {
+                ok: true,
+                message: format!(
+                    "revoked {} token(s) ({by} {value}); {} already revoked",
+                    done.jtis.len(),
+                    done.already_revoked
+                ),
+                status: json!({"revoked": done.jtis, "alreadyRevoked": done.already_revoked}),
+            }
+        }
+        Err(e) => {
+            tracing::error!(event = events::TOKENS_REVOKED_BY_OPERATOR, decision = "failed", by, selected = %value, error = %e);
+            refuse(&format!("revocation failed: {e}"))
+        }
     }
 }
 

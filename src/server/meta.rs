@@ -124,7 +124,7 @@ pub async fn ready(authority: &Authority) -> Response {
         "config": "valid",
         "restartFence": authority.fence_active(),
         "bypass": match &bypass {
-            Some(w) => json!({"active": true, "until": w.until, "reason": w.reason}),
+            Some(w) => json!({"active": true, "until": crate::store::health::rfc3339(w.until), "reason": w.reason}),
             None => json!({"active": false}),
         },
     });

@@ -149,6 +149,16 @@ pub trait SenderStore: Send + Sync {
     /// Marks a token revoked, durably, before returning. Returns the record as it was.
     async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
 
+    /// Every live (not expired at `now`) token record with its id: a full scan, for the
+    /// operator's incident tools (revoke by `jti`, revoke a client's tokens), never for a
+    /// request. The default, for test doubles, says the store cannot list.
+    async fn live_tokens(&self, now: i64) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
+        let _ = now;
+        Err(StoreError::Unavailable(
+            "this store cannot list its token records".into(),
+        ))
+    }
+
     /// Removes every expired entry; returns how many were removed.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError>;
     /// Live entry counts (maintained incrementally; exact after a sweep).

@@ -220,6 +220,20 @@ impl Kind {
     }
 }
 
+/// The 32 bytes a 64-digit lowercase hex string (as [`hex`] writes) stands for.
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let value = |d: u8| char::from(d).to_digit(16).map(|v| v as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        out[i] = value(pair[0])? << 4 | value(pair[1])?;
+    }
+    Some(out)
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -814,6 +828,47 @@ impl SenderStore for RedisStore {
         })
         .await?;
         Ok(Some(before))
+    }
+
+    /// `SCAN` over this site's token keys, then one `GET` per key (an operator act on a
+    /// site's live tokens: thousands, not millions).
+    async fn live_tokens(&self, now: i64) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
+        let pattern = format!("{}token:*", self.keys.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let pattern = pattern.clone();
+            let (next, batch): (u64, Vec<String>) = self
+                .call("token scan", async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut live = Vec::new();
+        for key in keys {
+            let Some(id) = key.rsplit(':').next().and_then(unhex32).map(TokenId) else {
+                continue;
+            };
+            if let Some(record) = self.get_token(id).await? {
+                if record.exp > now {
+                    live.push((id, record));
+                }
+            }
+        }
+        Ok(live)
     }
 
     /// Redis expires every entry itself (each key carries its TTL), so there is nothing to

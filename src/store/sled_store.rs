@@ -955,6 +955,22 @@ impl SenderStore for SledStore {
         Ok(before)
     }
 
+    async fn live_tokens(&self, now: i64) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
+        let open = self.inner.current()?;
+        let mut live = Vec::new();
+        for entry in open.tokens.iter() {
+            let (key, value) = entry.map_err(|e| self.inner.fail(&open, e))?;
+            let Ok(id) = <[u8; 32]>::try_from(key.as_ref()) else {
+                continue;
+            };
+            let record = decode_record(&value)?;
+            if record.exp > now {
+                live.push((TokenId(id), record));
+            }
+        }
+        Ok(live)
+    }
+
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
         let inner = &self.inner;
         // While failed, this is also what retries the reopening when no request arrives.

@@ -52,6 +52,8 @@ pub mod events {
     pub const CONSENT: &str = "authority.consent";
     /// A refresh token was used a second time: its whole family was revoked.
     pub const REFRESH_REUSE: &str = "authority.refresh.reuse";
+    /// An operator revoked tokens on the control socket (by `jti`, or all of a client's).
+    pub const TOKENS_REVOKED_BY_OPERATOR: &str = "authority.token.revokedByOperator";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ mod harness;
 mod lifecycle;
 mod mtls;
 mod people;
+mod operator;
 mod process;
 mod provenance;
 mod redis;

@@ -996,12 +996,44 @@ async fn the_store_claims_once_remembers_and_fences_after_a_loss() {
         None
     );
 
+    // The incident tools' scan: every live record of this site, with its id, on any node;
+    // revoking a client's tokens through it revokes exactly those.
+    let mut second = record(now + 300);
+    second.jti = "j2".into();
+    second.client_id = "d".into();
+    other
+        .put_token(TokenId::of("token2"), &second)
+        .await
+        .unwrap();
+    let mut live = store.live_tokens(now).await.unwrap();
+    live.sort_by(|a, b| a.1.jti.cmp(&b.1.jti));
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(live[0].0, id);
+    assert_eq!(live[1].0, TokenId::of("token2"));
+    assert!(store.live_tokens(now + 300).await.unwrap().is_empty());
+    let done = sealkit::core::incident::revoke(
+        other.as_ref(),
+        &sealkit::core::incident::Selection::Client("d".into()),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.jtis, ["j2"]);
+    assert!(
+        store
+            .get_token(TokenId::of("token2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+
     // Sizes: refreshed by sweep, which removes nothing itself.
     assert_eq!(store.sweep(now).await.unwrap(), 0);
     let size = store.size();
     assert_eq!(
         (size.jti_claims, size.nonces, size.tokens),
-        (3, 1, 1),
+        (3, 1, 2), // the two token records above
         "{size:?}"
     );
     store.probe().await.unwrap();

@@ -1,0 +1,227 @@
+//! `sealkit client`: the clients of a configuration (`list`, `show`: tenant, policy, auth
+//! method, scopes, audience, certificate binding), and the incident acts on their tokens
+//! through the running authority's control socket (`revoke-jti`, `revoke-all`).
+
+use super::drill::{send, Target};
+use super::UsageError;
+use crate::config::{ClientAuth, ClientSettings, Settings};
+use crate::control::ControlRequest;
+use crate::mtls::CertificateIdentity;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub enum ClientCommand {
+    /// List the clients of the configuration
+    List(ConfigArgs),
+    /// Show one client: tenant, policy, auth method, scopes, audience, certificate binding
+    Show(ShowArgs),
+    /// Revoke the live token with this jti (on the authority's host; audited)
+    RevokeJti(RevokeJtiArgs),
+    /// Revoke every live token of a client (on the authority's host; audited)
+    RevokeAll(RevokeAllArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    /// The authority.yaml to read
+    #[arg(long, value_name = "FILE", env = "SEALKIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ShowArgs {
+    /// The client id
+    id: String,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RevokeJtiArgs {
+    /// The token's jti claim (as introspection and the audit log show it)
+    jti: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(clap::Args)]
+pub struct RevokeAllArgs {
+    /// The client id
+    id: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+fn load(args: &ConfigArgs) -> anyhow::Result<Settings> {
+    let path = args
+        .config
+        .as_ref()
+        .ok_or_else(|| UsageError::new("name the configuration with --config FILE"))?;
+    Ok(Settings::load(path)?)
+}
+
+fn auth_method(client: &ClientSettings) -> &'static str {
+    match &client.auth {
+        ClientAuth::Secret(_) => "client_secret_basic",
+        ClientAuth::Certificate(CertificateIdentity::Pki { .. }) => "tls_client_auth",
+        ClientAuth::Certificate(CertificateIdentity::SelfSigned { .. }) => {
+            "self_signed_tls_client_auth"
+        }
+    }
+}
+
+/// The certificate a client authenticates with: SAN URI or subject DN (`tls_client_auth`),
+/// or registered thumbprints (`self_signed_tls_client_auth`).
+fn binding(client: &ClientSettings) -> Value {
+    match &client.auth {
+        ClientAuth::Secret(_) => Value::Null,
+        ClientAuth::Certificate(CertificateIdentity::Pki {
+            san_uri,
+            subject_dn,
+        }) => json!({
+            "sanUri": san_uri,
+            "subjectDn": subject_dn.as_ref().map(|d| d.to_string()),
+        }),
+        ClientAuth::Certificate(CertificateIdentity::SelfSigned { thumbprints }) => {
+            json!({ "x5t#S256": thumbprints })
+        }
+    }
+}
+
+fn describe(client: &ClientSettings) -> Value {
+    json!({
+        "id": client.id,
+        "tenant": client.tenant,
+        "senderConstraint": client.policy.constraint.to_string(),
+        "requireNonce": client.policy.require_nonce,
+        "authMethod": auth_method(client),
+        "scopes": client.scopes,
+        "audience": client.audience,
+        "mayIntrospect": client.may_introspect,
+        "certificate": binding(client),
+    })
+}
+
+fn binding_text(client: &ClientSettings) -> String {
+    match &client.auth {
+        ClientAuth::Secret(_) => "-".into(),
+        ClientAuth::Certificate(CertificateIdentity::Pki {
+            san_uri,
+            subject_dn,
+        }) => match (san_uri, subject_dn) {
+            (Some(uri), _) => format!("SAN URI {uri}"),
+            (None, Some(dn)) => format!("subject {dn}"),
+            (None, None) => "-".into(),
+        },
+        ClientAuth::Certificate(CertificateIdentity::SelfSigned { thumbprints }) => {
+            format!("x5t#S256 {}", thumbprints.join(", "))
+        }
+    }
+}
+
+pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::List(args) => {
+            let settings = load(&args)?;
+            if args.json {
+                let all: Vec<Value> = settings.clients.values().map(|c| describe(c)).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<[String; 5]> = settings
+                .clients
+                .values()
+                .map(|c| {
+                    let nonce = if c.policy.require_nonce { "+nonce" } else { "" };
+                    [
+                        c.id.clone(),
+                        c.tenant.clone(),
+                        format!("{}{nonce}", c.policy.constraint),
+                        auth_method(c).to_string(),
+                        c.scopes.join(" "),
+                    ]
+                })
+                .collect();
+            let header = ["client", "tenant", "policy", "auth method", "scopes"];
+            let mut widths = header.map(str::len);
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.len());
+                }
+            }
+            let line = |cells: [&str; 5]| {
+                let text: Vec<String> = cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                println!("{}", text.join("  ").trim_end());
+            };
+            line(header);
+            for row in &rows {
+                line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Show(args) => {
+            let settings = load(&args.config)?;
+            let client = settings.clients.get(&args.id).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no client {} in {} (sealkit client list shows them)",
+                    args.id,
+                    args.config
+                        .config
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            })?;
+            if args.config.json {
+                println!("{}", serde_json::to_string_pretty(&describe(client))?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let nonce = if client.policy.require_nonce {
+                ", server nonce required"
+            } else {
+                ""
+            };
+            println!("client        {}", client.id);
+            println!("tenant        {}", client.tenant);
+            println!("policy        {}{nonce}", client.policy.constraint);
+            println!("auth method   {}", auth_method(client));
+            println!("scopes        {}", client.scopes.join(" "));
+            println!("audience      {}", client.audience.join(" "));
+            println!(
+                "introspects   {}",
+                if client.may_introspect { "yes" } else { "no" }
+            );
+            println!("certificate   {}", binding_text(client));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::RevokeJti(args) => {
+            let jti = args.jti.clone();
+            let response = send(&args.target, ControlRequest::RevokeJti { jti })?;
+            println!("{}", response.message);
+            let revoked = response.status["revoked"].as_array().map_or(0, |a| a.len());
+            let already = response.status["alreadyRevoked"].as_u64().unwrap_or(0);
+            if revoked == 0 && already == 0 {
+                eprintln!("sealkit: no live token has jti {}", args.jti);
+                return Ok(ExitCode::from(super::exit::CHECKS_FAILED));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::RevokeAll(args) => {
+            let response = send(
+                &args.target,
+                ControlRequest::RevokeClient { client_id: args.id },
+            )?;
+            println!("{}", response.message);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
