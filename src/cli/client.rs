@@ -68,6 +68,7 @@ fn load(args: &ConfigArgs) -> anyhow::Result<Settings> {
 fn auth_method(client: &ClientSettings) -> &'static str {
     match &client.auth {
         ClientAuth::Secret(_) => "client_secret_basic",
+        ClientAuth::None => "none",
         ClientAuth::Certificate(CertificateIdentity::Pki { .. }) => "tls_client_auth",
         ClientAuth::Certificate(CertificateIdentity::SelfSigned { .. }) => {
             "self_signed_tls_client_auth"
@@ -79,7 +80,7 @@ fn auth_method(client: &ClientSettings) -> &'static str {
 /// or registered thumbprints (`self_signed_tls_client_auth`).
 fn binding(client: &ClientSettings) -> Value {
     match &client.auth {
-        ClientAuth::Secret(_) => Value::Null,
+        ClientAuth::Secret(_) | ClientAuth::None => Value::Null,
         ClientAuth::Certificate(CertificateIdentity::Pki {
             san_uri,
             subject_dn,
@@ -109,7 +110,7 @@ fn describe(client: &ClientSettings) -> Value {
 
 fn binding_text(client: &ClientSettings) -> String {
     match &client.auth {
-        ClientAuth::Secret(_) => "-".into(),
+        ClientAuth::Secret(_) | ClientAuth::None => "-".into(),
         ClientAuth::Certificate(CertificateIdentity::Pki {
             san_uri,
             subject_dn,

@@ -16,8 +16,8 @@ mod kit;
 mod reload;
 mod secret;
 mod serve;
-mod user;
 mod token;
+mod user;
 mod version;
 
 use clap::{Parser, Subcommand};

@@ -76,6 +76,8 @@ mod tests {
             cnf_jkt: Some("k".into()),
             sender_certificate: None,
             revoked: false,
+            subject: None,
+            family: None,
         }
     }
 
