@@ -37,6 +37,35 @@ enum TokenCommand {
     Introspect(TokenOperand),
     /// Revoke a token (RFC 7009), as the client it was issued to
     Revoke(TokenOperand),
+    /// Get tokens for a person with the device grant (RFC 8628) of a public client: prints
+    /// where to sign in and the code, waits for the approval; the tokens are DPoP-bound
+    Device(DeviceArgs),
+}
+
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// A demo.env-style file (SEALKIT_ISSUER, SEALKIT_CA_FILE, SEALKIT_CLI_CLIENT_ID)
+    #[arg(long, value_name = "FILE")]
+    env: Option<PathBuf>,
+    /// The public client [default: SEALKIT_CLI_CLIENT_ID]
+    #[arg(long, value_name = "ID")]
+    client: Option<String>,
+    /// The authority's issuer URL [default: SEALKIT_ISSUER]
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// The site CA certificate [default: SEALKIT_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// The private JWK the tokens are bound to (created, 0600, when FILE does not exist);
+    /// keep it to use the refresh token. Without it a fresh key is used and forgotten.
+    #[arg(long, value_name = "FILE")]
+    dpop_key: Option<PathBuf>,
+    /// Scopes to ask for (space-separated, as one argument) [default: the client's]
+    #[arg(long)]
+    scope: Option<String>,
+    /// Print the whole token response as JSON instead of the access token
+    #[arg(long)]
+    json: bool,
 }
 
 /// Who asks, and where.
@@ -271,6 +300,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
                 Ok(ExitCode::SUCCESS)
             }
+            Some(TokenCommand::Device(device)) => device_flow(device).await,
             Some(TokenCommand::Revoke(operand_args)) => {
                 let token = operand(&operand_args.token)?;
                 // The client the token was issued to (RFC 7009 §2.1), from its claims.
@@ -374,4 +404,67 @@ async fn call_resource(args: CallArgs) -> anyhow::Result<ExitCode> {
         eprintln!("sealkit: the resource answered {}{www}", reply.status);
         Ok(ExitCode::from(super::exit::CHECKS_FAILED))
     }
+}
+
+/// `sealkit token device`: the device grant of a public client, run by
+/// `client::device::run`; the person's instructions go to stderr, the token to stdout.
+async fn device_flow(args: DeviceArgs) -> anyhow::Result<ExitCode> {
+    let vars = Vars::load(args.env.as_ref())?;
+    let issuer = args
+        .issuer
+        .clone()
+        .or_else(|| vars.get("SEALKIT_ISSUER"))
+        .ok_or_else(|| UsageError::new("name the authority with --issuer URL or --env FILE"))?;
+    let ca_file = args
+        .ca
+        .clone()
+        .or_else(|| vars.get("SEALKIT_CA_FILE").map(PathBuf::from))
+        .ok_or_else(|| UsageError::new("name the site CA with --ca FILE or --env FILE"))?;
+    let client_id = args
+        .client
+        .clone()
+        .or_else(|| vars.get("SEALKIT_CLI_CLIENT_ID"))
+        .ok_or_else(|| UsageError::new("name the public client with --client ID"))?;
+    let key = match &args.dpop_key {
+        Some(path) => ProofKey::load_or_create(path)?,
+        None => ProofKey::es256()?,
+    };
+    let mut conn = crate::client::https::TlsTarget::new(&issuer, &ca_file, None)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {issuer}"))?;
+    let tokens = crate::client::device::run(
+        &mut conn,
+        issuer.trim_end_matches('/'),
+        &client_id,
+        args.scope.as_deref(),
+        &key,
+        |codes| {
+            eprintln!(
+                "To sign in, open {}\n  (or {} and enter the code {}); the code expires in {} s.",
+                codes.verification_uri_complete,
+                codes.verification_uri,
+                codes.user_code,
+                codes.expires_in
+            );
+        },
+    )
+    .await
+    .with_context(|| format!("no token for {client_id}"))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "access_token": tokens.access_token,
+                "token_type": tokens.token_type,
+                "expires_in": tokens.expires_in,
+                "scope": tokens.scope,
+                "refresh_token": tokens.refresh_token,
+                "cnf": oauth::unverified_claims(&tokens.access_token)["cnf"],
+            }))?
+        );
+    } else {
+        println!("{}", tokens.access_token);
+    }
+    Ok(ExitCode::SUCCESS)
 }

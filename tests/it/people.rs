@@ -704,3 +704,80 @@ async fn revoking_a_refresh_token_ends_its_sign_in() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// `sealkit token device`, the operator's command: it prints where to sign in and the
+/// code (stderr), waits while a person signs in and approves on the pages, then prints the
+/// DPoP-bound tokens (stdout), bound to the key file it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealkit_token_device_waits_for_the_approval_and_prints_bound_tokens() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let site = demo_site(dir.path(), 5);
+    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
+    let mut conn = target.connect().await.unwrap();
+    let key_file = dir.path().join("cli-key.jwk");
+    let mut command = std::process::Command::new(crate::harness::BIN)
+        .args(["token", "device", "--json", "--env"])
+        .arg(site.dir.join("demo.env"))
+        .arg("--dpop-key")
+        .arg(&key_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = command.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let user_code = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("sealkit token device printed no code");
+        if let Some(rest) = line.split("enter the code ").nth(1) {
+            break rest.split(')').next().unwrap().to_string();
+        }
+    };
+    let consent = sign_in(
+        &mut conn,
+        &user_code,
+        site.var("SEALKIT_USER"),
+        site.var("SEALKIT_USER_PASSWORD"),
+    )
+    .await;
+    assert_eq!(consent.status, 200, "{}", text(&consent));
+    let page = text(&consent);
+    let approved = conn
+        .post_form(
+            "/device/decision",
+            &[
+                ("csrf", &csrf(&page)),
+                ("user_code", &user_code),
+                ("decision", "approve"),
+            ],
+            &[("cookie", &cookie(&consent))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, 200, "{}", text(&approved));
+
+    let output = tokio::task::spawn_blocking(move || command.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = ProofKey::load(&key_file).unwrap();
+    assert_eq!(answer["token_type"], "DPoP");
+    assert_eq!(answer["cnf"]["jkt"], key.thumbprint());
+    assert!(answer["refresh_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
+    let claims = crate::harness::jwt_claims(answer["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], site.var("SEALKIT_USER"));
+    server.kill().unwrap();
+    let _ = server.wait();
+}
