@@ -64,8 +64,7 @@ enum Command {
     #[command(subcommand)]
     Secret(secret::SecretCommand),
     /// The site's certificate authority (server and client certificates)
-    #[command(subcommand)]
-    Ca(ca::CaCommand),
+    Ca(ca::CaArgs),
     /// Signed configuration bundles: keygen, pack, sign, verify, import, status, rollback
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
@@ -98,7 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Guard(args) => guard::run(args),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
-            ca::run(cmd).map(|()| ExitCode::SUCCESS)
+            ca::run_audited(cmd).map(|()| ExitCode::SUCCESS)
         }
     };
     match outcome {

@@ -96,7 +96,7 @@ fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlRe
     tracing::info!(event = events::CONTROL, request = ?request, peer_uid = uid);
     match request {
         ControlRequest::BypassOn { seconds, reason } => {
-            let operator = format!("uid:{uid}");
+            let operator = crate::telemetry::audit::Operator::of_uid(uid).label();
             let now = authority.core.clock.now();
             match authority
                 .core
@@ -115,7 +115,7 @@ fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlRe
             }
         }
         ControlRequest::BypassOff => {
-            let operator = format!("uid:{uid}");
+            let operator = crate::telemetry::audit::Operator::of_uid(uid).label();
             authority
                 .core
                 .bypass

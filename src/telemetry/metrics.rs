@@ -46,6 +46,30 @@ pub const MTLS_REASONS: [&str; 3] = [
     "thumbprint-mismatch",
 ];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub error: &'static str,
+}
+
+/// Reasons of `authority_client_auth_failures_total` (a fixed set: the presented client id
+/// is never a label, so unknown ids cannot grow the series).
+pub const CLIENT_AUTH_REASONS: [&str; 11] = [
+    "malformed-header",
+    "no-client-id",
+    "no-secret",
+    "no-credentials",
+    "wrong-secret",
+    "unknown-client",
+    "client-authenticates-with-certificate",
+    "client-authenticates-with-secret",
+    "certificate-does-not-authenticate-client",
+    "missing-certificate",
+    "context-missing",
+];
+
+/// Errors of `authority_token_requests_refused_total`.
+pub const REFUSED_ERRORS: [&str; 2] = ["unsupported_grant_type", "invalid_scope"];
+
 pub fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -67,6 +91,8 @@ pub struct Metrics {
     pub store_claims_lost: Counter,
     pub store_reopened: Counter,
     pub bypass_active: Gauge,
+    pub client_auth_failures: Family<ReasonLabel, Counter>,
+    pub token_requests_refused: Family<ErrorLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -93,6 +119,8 @@ impl Metrics {
             store_claims_lost: Counter::default(),
             store_reopened: Counter::default(),
             bypass_active: Gauge::default(),
+            client_auth_failures: Family::default(),
+            token_requests_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +193,26 @@ impl Metrics {
             "1 while a DPoP bypass drill is active",
             metrics.bypass_active.clone(),
         );
+        registry.register(
+            "authority_client_auth_failures",
+            "Failed client authentications at the token, introspection and revocation endpoints, by reason (wrong-secret, unknown-client, certificate-does-not-authenticate-client, ...)",
+            metrics.client_auth_failures.clone(),
+        );
+        registry.register(
+            "authority_token_requests_refused",
+            "Token requests refused as unsupported_grant_type or invalid_scope, by error",
+            metrics.token_requests_refused.clone(),
+        );
+        for reason in CLIENT_AUTH_REASONS {
+            let _ = metrics
+                .client_auth_failures
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for error in REFUSED_ERRORS {
+            let _ = metrics
+                .token_requests_refused
+                .get_or_create(&ErrorLabel { error });
+        }
         // Make the mismatch and result series visible at zero before the first event, so
         // alert expressions and rate() see them from the start.
         for reason in MTLS_REASONS {

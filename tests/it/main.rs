@@ -2,6 +2,7 @@
 //! whole crate). Every test starts a real authority over real TLS on a free loopback port,
 //! with certificates from sealkit's own CA and a real sled store on disk.
 
+mod audit;
 mod bundle;
 mod core;
 mod durability;
