@@ -106,7 +106,9 @@ fn tree_digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
             let path = entry.path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let name = path.strip_prefix(dir).unwrap().display().to_string();
-            if name == "lock" {
+            // The lock file, and the audit file a refusal appends to (by design: the
+            // refusal is an audit event), are not the bundle state.
+            if name == "lock" || name == "audit.log" {
                 continue;
             }
             if meta.is_dir() {
