@@ -31,6 +31,7 @@ pub mod drill;
 pub mod guard;
 pub mod kit;
 pub mod listener;
+pub mod monitoring;
 pub mod mtls;
 pub mod policy;
 pub mod secret;

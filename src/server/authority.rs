@@ -88,6 +88,7 @@ impl Authority {
             jwks,
         };
         authority.refresh_bypass_gauge();
+        authority.refresh_expiry_gauges();
         Ok(authority)
     }
 
@@ -135,6 +136,7 @@ impl Authority {
         );
         self.config.store(Arc::new(snapshot));
         self.refresh_bypass_gauge();
+        self.refresh_expiry_gauges();
         tracing::info!(
             event = events::CONFIG_RELOADED,
             clients = settings.clients.len(),
@@ -151,6 +153,16 @@ impl Authority {
     /// The active bypass window, if one is on and not expired.
     pub fn active_bypass(&self) -> Option<crate::config::BypassWindow> {
         self.core.bypass.active(self.core.clock.now())
+    }
+
+    /// Sets the `…_timestamp_seconds` gauges (certificate, CRL, bundle, signing key) from
+    /// the files the running configuration names.
+    pub fn refresh_expiry_gauges(&self) {
+        crate::monitoring::refresh_expiry(
+            &self.core.metrics,
+            &self.current().settings,
+            self.config_path.as_deref(),
+        );
     }
 
     /// Sets `authority_dpop_bypass_active` from the bypass state.

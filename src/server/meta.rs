@@ -105,10 +105,15 @@ pub async fn ready(authority: &Authority) -> Response {
     json_response(status, &body)
 }
 
-pub fn metrics(authority: &Authority) -> Response {
+/// `/metrics` in the format the `Accept` header asks for ([`crate::monitoring::Format`]).
+pub fn metrics(authority: &Authority, headers: &http::HeaderMap) -> Response {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::monitoring::Format::negotiate(accept);
     text(
         StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        authority.metrics().render(),
+        format.content_type(),
+        crate::monitoring::render(authority.metrics(), format),
     )
 }

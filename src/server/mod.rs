@@ -182,7 +182,7 @@ pub async fn start(
                     let authority = authority.clone();
                     async move {
                         if request.uri().path() == "/metrics" {
-                            meta::metrics(&authority)
+                            meta::metrics(&authority, request.headers())
                         } else {
                             OAuthError::NotFound.into_response()
                         }
@@ -449,7 +449,7 @@ async fn dispatch(
         "/health" => ("health", Ok(meta::health())),
         "/ready" => ("ready", Ok(meta::ready(authority).await)),
         "/metrics" if authority.current().settings.metrics_listen.is_none() => {
-            ("metrics", Ok(meta::metrics(authority)))
+            ("metrics", Ok(meta::metrics(authority, &parts.headers)))
         }
         _ => ("other", Err(OAuthError::NotFound)),
     };

@@ -93,6 +93,10 @@ pub struct Metrics {
     pub bypass_active: Gauge,
     pub client_auth_failures: Family<ReasonLabel, Counter>,
     pub token_requests_refused: Family<ErrorLabel, Counter>,
+    pub tls_certificate_not_after: Gauge,
+    pub client_crl_next_update: Gauge,
+    pub bundle_expires: Gauge,
+    pub signing_key_created: Gauge,
 }
 
 impl Default for Metrics {
@@ -121,6 +125,10 @@ impl Metrics {
             bypass_active: Gauge::default(),
             client_auth_failures: Family::default(),
             token_requests_refused: Family::default(),
+            tls_certificate_not_after: Gauge::default(),
+            client_crl_next_update: Gauge::default(),
+            bundle_expires: Gauge::default(),
+            signing_key_created: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -202,6 +210,26 @@ impl Metrics {
             "authority_token_requests_refused",
             "Token requests refused as unsupported_grant_type or invalid_scope, by error",
             metrics.token_requests_refused.clone(),
+        );
+        registry.register(
+            "authority_tls_certificate_not_after_timestamp_seconds",
+            "When the server certificate chain (its earliest notAfter) expires, in Unix seconds; 0 if unreadable",
+            metrics.tls_certificate_not_after.clone(),
+        );
+        registry.register(
+            "authority_client_crl_next_update_timestamp_seconds",
+            "The earliest nextUpdate of the client CRLs (tls.clientCrl), in Unix seconds; 0 when no CRL is configured. After it every client certificate is refused",
+            metrics.client_crl_next_update.clone(),
+        );
+        registry.register(
+            "authority_bundle_expires_timestamp_seconds",
+            "When the active configuration bundle expires, in Unix seconds; 0 when the configuration is not from a bundle",
+            metrics.bundle_expires.clone(),
+        );
+        registry.register(
+            "authority_signing_key_created_timestamp_seconds",
+            "When the token signing key in use was created, in Unix seconds",
+            metrics.signing_key_created.clone(),
         );
         for reason in CLIENT_AUTH_REASONS {
             let _ = metrics

@@ -9,6 +9,7 @@ mod durability;
 mod guard;
 mod harness;
 mod lifecycle;
+mod monitoring;
 mod mtls;
 mod process;
 mod provenance;
