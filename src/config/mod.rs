@@ -16,6 +16,8 @@ pub mod files;
 mod lenient;
 pub mod paths;
 pub mod schema;
+#[cfg(test)]
+mod schema_doc;
 pub mod settings;
 mod validate;
 
