@@ -32,6 +32,10 @@ pub enum ControlRequest {
     Reload,
     /// Report bypass, fence and configuration state.
     Status,
+    /// Rotate the token signing keys (next → current → previous), at once.
+    KeysRotate,
+    /// Remove a previous signing key (`force`: even if tokens it signed may still live).
+    KeysRetire { kid: String, force: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ pub mod dn;
 pub mod dpop;
 pub mod drill;
 pub mod guard;
+pub mod keyset;
 pub mod kit;
 pub mod listener;
 pub mod monitoring;

@@ -235,7 +235,7 @@ pub fn refresh_expiry(
     );
     set(
         &metrics.signing_key_created,
-        file_mtime(&settings.data_dir.join(crate::token::KEY_FILE)),
+        crate::keyset::KeyRing::created_in(&settings.data_dir),
     );
 }
 
@@ -275,11 +275,6 @@ pub fn bundle_expires(config: &Path) -> Option<i64> {
     let text = std::fs::read_to_string(manifest).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     crate::bundle::manifest::parse_time(value.get("expires")?.as_str()?).ok()
-}
-
-fn file_mtime(path: &Path) -> Option<i64> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(path).ok().map(|m| m.mtime())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod config_check;
 mod demo;
 mod drill;
 mod guard;
+mod keys;
 mod kit;
 mod reload;
 mod secret;
@@ -68,6 +69,8 @@ enum Command {
     /// Signed configuration bundles: keygen, pack, sign, verify, import, status, rollback
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// The token signing key set: status, rotate, retire (docs/multi-node.md)
+    Keys(keys::KeysArgs),
     /// The offline kit: build it (connected side), verify and unpack it (sealed host)
     #[command(subcommand)]
     Kit(kit::KitCommand),
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Secret(cmd) => secret::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Kit(cmd) => kit::run(cmd),
+        Command::Keys(args) => keys::run(args),
         Command::Drill(cmd) => drill::run(cmd),
         Command::Reload(target) => reload::run(target),
         Command::Bench(args) => bench::run(args),

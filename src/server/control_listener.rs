@@ -145,6 +145,37 @@ fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> ControlRe
             message: "ok".into(),
             status: status(authority),
         },
+        ControlRequest::KeysRotate => {
+            let operator = crate::telemetry::audit::Operator::of_uid(uid);
+            keys_answer(authority, authority.rotate_keys(&operator), "rotated")
+        }
+        ControlRequest::KeysRetire { kid, force } => {
+            let operator = crate::telemetry::audit::Operator::of_uid(uid);
+            keys_answer(
+                authority,
+                authority.retire_key(&kid, force, &operator),
+                "retired",
+            )
+        }
+    }
+}
+
+fn keys_answer(
+    authority: &Authority,
+    outcome: Result<crate::keyset::SetFile, crate::keyset::KeySetError>,
+    what: &str,
+) -> ControlResponse {
+    match outcome {
+        Ok(set) => ControlResponse {
+            ok: true,
+            message: format!("signing keys {what}; current {}", set.current.kid),
+            status: json!({
+                "keys": set,
+                "fingerprint": set.fingerprint(),
+                "jwks": authority.core.signing_key.jwks(),
+            }),
+        },
+        Err(e) => refuse(&format!("signing keys unchanged: {e}")),
     }
 }
 

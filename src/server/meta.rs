@@ -58,8 +58,12 @@ pub fn discovery(authority: &Authority) -> Response {
     public_json(authority.current().discovery.clone())
 }
 
+/// `/jwks`: the key set as it is now (a rotation shows at once).
 pub fn jwks(authority: &Authority) -> Response {
-    public_json(authority.jwks.clone())
+    let keys = authority.core.signing_key.jwks();
+    public_json(bytes::Bytes::from(
+        serde_json::to_vec(&keys).unwrap_or_default(),
+    ))
 }
 
 pub fn health() -> Response {
@@ -90,6 +94,7 @@ pub async fn ready(authority: &Authority) -> Response {
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
         "storeOutage": outage,
         "signingKey": authority.core.signing_key.kid(),
+        "keySet": authority.core.signing_key.set().fingerprint(),
         "config": "valid",
         "restartFence": authority.fence_active(),
         "bypass": match &bypass {

@@ -20,7 +20,6 @@ use crate::core::certificate::{CertificateSources, RequestCertificate};
 use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::{EndpointLabel, KindLabel, Metrics};
-use crate::token::SigningKey;
 use authority::Authority;
 use authority::Snapshot;
 use bytes::Bytes;
@@ -44,6 +43,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    #[error(transparent)]
+    KeySet(#[from] crate::keyset::KeySetError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -140,7 +141,8 @@ pub async fn start(
     })?;
     let snapshot = authority::Snapshot::build(settings)?;
     let settings = snapshot.settings.clone();
-    let signing_key = SigningKey::load_or_create(&settings.data_dir)?;
+    let signing_key =
+        crate::keyset::KeyRing::load_or_create(&settings.data_dir, options.clock.now())?;
     let store: Arc<dyn SenderStore> = crate::store::open_store(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     let authority = Arc::new(

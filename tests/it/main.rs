@@ -8,6 +8,7 @@ mod core;
 mod durability;
 mod guard;
 mod harness;
+mod keys;
 mod lifecycle;
 mod monitoring;
 mod mtls;

@@ -348,16 +348,29 @@ impl MultiSite {
     }
 
     /// Adds a node: the same configuration except dataDir, logs and listen, and a copy of
-    /// node A's signing key (0600) in its own dataDir.
+    /// node A's signing key set (0600) in its own dataDir.
     async fn add_node(&mut self) {
         let name = format!("node{}", self.nodes.len());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let data_dir = self.demo.dir.join(format!("data-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key = data_dir.join("signing-key.pem");
-        std::fs::copy(self.demo.dir.join("data/signing-key.pem"), &key).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The whole key set (docs/multi-node.md): the roles file and every key file.
+        let source = self.demo.dir.join("data");
+        std::fs::copy(
+            source.join(sealkit::keyset::SET_FILE),
+            data_dir.join(sealkit::keyset::SET_FILE),
+        )
+        .unwrap();
+        let keys = data_dir.join(sealkit::keyset::KEYS_DIR);
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for entry in std::fs::read_dir(source.join(sealkit::keyset::KEYS_DIR)).unwrap() {
+            let entry = entry.unwrap();
+            let key = keys.join(entry.file_name());
+            std::fs::copy(entry.path(), &key).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let yaml = std::fs::read_to_string(&self.demo.config)
             .unwrap()
             .replace("dataDir: data\n", &format!("dataDir: data-{name}\n"))
@@ -472,6 +485,11 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     let jwks_a = conn_a.get("/jwks").await.unwrap().json();
     let jwks_b = conn_b.get("/jwks").await.unwrap().json();
     assert_eq!(jwks_a, jwks_b);
+    assert_eq!(
+        a.ready().await.json()["keySet"],
+        b.ready().await.json()["keySet"],
+        "the same key set on both nodes"
+    );
 
     // A nonce handed out by A is accepted by B (client of a nonce-requiring tenant).
     let nonce_client = site.auth("NONCE");
