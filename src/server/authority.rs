@@ -193,7 +193,23 @@ impl Authority {
             }
         }
         self.refresh_expiry_gauges();
+        if let Ok(set) = &outcome {
+            self.publish_key_set(set.fingerprint());
+        }
         outcome
+    }
+
+    /// Records a new key set as the site's in a shared store (multi-node sites), in the
+    /// background: the other nodes report not ready until they hold it.
+    fn publish_key_set(&self, fingerprint: String) {
+        let store = self.core.store().clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.key_set(&fingerprint, true).await {
+                    tracing::warn!(event = "authority.keys.refused", action = "publish", error = %e);
+                }
+            });
+        }
     }
 
     /// Removes a previous signing key (see [`crate::keyset::KeyRing::retire`]). Audited
@@ -208,6 +224,9 @@ impl Authority {
             .core
             .signing_key
             .retire(kid, self.core.clock.now(), force);
+        if let Ok(set) = &outcome {
+            self.publish_key_set(set.fingerprint());
+        }
         match &outcome {
             Ok(set) => {
                 tracing::warn!(event = "authority.keys.retired", kid = %kid, forced = force, fingerprint = %set.fingerprint(), operator = %operator.label(), operator_uid = operator.uid)

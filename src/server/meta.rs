@@ -89,12 +89,24 @@ pub async fn ready(authority: &Authority) -> Response {
             "reason": health.reason,
         }),
     };
+    // Multi-node sites: a node whose key set differs from the site's is not ready (its
+    // tokens would not verify on the others, nor theirs on it).
+    let key_set = authority.core.signing_key.set().fingerprint();
+    let site_key_set = authority
+        .store()
+        .key_set(&key_set, false)
+        .await
+        .ok()
+        .flatten();
+    let key_set_ok = site_key_set.as_deref().map_or(true, |s| s == key_set);
+    let ready = store.is_ok() && key_set_ok;
     let body = json!({
-        "ready": store.is_ok(),
+        "ready": ready,
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
         "storeOutage": outage,
         "signingKey": authority.core.signing_key.kid(),
-        "keySet": authority.core.signing_key.set().fingerprint(),
+        "keySet": key_set,
+        "siteKeySet": site_key_set,
         "config": "valid",
         "restartFence": authority.fence_active(),
         "bypass": match &bypass {
@@ -102,7 +114,7 @@ pub async fn ready(authority: &Authority) -> Response {
             None => json!({"active": false}),
         },
     });
-    let status = if store.is_ok() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -350,13 +350,36 @@ impl MultiSite {
     /// Adds a node: the same configuration except dataDir, logs and listen, and a copy of
     /// node A's signing key set (0600) in its own dataDir.
     async fn add_node(&mut self) {
+        self.add_node_with(true).await
+    }
+
+    /// [`add_node`](Self::add_node); without `copy_keys` the node makes a key set of its
+    /// own (the mistake docs/multi-node.md warns about).
+    async fn add_node_with(&mut self, copy_keys: bool) {
         let name = format!("node{}", self.nodes.len());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let data_dir = self.demo.dir.join(format!("data-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        // The whole key set (docs/multi-node.md): the roles file and every key file.
-        let source = self.demo.dir.join("data");
+        if copy_keys {
+            Self::copy_key_set(&self.demo.dir.join("data"), &data_dir);
+        }
+        let yaml = std::fs::read_to_string(&self.demo.config)
+            .unwrap()
+            .replace("dataDir: data\n", &format!("dataDir: data-{name}\n"))
+            .replace("directory: logs\n", &format!("directory: logs-{name}\n"))
+            .replace(
+                &format!("listen: {}\n", self.nodes[0].server.addr),
+                &format!("listen: {}\n", listener.local_addr().unwrap()),
+            );
+        let config = self.demo.dir.join(format!("authority-{name}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let node = Self::start_node(&self.demo, &config, listener).await;
+        self.nodes.push(node);
+    }
+
+    /// The whole key set (docs/multi-node.md): the roles file and every key file, 0600.
+    fn copy_key_set(source: &Path, data_dir: &Path) {
         std::fs::copy(
             source.join(sealkit::keyset::SET_FILE),
             data_dir.join(sealkit::keyset::SET_FILE),
@@ -371,18 +394,6 @@ impl MultiSite {
             std::fs::copy(entry.path(), &key).unwrap();
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let yaml = std::fs::read_to_string(&self.demo.config)
-            .unwrap()
-            .replace("dataDir: data\n", &format!("dataDir: data-{name}\n"))
-            .replace("directory: logs\n", &format!("directory: logs-{name}\n"))
-            .replace(
-                &format!("listen: {}\n", self.nodes[0].server.addr),
-                &format!("listen: {}\n", listener.local_addr().unwrap()),
-            );
-        let config = self.demo.dir.join(format!("authority-{name}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
-        let node = Self::start_node(&self.demo, &config, listener).await;
-        self.nodes.push(node);
     }
 
     async fn start_node(demo: &DemoSite, config: &Path, listener: TcpListener) -> Node {
@@ -457,6 +468,41 @@ fn access_token(reply: &Reply) -> String {
 // ---------------------------------------------------------------------------------------
 // Two nodes, one Redis
 // ---------------------------------------------------------------------------------------
+
+/// Two nodes with different key sets: `/ready` fails on the one whose set differs from
+/// the site's (the first node recorded it in Redis); after a rotation on A the site's set
+/// is A's new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_key_set_is_not_ready() {
+    let redis = RedisServer::start("key-sets").await;
+    let mut site = MultiSite::start(&redis, "key-sets").await;
+    let a_ready = site.nodes[0].ready().await;
+    assert_eq!(a_ready.status, 200, "{:?}", a_ready.body);
+    site.add_node_with(false).await;
+    let (a, b) = (&site.nodes[0], &site.nodes[1]);
+    let b_ready = b.ready().await;
+    let body = b_ready.json();
+    assert_eq!(b_ready.status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_ne!(body["keySet"], body["siteKeySet"], "{body}");
+    assert_eq!(body["siteKeySet"], a_ready.json()["keySet"]);
+    assert_eq!(a.ready().await.status, 200, "the first node stays ready");
+
+    // A rotation on A records A's new set as the site's: A stays ready, B still is not.
+    let operator = sealkit::telemetry::audit::Operator::current();
+    let set = a.server.authority.rotate_keys(&operator).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let body = a.ready().await.json();
+        if body["siteKeySet"] == set.fingerprint().as_str() {
+            assert_eq!(body["ready"], true, "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(b.ready().await.status, 503);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_replay_claims_nonces_and_revocations() {
@@ -576,13 +622,15 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     );
 
     // Everything sealkit wrote is in the site's namespace (the ACL user could not do
-    // otherwise), and everything but the marker and the size counters expires by itself.
+    // otherwise), and everything but the marker, the site's key set fingerprint and the
+    // size counters expires by itself.
     let keys = redis.scan("*");
     assert!(!keys.is_empty());
     let prefix = format!("sealkit:{}:", site.site);
     for key in &keys {
         assert!(key.starts_with(&prefix), "{key}");
         let durable = key == &format!("{prefix}meta:state")
+            || key == &format!("{prefix}meta:keyset")
             || key.starts_with(&format!("{prefix}meta:count:"));
         if !durable {
             assert!(redis.pttl(key) > 0, "{key} has no TTL");
