@@ -333,6 +333,8 @@ say "connected side: host TLS files and drill credentials"
 mkdir -p "$C/host-tls" "$C/drill"
 cp "$C/demo/tls/server.crt" "$C/demo/tls/server.key" "$C/host-tls/"
 chmod 0600 "$C/host-tls/server.key"
+# kit/authority.yaml checks client certificates against /etc/sealkit/tls/site-ca.crl.
+sk ca crl --dir "$C/demo/ca" --days 7 --out "$C/host-tls/site-ca.crl" >/dev/null
 declare -A drill_paths=(
     [SEALKIT_CA_FILE]=/etc/sealkit/site-ca.crt
     [SEALKIT_CONFIG]=$ROOT_CONFIG

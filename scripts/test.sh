@@ -19,8 +19,8 @@ apt_install() {
 need_cmd() { command -v "$1" >/dev/null 2>&1 || apt_install "${2:-$1}"; }
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || apt_install "$1"; }
 
-# Build and test dependencies (promtool comes with Debian's prometheus package, installed
-# by scripts/check-alerts.sh when missing).
+# Build and test dependencies. promtool (Debian package prometheus) runs the alert tests
+# and lints a live /metrics scrape in the test suite (it::monitoring).
 need_pkg pkg-config
 need_pkg libssl-dev
 need_cmd openssl
@@ -35,6 +35,7 @@ need_cmd minisign
 python3 -c 'import requests, cryptography' 2>/dev/null || apt_install python3-requests python3-cryptography
 need_cmd chromium
 need_cmd openssl
+need_cmd promtool prometheus
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 

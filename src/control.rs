@@ -37,6 +37,10 @@ pub enum ControlRequest {
     RevokeJti { jti: String },
     /// Revoke every live token of this client (an incident act; audited).
     RevokeClient { client_id: String },
+    /// Rotate the token signing keys (next → current → previous), at once.
+    KeysRotate,
+    /// Remove a previous signing key (`force`: even if tokens it signed may still live).
+    KeysRetire { kid: String, force: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

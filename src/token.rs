@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-const KEY_FILE: &str = "signing-key.pem";
+/// The signing key's file in the data directory.
+pub const KEY_FILE: &str = "signing-key.pem";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {

@@ -209,11 +209,19 @@ pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
             | BundleCommand::Recover(_)
     );
     if audited {
-        init_audit_logging();
+        crate::telemetry::init_audited_command_logging();
+        audit_beside(&command);
     } else {
         crate::telemetry::init_cli_logging();
     }
-    match dispatch(command) {
+    let root = audited.then(|| audit_root(&command)).flatten();
+    let outcome = dispatch(command);
+    if let Some(root) = root {
+        // A first `trust add` or import created the root, or installed the configuration
+        // that names the log directory: those files get this command's events too.
+        register_audit_files(&root);
+    }
+    match outcome {
         Ok(code) => Ok(code),
         Err(error) => match error.downcast::<BundleError>() {
             Ok(bundle_error) => {
@@ -225,17 +233,34 @@ pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Audit events (`authority.bundle.*`) as JSON lines on stderr (journald keeps them when
-/// run from the kit's scripts or a unit); `SEALKIT_LOG` overrides the `info` level.
-fn init_audit_logging() {
-    let _ = tracing_subscriber::fmt()
-        .event_format(crate::telemetry::json_lines::JsonLines)
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEALKIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+/// An audited command's events also go to `<root>/audit.log` and to the log directory of
+/// the authority the active generation configures (the one `sealkit.service` runs).
+fn audit_beside(command: &BundleCommand) {
+    if let Some(root) = audit_root(command) {
+        register_audit_files(&root);
+    }
+}
+
+fn audit_root(command: &BundleCommand) -> Option<PathBuf> {
+    let root = match command {
+        BundleCommand::Import(a) => &a.root.root,
+        BundleCommand::Rollback(a) => &a.root.root,
+        BundleCommand::Recover(a) => &a.root,
+        BundleCommand::Trust(
+            TrustCommand::Add { root, .. }
+            | TrustCommand::List { root }
+            | TrustCommand::Remove { root, .. },
+        ) => &root.root,
+        _ => return None,
+    };
+    Some(root.clone())
+}
+
+fn register_audit_files(root: &Path) {
+    if root.is_dir() {
+        crate::telemetry::audit::also_to(root);
+    }
+    let _ = crate::telemetry::audit::also_to_log_directory_of(&BundleRoot::new(root).config_path());
 }
 
 fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
@@ -438,9 +463,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
         }
         BundleCommand::Rollback(args) => {
             let root = BundleRoot::new(&args.root.root);
-            let operator = std::env::var("SUDO_USER")
-                .or_else(|_| std::env::var("USER"))
-                .ok();
+            let operator = Some(crate::telemetry::audit::Operator::current().label());
             let outcome = bundle::rollback(
                 &root,
                 &RollbackOptions {

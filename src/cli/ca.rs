@@ -10,6 +10,18 @@ use anyhow::Context as _;
 
 use crate::ca::{IssuedLeaf, KeyAlgorithm, LeafProfile, RevocationReason, SiteCa};
 
+/// `sealkit ca`: a subcommand and where its audit events also go.
+#[derive(Debug, clap::Args)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    command: CaCommand,
+    /// The configuration of the authority this CA serves (e.g.
+    /// /var/lib/sealkit/bundles/current/authority.yaml): audit events also go to its log
+    /// directory. They always go to <dir>/audit.log.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 /// Site certificate authority commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CaCommand {
@@ -171,12 +183,52 @@ pub struct ClientArgs {
     pub base: Option<String>,
 }
 
+/// Runs a `ca` subcommand with its audit trail: every act that changes the CA appends an
+/// `authority.ca.*` event (with the operator's uid) to `<dir>/audit.log` and, with
+/// `--config`, to the authority's log directory; a refused act appends `authority.ca.failed`.
+pub fn run_audited(args: CaArgs) -> anyhow::Result<()> {
+    use crate::telemetry::audit;
+    let (action, dir) = match &args.command {
+        CaCommand::Init { dir, .. } => ("init", dir),
+        CaCommand::Issue(IssueCommand::Server(a)) => ("issue-server", &a.dir),
+        CaCommand::Issue(IssueCommand::Client(a)) => ("issue-client", &a.dir),
+        CaCommand::SignCsr(a) => ("sign-csr", &a.dir),
+        CaCommand::Revoke { dir, .. } => ("revoke", dir),
+        CaCommand::Crl { dir, .. } => ("crl", dir),
+        CaCommand::Rotate { dir, .. } => ("rotate", dir),
+        CaCommand::List { .. } => return run(args.command),
+    };
+    let dir = dir.clone();
+    if let Some(config) = &args.config {
+        if audit::also_to_log_directory_of(config).is_none() {
+            eprintln!(
+                "sealkit: warning: no log directory found through {}; audit events go to {} only",
+                config.display(),
+                dir.join(audit::FILE_NAME).display()
+            );
+        }
+    }
+    if dir.is_dir() {
+        audit::also_to(&dir);
+    }
+    let outcome = run(args.command);
+    if let Err(error) = &outcome {
+        tracing::warn!(event = "authority.ca.failed", action, dir = %dir.display(), error = format!("{error:#}"));
+    }
+    // `ca init` creates its directory: its events reach the file once it exists.
+    if dir.is_dir() {
+        audit::also_to(&dir);
+    }
+    outcome
+}
+
 /// Runs a `ca` subcommand, printing what it wrote.
 pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
     match cmd {
         CaCommand::Init { dir, name, alg } => {
             let ca = SiteCa::init(&dir, &name, alg)
                 .with_context(|| format!("initialising a CA in {}", dir.display()))?;
+            tracing::info!(event = "authority.ca.initialised", dir = %dir.display(), name = %name, alg = %ca.algorithm(), intermediate_serial = %ca.intermediate_serial());
             println!(
                 "Initialised site CA {:?} ({}) in {}",
                 ca.name(),
@@ -236,6 +288,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             let ca = open(&dir)?;
             ca.revoke(&serial, reason)
                 .with_context(|| format!("revoking {serial}"))?;
+            tracing::info!(event = "authority.ca.revoked", dir = %dir.display(), serial = %serial, reason = %reason);
             println!("Revoked {serial} ({reason}).");
             println!(
                 "  publish it: sealkit ca crl --dir {} --out <file>, then install the file wherever CRLs are checked",
@@ -248,6 +301,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             let pem = ca.crl_pem(days).context("signing the CRLs")?;
             write_public_file(&out, &pem)?;
             let count = pem.matches("-----BEGIN X509 CRL-----").count();
+            tracing::info!(event = "authority.ca.crlWritten", dir = %dir.display(), out = %out.display(), crls = count, next_update_days = days);
             println!(
                 "Wrote {count} CRL(s) (one per issuing intermediate, then the root's) to {}",
                 out.display()
@@ -261,6 +315,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 None => SiteCa::rotate(&dir),
             }
             .with_context(|| format!("rotating the intermediate in {}", dir.display()))?;
+            tracing::info!(event = "authority.ca.rotated", dir = %dir.display(), intermediate_serial = %ca.intermediate_serial(), revoke_old = %revoke_old.map(|r| r.to_string()).unwrap_or_default());
             println!(
                 "New issuing intermediate {} valid until {}",
                 ca.intermediate_serial(),
@@ -422,6 +477,7 @@ fn report(
             leaf.serial_hex
         )
     })?;
+    tracing::info!(event = "authority.ca.issued", kind, serial = %leaf.serial_hex, not_after = %leaf.not_after_rfc3339(), certificate = %crt.display());
     println!("Issued {kind} certificate serial {}", leaf.serial_hex);
     println!("  valid until:            {}", leaf.not_after_rfc3339());
     println!("  chain (leaf + issuing): {}", crt.display());

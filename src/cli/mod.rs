@@ -12,6 +12,7 @@ mod demo;
 mod drill;
 mod generate;
 mod guard;
+mod keys;
 mod kit;
 mod reload;
 mod secret;
@@ -105,11 +106,12 @@ enum Command {
     #[command(subcommand)]
     Secret(secret::SecretCommand),
     /// The site's certificate authority (server and client certificates)
-    #[command(subcommand)]
-    Ca(ca::CaCommand),
+    Ca(ca::CaArgs),
     /// Signed configuration bundles: keygen, pack, sign, verify, import, status, rollback
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// The token signing key set: status, rotate, retire (docs/multi-node.md)
+    Keys(keys::KeysArgs),
     /// The offline kit: build it (connected side), verify and unpack it (sealed host)
     #[command(subcommand)]
     Kit(kit::KitCommand),
@@ -147,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::User(cmd) => user::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Kit(cmd) => kit::run(cmd),
+        Command::Keys(args) => keys::run(args),
         Command::Drill(cmd) => drill::run(cmd),
         Command::Reload(target) => reload::run(target),
         Command::Bench(args) => bench::run(args),
@@ -157,7 +160,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Man(args) => generate::man(args),
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
-            ca::run(cmd).map(|()| ExitCode::SUCCESS)
+            ca::run_audited(cmd).map(|()| ExitCode::SUCCESS)
         }
     };
     match outcome {

@@ -17,6 +17,8 @@ mod lenient;
 pub mod paths;
 pub mod people;
 pub mod schema;
+#[cfg(test)]
+mod schema_doc;
 pub mod settings;
 mod validate;
 

@@ -348,6 +348,7 @@ impl Core {
         tracing::info!(
             event = events::TOKEN_ISSUED,
             tenant = %client.tenant, client = %client.id, token_type,
+            jti = %claims.jti,
             cnf_jkt = cnf.jkt.as_deref().unwrap_or(""),
             cnf_x5t = cnf.x5t_s256.as_deref().unwrap_or(""),
             exp = claims.exp,

@@ -21,11 +21,11 @@ pub mod incident;
 pub mod issue;
 
 use crate::clock::Clock;
+use crate::keyset::KeyRing;
 use crate::policy::Bypass;
 use crate::store::{PreviousShutdown, SenderStore, StoreError};
 use crate::telemetry::events;
 use crate::telemetry::metrics::Metrics;
-use crate::token::SigningKey;
 use gate::{Gate, GateTelemetry};
 use std::sync::Arc;
 
@@ -65,7 +65,8 @@ pub enum Denied {
 /// The authority's core: its gate, signing key, bypass state, metrics and clock.
 pub struct Core {
     pub gate: Gate,
-    pub signing_key: SigningKey,
+    /// The token signing key set (current signs; current, previous and next verify).
+    pub signing_key: KeyRing,
     pub bypass: Bypass,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
@@ -76,7 +77,7 @@ impl Core {
     /// run the restart fence goes up for one replay window.
     pub async fn start(
         settings: &crate::config::Settings,
-        signing_key: SigningKey,
+        signing_key: KeyRing,
         store: Arc<dyn SenderStore>,
         metrics: Arc<Metrics>,
         clock: Clock,

@@ -6,10 +6,10 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::core::Core;
 use crate::dpop::EndpointUrl;
+use crate::keyset::KeyRing;
 use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::Metrics;
-use crate::token::SigningKey;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Authority {
     pub async fn start(
         snapshot: Snapshot,
         config_path: Option<std::path::PathBuf>,
-        signing_key: SigningKey,
+        signing_key: KeyRing,
         store: Arc<dyn SenderStore>,
         metrics: Arc<Metrics>,
         clock: Clock,
@@ -105,6 +105,7 @@ impl Authority {
             people,
         };
         authority.refresh_bypass_gauge();
+        authority.refresh_expiry_gauges();
         Ok(authority)
     }
 
@@ -152,6 +153,7 @@ impl Authority {
         );
         self.config.store(Arc::new(snapshot));
         self.refresh_bypass_gauge();
+        self.refresh_expiry_gauges();
         tracing::info!(
             event = events::CONFIG_RELOADED,
             clients = settings.clients.len(),
@@ -168,6 +170,89 @@ impl Authority {
     /// The active bypass window, if one is on and not expired.
     pub fn active_bypass(&self) -> Option<crate::config::BypassWindow> {
         self.core.bypass.active(self.core.clock.now())
+    }
+
+    /// Sets the `…_timestamp_seconds` gauges (certificate, CRL, bundle, signing key) from
+    /// the files the running configuration names.
+    pub fn refresh_expiry_gauges(&self) {
+        crate::monitoring::refresh_expiry(
+            &self.core.metrics,
+            &self.current().settings,
+            self.config_path.as_deref(),
+        );
+    }
+
+    /// Rotates the signing keys at once (next → current → previous, a new next), keeping
+    /// the old current key for the longest a token it signed can live. Audited
+    /// (`authority.keys.rotated`).
+    pub fn rotate_keys(
+        &self,
+        operator: &crate::telemetry::audit::Operator,
+    ) -> Result<crate::keyset::SetFile, crate::keyset::KeySetError> {
+        let settings = self.current().settings.clone();
+        let keep_for =
+            settings.token_lifetime.as_secs() as i64 + settings.dpop.clock_skew.as_secs() as i64;
+        let now = self.core.clock.now();
+        let outcome = self.core.signing_key.rotate(now, keep_for);
+        match &outcome {
+            Ok(set) => tracing::warn!(
+                event = "authority.keys.rotated",
+                current = %set.current.kid,
+                next = %set.next.kid,
+                previous = %set.previous.last().map(|p| p.kid.as_str()).unwrap_or(""),
+                retire_after = set.previous.last().and_then(|p| p.retire_after).unwrap_or(0),
+                fingerprint = %set.fingerprint(),
+                operator = %operator.label(),
+                operator_uid = operator.uid,
+            ),
+            Err(e) => {
+                tracing::warn!(event = "authority.keys.refused", action = "rotate", error = %e, operator = %operator.label(), operator_uid = operator.uid)
+            }
+        }
+        self.refresh_expiry_gauges();
+        if let Ok(set) = &outcome {
+            self.publish_key_set(set.fingerprint());
+        }
+        outcome
+    }
+
+    /// Records a new key set as the site's in a shared store (multi-node sites), in the
+    /// background: the other nodes report not ready until they hold it.
+    fn publish_key_set(&self, fingerprint: String) {
+        let store = self.core.store().clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.key_set(&fingerprint, true).await {
+                    tracing::warn!(event = "authority.keys.refused", action = "publish", error = %e);
+                }
+            });
+        }
+    }
+
+    /// Removes a previous signing key (see [`crate::keyset::KeyRing::retire`]). Audited
+    /// (`authority.keys.retired`).
+    pub fn retire_key(
+        &self,
+        kid: &str,
+        force: bool,
+        operator: &crate::telemetry::audit::Operator,
+    ) -> Result<crate::keyset::SetFile, crate::keyset::KeySetError> {
+        let outcome = self
+            .core
+            .signing_key
+            .retire(kid, self.core.clock.now(), force);
+        if let Ok(set) = &outcome {
+            self.publish_key_set(set.fingerprint());
+        }
+        match &outcome {
+            Ok(set) => {
+                tracing::warn!(event = "authority.keys.retired", kid = %kid, forced = force, fingerprint = %set.fingerprint(), operator = %operator.label(), operator_uid = operator.uid)
+            }
+            Err(e) => {
+                tracing::warn!(event = "authority.keys.refused", action = "retire", kid = %kid, error = %e, operator = %operator.label(), operator_uid = operator.uid)
+            }
+        }
+        outcome
     }
 
     /// Sets `authority_dpop_bypass_active` from the bypass state.

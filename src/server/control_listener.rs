@@ -96,7 +96,7 @@ async fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> Con
     tracing::info!(event = events::CONTROL, request = ?request, peer_uid = uid);
     match request {
         ControlRequest::BypassOn { seconds, reason } => {
-            let operator = format!("uid:{uid}");
+            let operator = crate::telemetry::audit::Operator::of_uid(uid).label();
             let now = authority.core.clock.now();
             match authority
                 .core
@@ -115,7 +115,7 @@ async fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> Con
             }
         }
         ControlRequest::BypassOff => {
-            let operator = format!("uid:{uid}");
+            let operator = crate::telemetry::audit::Operator::of_uid(uid).label();
             authority
                 .core
                 .bypass
@@ -156,6 +156,37 @@ async fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> Con
             message: "ok".into(),
             status: status(authority),
         },
+        ControlRequest::KeysRotate => {
+            let operator = crate::telemetry::audit::Operator::of_uid(uid);
+            keys_answer(authority, authority.rotate_keys(&operator), "rotated")
+        }
+        ControlRequest::KeysRetire { kid, force } => {
+            let operator = crate::telemetry::audit::Operator::of_uid(uid);
+            keys_answer(
+                authority,
+                authority.retire_key(&kid, force, &operator),
+                "retired",
+            )
+        }
+    }
+}
+
+fn keys_answer(
+    authority: &Authority,
+    outcome: Result<crate::keyset::SetFile, crate::keyset::KeySetError>,
+    what: &str,
+) -> ControlResponse {
+    match outcome {
+        Ok(set) => ControlResponse {
+            ok: true,
+            message: format!("signing keys {what}; current {}", set.current.kid),
+            status: json!({
+                "keys": set,
+                "fingerprint": set.fingerprint(),
+                "jwks": authority.core.signing_key.jwks(),
+            }),
+        },
+        Err(e) => refuse(&format!("signing keys unchanged: {e}")),
     }
 }
 

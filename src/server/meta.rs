@@ -89,8 +89,12 @@ pub fn discovery(authority: &Authority) -> Response {
     public_json(authority.current().discovery.clone())
 }
 
+/// `/jwks`: the key set as it is now (a rotation shows at once).
 pub fn jwks(authority: &Authority) -> Response {
-    public_json(authority.jwks.clone())
+    let keys = authority.core.signing_key.jwks();
+    public_json(bytes::Bytes::from(
+        serde_json::to_vec(&keys).unwrap_or_default(),
+    ))
 }
 
 pub fn health() -> Response {
@@ -116,11 +120,24 @@ pub async fn ready(authority: &Authority) -> Response {
             "reason": health.reason,
         }),
     };
+    // Multi-node sites: a node whose key set differs from the site's is not ready (its
+    // tokens would not verify on the others, nor theirs on it).
+    let key_set = authority.core.signing_key.set().fingerprint();
+    let site_key_set = authority
+        .store()
+        .key_set(&key_set, false)
+        .await
+        .ok()
+        .flatten();
+    let key_set_ok = site_key_set.as_deref().map_or(true, |s| s == key_set);
+    let ready = store.is_ok() && key_set_ok;
     let body = json!({
-        "ready": store.is_ok(),
+        "ready": ready,
         "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
         "storeOutage": outage,
         "signingKey": authority.core.signing_key.kid(),
+        "keySet": key_set,
+        "siteKeySet": site_key_set,
         "config": "valid",
         "restartFence": authority.fence_active(),
         "bypass": match &bypass {
@@ -128,7 +145,7 @@ pub async fn ready(authority: &Authority) -> Response {
             None => json!({"active": false}),
         },
     });
-    let status = if store.is_ok() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -136,10 +153,15 @@ pub async fn ready(authority: &Authority) -> Response {
     json_response(status, &body)
 }
 
-pub fn metrics(authority: &Authority) -> Response {
+/// `/metrics` in the format the `Accept` header asks for ([`crate::monitoring::Format`]).
+pub fn metrics(authority: &Authority, headers: &http::HeaderMap) -> Response {
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = crate::monitoring::Format::negotiate(accept);
     text(
         StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        authority.metrics().render(),
+        format.content_type(),
+        crate::monitoring::render(authority.metrics(), format),
     )
 }

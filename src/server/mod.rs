@@ -26,7 +26,6 @@ use crate::core::certificate::{CertificateSources, RequestCertificate};
 use crate::store::SenderStore;
 use crate::telemetry::events;
 use crate::telemetry::metrics::{EndpointLabel, KindLabel, Metrics};
-use crate::token::SigningKey;
 use authority::Authority;
 use authority::Snapshot;
 use bytes::Bytes;
@@ -50,6 +49,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    #[error(transparent)]
+    KeySet(#[from] crate::keyset::KeySetError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -146,7 +147,8 @@ pub async fn start(
     })?;
     let snapshot = authority::Snapshot::build(settings)?;
     let settings = snapshot.settings.clone();
-    let signing_key = SigningKey::load_or_create(&settings.data_dir)?;
+    let signing_key =
+        crate::keyset::KeyRing::load_or_create(&settings.data_dir, options.clock.now())?;
     let store: Arc<dyn SenderStore> = crate::store::open_store(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     let authority = Arc::new(
@@ -188,7 +190,7 @@ pub async fn start(
                     let authority = authority.clone();
                     async move {
                         if request.uri().path() == "/metrics" {
-                            meta::metrics(&authority)
+                            meta::metrics(&authority, request.headers())
                         } else {
                             OAuthError::NotFound.into_response()
                         }
@@ -509,7 +511,7 @@ async fn dispatch(
         "/health" => ("health", Ok(meta::health())),
         "/ready" => ("ready", Ok(meta::ready(authority).await)),
         "/metrics" if authority.current().settings.metrics_listen.is_none() => {
-            ("metrics", Ok(meta::metrics(authority)))
+            ("metrics", Ok(meta::metrics(authority, &parts.headers)))
         }
         _ => ("other", Err(OAuthError::NotFound)),
     };

@@ -73,23 +73,39 @@ fn invalid_client(basic: bool) -> OAuthError {
     }
 }
 
-/// Logs why a client authentication failed (never the credential) and returns the one
-/// answer every failure gets.
+/// Logs why a client authentication failed (never the credential), counts it in
+/// `authority_client_auth_failures_total{reason}` (reasons are this file's fixed strings,
+/// never the presented client id) and returns the one answer every failure gets.
 fn failed(
+    metrics: &Metrics,
     connection: &ConnectionContext,
     client_id: Option<&str>,
     method: &'static str,
     reason: &'static str,
     basic: bool,
 ) -> OAuthError {
+    metrics
+        .client_auth_failures
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
     tracing::info!(
         event = crate::telemetry::events::CLIENT_AUTH_FAILED,
-        client = client_id.unwrap_or(""),
+        client = client_id.map(bounded).unwrap_or(""),
         method,
         reason,
         peer = %connection.peer,
     );
     invalid_client(basic)
+}
+
+/// At most 128 bytes of a presented client id (it is the caller's text), cut at a character
+/// boundary.
+fn bounded(id: &str) -> &str {
+    let mut end = id.len().min(128);
+    while !id.is_char_boundary(end) {
+        end -= 1;
+    }
+    &id[..end]
 }
 
 /// Authenticates the calling client. Exactly one method may be used: a secret (Basic or in
@@ -115,6 +131,7 @@ pub fn authenticate_client(
             }
             let malformed = || {
                 failed(
+                    metrics,
                     connection,
                     None,
                     "client_secret_basic",
@@ -152,6 +169,7 @@ pub fn authenticate_client(
         None => {
             let id = form.get("client_id").ok_or_else(|| {
                 failed(
+                    metrics,
                     connection,
                     None,
                     "client_secret_post",
@@ -161,6 +179,7 @@ pub fn authenticate_client(
             })?;
             let secret = form.get("client_secret").ok_or_else(|| {
                 failed(
+                    metrics,
                     connection,
                     Some(id),
                     "client_secret_post",
@@ -194,6 +213,7 @@ pub fn authenticate_client(
     match client {
         Some(client) if matched => Ok((client.clone(), method)),
         Some(client) if matches!(client.auth, ClientAuth::Secret(_)) => Err(failed(
+            metrics,
             connection,
             Some(&client_id),
             method_name,
@@ -201,6 +221,7 @@ pub fn authenticate_client(
             basic,
         )),
         Some(_) => Err(failed(
+            metrics,
             connection,
             Some(&client_id),
             method_name,
@@ -208,6 +229,7 @@ pub fn authenticate_client(
             basic,
         )),
         None => Err(failed(
+            metrics,
             connection,
             Some(&client_id),
             method_name,
@@ -229,10 +251,18 @@ fn authenticate_by_certificate(
 ) -> Result<(Arc<ClientSettings>, AuthMethod), OAuthError> {
     const METHOD: &str = "tls_client_auth";
     let Some(id) = form.get("client_id") else {
-        return Err(failed(connection, None, METHOD, "no-credentials", false));
+        return Err(failed(
+            metrics,
+            connection,
+            None,
+            METHOD,
+            "no-credentials",
+            false,
+        ));
     };
     let Some(client) = settings.clients.get(id) else {
         return Err(failed(
+            metrics,
             connection,
             Some(id),
             METHOD,
@@ -247,6 +277,7 @@ fn authenticate_by_certificate(
     }
     let ClientAuth::Certificate(identity) = &client.auth else {
         return Err(failed(
+            metrics,
             connection,
             Some(id),
             METHOD,
@@ -260,6 +291,7 @@ fn authenticate_by_certificate(
         }
         RequestCertificate::Present(_) => {
             return Err(failed(
+                metrics,
                 connection,
                 Some(id),
                 METHOD,
@@ -274,5 +306,5 @@ fn authenticate_by_certificate(
         .mtls_mismatch
         .get_or_create(&ReasonLabel { reason })
         .inc();
-    Err(failed(connection, Some(id), METHOD, reason, false))
+    Err(failed(metrics, connection, Some(id), METHOD, reason, false))
 }

@@ -35,7 +35,15 @@ pub async fn handle(
             | "refresh_token"
             | "authorization_code"),
         ) => return super::user_grants::token(authority, connection, headers, &form, grant).await,
-        Some(_) => return Err(OAuthError::UnsupportedGrantType),
+        Some(other) => {
+            return Err(refused(
+                authority,
+                connection,
+                OAuthError::UnsupportedGrantType,
+                other,
+                None,
+            ))
+        }
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
     }
     let certificate = super::request_certificate(&snapshot, connection, headers);
@@ -75,7 +83,14 @@ pub async fn handle(
                 user: None,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| match OAuthError::from(e) {
+            e @ OAuthError::InvalidScope(_) => {
+                let grant = form.get("grant_type").unwrap_or("");
+                refused(authority, connection, e, grant, Some(&client.id))
+            }
+            other => other,
+        })?;
     let body = serde_json::to_vec(&TokenResponse {
         access_token: &issued.access_token,
         token_type: issued.token_type,
@@ -94,4 +109,43 @@ pub async fn handle(
         response.headers_mut().insert("dpop-nonce", nonce);
     }
     Ok(response)
+}
+
+/// Logs (`authority.token.refused`) and counts (`authority_token_requests_refused_total`)
+/// a refusal worth auditing: `unsupported_grant_type`, `invalid_scope`.
+fn refused(
+    authority: &Authority,
+    connection: &ConnectionContext,
+    error: OAuthError,
+    grant_type: &str,
+    client: Option<&str>,
+) -> OAuthError {
+    let code: &'static str = match &error {
+        OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+        OAuthError::InvalidScope(_) => "invalid_scope",
+        _ => return error,
+    };
+    authority
+        .metrics()
+        .token_requests_refused
+        .get_or_create(&crate::telemetry::metrics::ErrorLabel { error: code })
+        .inc();
+    // The grant type is the caller's text: at most 64 characters of it.
+    let grant_type: String = grant_type.chars().take(64).collect();
+    tracing::info!(
+        event = crate::telemetry::events::REQUEST_REFUSED,
+        error = code,
+        grant_type = %grant_type,
+        client = client.unwrap_or(""),
+        peer = %connection.peer,
+        detail = %error_detail(&error),
+    );
+    error
+}
+
+fn error_detail(error: &OAuthError) -> &str {
+    match error {
+        OAuthError::InvalidScope(d) => d,
+        _ => "",
+    }
 }

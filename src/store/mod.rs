@@ -171,6 +171,14 @@ pub trait SenderStore: Send + Sync {
     fn health(&self) -> StoreHealth {
         StoreHealth::available()
     }
+    /// The signing key set fingerprint every node of the site must have (multi-node
+    /// sites, docs/multi-node.md): recorded by the first node that asks (`publish` false)
+    /// or replaced by a rotation (`publish` true); returns the recorded one. A store no
+    /// other node shares (sled) records nothing and returns `None`.
+    async fn key_set(&self, mine: &str, publish: bool) -> Result<Option<String>, StoreError> {
+        let _ = (mine, publish);
+        Ok(None)
+    }
 }
 
 /// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one

@@ -935,6 +935,21 @@ impl SenderStore for RedisStore {
     fn health(&self) -> StoreHealth {
         self.health.snapshot()
     }
+
+    async fn key_set(&self, mine: &str, publish: bool) -> Result<Option<String>, StoreError> {
+        let key = format!("{}meta:keyset", self.keys.prefix);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(mine);
+        if !publish {
+            pipe.arg("NX");
+        }
+        pipe.ignore().cmd("GET").arg(&key);
+        let mut conn = self.conn.clone();
+        let (recorded,): (Option<String>,) = self
+            .call("key-set", async move { pipe.query_async(&mut conn).await })
+            .await?;
+        Ok(recorded)
+    }
 }
 
 #[cfg(test)]

@@ -25,19 +25,31 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let metadata = event.metadata();
-        let mut line = String::with_capacity(384);
-        line.push_str("{\"timestamp\":\"");
-        push_timestamp(&mut line, time::OffsetDateTime::now_utc());
-        line.push_str("\",\"level\":\"");
-        line.push_str(metadata.level().as_str());
-        line.push('"');
-        event.record(&mut Fields { line: &mut line });
-        line.push_str(",\"target\":");
-        push_string(&mut line, metadata.target());
-        line.push_str("}\n");
-        writer.write_str(&line)
+        writer.write_str(&line(event, &[]))
     }
+}
+
+/// One event as a JSON line (with its `\n`); `extra` fields (name, JSON text of the value)
+/// follow the event's own (the audit stream adds the operator this way).
+pub(crate) fn line(event: &Event<'_>, extra: &[(&str, String)]) -> String {
+    let metadata = event.metadata();
+    let mut line = String::with_capacity(384);
+    line.push_str("{\"timestamp\":\"");
+    push_timestamp(&mut line, time::OffsetDateTime::now_utc());
+    line.push_str("\",\"level\":\"");
+    line.push_str(metadata.level().as_str());
+    line.push('"');
+    event.record(&mut Fields { line: &mut line });
+    for (name, value) in extra {
+        line.push(',');
+        push_string(&mut line, name);
+        line.push(':');
+        line.push_str(value);
+    }
+    line.push_str(",\"target\":");
+    push_string(&mut line, metadata.target());
+    line.push_str("}\n");
+    line
 }
 
 /// RFC 3339 in UTC with microseconds, as `2026-11-28T17:23:18.551990Z`.

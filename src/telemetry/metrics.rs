@@ -46,6 +46,30 @@ pub const MTLS_REASONS: [&str; 3] = [
     "thumbprint-mismatch",
 ];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub error: &'static str,
+}
+
+/// Reasons of `authority_client_auth_failures_total` (a fixed set: the presented client id
+/// is never a label, so unknown ids cannot grow the series).
+pub const CLIENT_AUTH_REASONS: [&str; 11] = [
+    "malformed-header",
+    "no-client-id",
+    "no-secret",
+    "no-credentials",
+    "wrong-secret",
+    "unknown-client",
+    "client-authenticates-with-certificate",
+    "client-authenticates-with-secret",
+    "certificate-does-not-authenticate-client",
+    "missing-certificate",
+    "context-missing",
+];
+
+/// Errors of `authority_token_requests_refused_total`.
+pub const REFUSED_ERRORS: [&str; 2] = ["unsupported_grant_type", "invalid_scope"];
+
 pub fn latency_histogram() -> Histogram {
     // 50 µs .. ~1.6 s
     Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -67,6 +91,12 @@ pub struct Metrics {
     pub store_claims_lost: Counter,
     pub store_reopened: Counter,
     pub bypass_active: Gauge,
+    pub client_auth_failures: Family<ReasonLabel, Counter>,
+    pub token_requests_refused: Family<ErrorLabel, Counter>,
+    pub tls_certificate_not_after: Gauge,
+    pub client_crl_next_update: Gauge,
+    pub bundle_expires: Gauge,
+    pub signing_key_created: Gauge,
     /// Sign-in attempts by result (success, failure, locked, rate-limited).
     pub logins: Family<ResultLabel, Counter>,
     /// Refresh tokens used a second time (each revoked its family).
@@ -107,6 +137,12 @@ impl Metrics {
             logins: Family::default(),
             refresh_reuse: Counter::default(),
             user_grants: Family::default(),
+            client_auth_failures: Family::default(),
+            token_requests_refused: Family::default(),
+            tls_certificate_not_after: Gauge::default(),
+            client_crl_next_update: Gauge::default(),
+            bundle_expires: Gauge::default(),
+            signing_key_created: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -196,6 +232,46 @@ impl Metrics {
         );
         for result in ["success", "failure", "locked", "rate-limited"] {
             let _ = metrics.logins.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "authority_client_auth_failures",
+            "Failed client authentications at the token, introspection and revocation endpoints, by reason (wrong-secret, unknown-client, certificate-does-not-authenticate-client, ...)",
+            metrics.client_auth_failures.clone(),
+        );
+        registry.register(
+            "authority_token_requests_refused",
+            "Token requests refused as unsupported_grant_type or invalid_scope, by error",
+            metrics.token_requests_refused.clone(),
+        );
+        registry.register(
+            "authority_tls_certificate_not_after_timestamp_seconds",
+            "When the server certificate chain (its earliest notAfter) expires, in Unix seconds; 0 if unreadable",
+            metrics.tls_certificate_not_after.clone(),
+        );
+        registry.register(
+            "authority_client_crl_next_update_timestamp_seconds",
+            "The earliest nextUpdate of the client CRLs (tls.clientCrl), in Unix seconds; 0 when no CRL is configured. After it every client certificate is refused",
+            metrics.client_crl_next_update.clone(),
+        );
+        registry.register(
+            "authority_bundle_expires_timestamp_seconds",
+            "When the active configuration bundle expires, in Unix seconds; 0 when the configuration is not from a bundle",
+            metrics.bundle_expires.clone(),
+        );
+        registry.register(
+            "authority_signing_key_created_timestamp_seconds",
+            "When the token signing key in use was created, in Unix seconds",
+            metrics.signing_key_created.clone(),
+        );
+        for reason in CLIENT_AUTH_REASONS {
+            let _ = metrics
+                .client_auth_failures
+                .get_or_create(&ReasonLabel { reason });
+        }
+        for error in REFUSED_ERRORS {
+            let _ = metrics
+                .token_requests_refused
+                .get_or_create(&ErrorLabel { error });
         }
         // Make the mismatch and result series visible at zero before the first event, so
         // alert expressions and rate() see them from the start.

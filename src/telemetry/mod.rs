@@ -5,6 +5,7 @@
 //! …) so operators can alert on them; the list lives in `events`. Nothing here ever logs a
 //! secret, a token or a proof: callers pass thumbprints and identifiers only.
 
+pub mod audit;
 pub(crate) mod json_lines;
 pub mod metrics;
 
@@ -54,6 +55,9 @@ pub mod events {
     pub const REFRESH_REUSE: &str = "authority.refresh.reuse";
     /// An operator revoked tokens on the control socket (by `jti`, or all of a client's).
     pub const TOKENS_REVOKED_BY_OPERATOR: &str = "authority.token.revokedByOperator";
+    /// A token request refused before any client was authenticated for a reason worth
+    /// auditing (`unsupported_grant_type`, `invalid_scope`): field `error`.
+    pub const REQUEST_REFUSED: &str = "authority.token.refused";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,7 @@ pub enum TelemetryError {
 /// Keeps the non-blocking log writer alive; dropping it flushes what is buffered.
 pub struct LogGuard {
     _file: WorkerGuard,
+    _audit: WorkerGuard,
 }
 
 /// Installs the global subscriber: JSON lines to the rolling file and (optionally) stderr.
@@ -102,20 +107,51 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
             .with_writer(std::io::stderr)
             .with_filter(filter())
     });
+    let (audit_layer, audit_guard) =
+        audit::AuditLayer::writer(&settings.directory).map_err(|e| {
+            TelemetryError::LogDirectory {
+                dir: settings.directory.display().to_string(),
+                message: format!("{e}: {}", e.source),
+            }
+        })?;
     tracing_subscriber::registry()
         .with(file_layer)
         .with(stderr_layer)
+        .with(audit_layer)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInitialised)?;
-    Ok(LogGuard { _file: guard })
+    Ok(LogGuard {
+        _file: guard,
+        _audit: audit_guard,
+    })
 }
 
-/// Plain stderr logging for commands other than `serve` (warnings and errors only).
+/// Plain stderr logging for commands other than `serve` (warnings and errors only), and the
+/// audit stream: audit events go to the files the command registered with
+/// [`audit::also_to`], whatever the stderr level.
 pub fn init_cli_logging() {
-    let _ = tracing_subscriber::fmt()
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_env_filter(
+        .with_filter(
             EnvFilter::try_from_env("SEALKIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
+        );
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit::AuditLayer::command())
+        .try_init();
+}
+
+/// Logging for audited commands (`bundle import`, …): their events as JSON lines on stderr
+/// at `info` (`SEALKIT_LOG` overrides), and the audit stream as [`init_cli_logging`].
+pub fn init_audited_command_logging() {
+    let stderr = tracing_subscriber::fmt::layer()
+        .event_format(json_lines::JsonLines)
+        .with_writer(std::io::stderr)
+        .with_filter(
+            EnvFilter::try_from_env("SEALKIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit::AuditLayer::command())
         .try_init();
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output};
 
 use crate::harness::BIN;
 
-fn sealkit(args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn sealkit(args: &[&str], cwd: &Path) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(cwd)
@@ -15,7 +15,7 @@ fn sealkit(args: &[&str], cwd: &Path) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> Output {
+pub(crate) fn ok(out: Output) -> Output {
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -26,7 +26,11 @@ fn ok(out: Output) -> Output {
 }
 
 /// A bundle source directory: the demo's authority.yaml with host paths made absolute.
-fn write_source(site: &sealkit::demo::DemoSite, dir: &Path, extra_client: Option<(&str, &str)>) {
+pub(crate) fn write_source(
+    site: &sealkit::demo::DemoSite,
+    dir: &Path,
+    extra_client: Option<(&str, &str)>,
+) {
     std::fs::create_dir_all(dir).unwrap();
     let d = site.dir.display().to_string();
     let mut yaml = std::fs::read_to_string(&site.config)
@@ -47,7 +51,7 @@ fn write_source(site: &sealkit::demo::DemoSite, dir: &Path, extra_client: Option
     std::fs::write(dir.join("authority.yaml"), yaml).unwrap();
 }
 
-fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
+pub(crate) fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
     let file = format!("site-v{version}.bundle.tar.zst");
     ok(sealkit(
         &[
@@ -73,7 +77,7 @@ fn pack_and_sign(work: &Path, source: &str, version: &str) -> String {
 }
 
 /// `signing.key`/`signing.pub` in `work` (unencrypted), the public key pinned in `root`.
-fn signing_key_pinned(work: &Path, root: &str) {
+pub(crate) fn signing_key_pinned(work: &Path, root: &str) {
     ok(sealkit(
         &[
             "bundle",
@@ -104,7 +108,9 @@ fn tree_digest(dir: &Path) -> Vec<(String, Vec<u8>)> {
             let path = entry.path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             let name = path.strip_prefix(dir).unwrap().display().to_string();
-            if name == "lock" {
+            // The lock file, and the audit file a refusal appends to (by design: the
+            // refusal is an audit event), are not the bundle state.
+            if name == "lock" || name == "audit.log" {
                 continue;
             }
             if meta.is_dir() {

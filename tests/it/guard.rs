@@ -20,10 +20,16 @@ pub struct GuardSite {
 
 impl GuardSite {
     pub async fn start() -> GuardSite {
+        GuardSite::start_with(|_| {}).await
+    }
+
+    /// [`start`](Self::start) with the guard's settings edited first.
+    pub async fn start_with(edit: impl FnOnce(&mut GuardSettings)) -> GuardSite {
         let mut site = Site::start().await;
         let echo = sealkit::guard::echo::bind_unix(&site.demo.dir.join("echo.sock")).unwrap();
         let echo = tokio::spawn(sealkit::guard::echo::serve_unix(echo));
-        let settings = GuardSettings::load(&site.demo.guard_config).unwrap();
+        let mut settings = GuardSettings::load(&site.demo.guard_config).unwrap();
+        edit(&mut settings);
         let listener = site.guard_listener.take().unwrap();
         let guard = sealkit::guard::start(
             settings,
@@ -415,7 +421,8 @@ async fn the_guard_keeps_verifying_from_cached_keys_when_the_authority_is_down()
     let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
     assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
     let ready: Value = conn.get("/ready").await.unwrap().json();
-    assert_eq!(ready["signingKeys"], 1, "{ready}");
+    // The authority's current and next keys (keyset: next is published ahead of use).
+    assert_eq!(ready["signingKeys"], 2, "{ready}");
     // A token with a flipped signature byte is still refused.
     let mut forged = token.clone().into_bytes();
     let last = forged.len() - 2;
@@ -660,4 +667,50 @@ async fn introspected_routes_see_revocations_and_fail_closed() {
         1.0
     );
     guard.shutdown().await.unwrap();
+}
+
+/// The guard follows a rotation of the authority's signing keys: after two rotations the
+/// signing key is one the guard never saw (it was made at the first rotation); the first
+/// token under it makes the guard refetch `/jwks` and it is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_follows_a_signing_key_rotation() {
+    // No wait between the start's fetch and the refetch (a test must not sleep through
+    // keys.minRefetch).
+    let g = GuardSite::start_with(|s| s.keys.min_refetch = std::time::Duration::ZERO).await;
+    let url = g.resource_url();
+    let key = ProofKey::es256().unwrap();
+    let mut conn = g.target.connect().await.unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &url, &token, &proof)
+            .await
+            .status,
+        200
+    );
+
+    let operator = sealkit::telemetry::audit::Operator::current();
+    let authority = &g.site.server.authority;
+    authority.rotate_keys(&operator).unwrap();
+    let set = authority.rotate_keys(&operator).unwrap();
+    let rotated = g.dpop_token(&key, None).await;
+    use base64::Engine as _;
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(rotated.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], set.current.kid.as_str());
+    let proof = key.proof("GET", &url, None, Some(&rotated)).unwrap();
+    let reply = call_dpop(&mut conn, "GET", &url, &rotated, &proof).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.body, challenge(&reply));
+    // The token of the first key still verifies at the guard (it is a previous key now).
+    let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+    assert_eq!(
+        call_dpop(&mut conn, "GET", &url, &token, &proof)
+            .await
+            .status,
+        200
+    );
 }

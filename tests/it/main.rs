@@ -2,12 +2,15 @@
 //! whole crate). Every test starts a real authority over real TLS on a free loopback port,
 //! with certificates from sealkit's own CA and a real sled store on disk.
 
+mod audit;
 mod bundle;
 mod core;
 mod durability;
 mod guard;
 mod harness;
+mod keys;
 mod lifecycle;
+mod monitoring;
 mod mtls;
 mod operator;
 mod people;

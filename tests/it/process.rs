@@ -120,10 +120,17 @@ async fn replay_leaves_an_audit_entry_and_logs_carry_no_secret() {
         ("an access token", token.as_str()),
         ("a DPoP proof", proof.as_str()),
         ("a proof signature", proof.rsplit('.').next().unwrap()),
-        ("a jti", jwt_claims(&token)["jti"].as_str().unwrap()),
     ] {
         assert!(!text.contains(secret), "the logs contain {name}");
     }
+    // The token's id is not a credential: `authority.token.issued` names it (issue 16), so
+    // an auditor can follow one token from issue to revocation.
+    let jti = jwt_claims(&token)["jti"].as_str().unwrap().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"event\":\"authority.token.issued\"") && l.contains(&jti)),
+        "authority.token.issued lacks the jti"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -348,16 +348,22 @@ impl MultiSite {
     }
 
     /// Adds a node: the same configuration except dataDir, logs and listen, and a copy of
-    /// node A's signing key (0600) in its own dataDir.
+    /// node A's signing key set (0600) in its own dataDir.
     async fn add_node(&mut self) {
+        self.add_node_with(true).await
+    }
+
+    /// [`add_node`](Self::add_node); without `copy_keys` the node makes a key set of its
+    /// own (the mistake docs/multi-node.md warns about).
+    async fn add_node_with(&mut self, copy_keys: bool) {
         let name = format!("node{}", self.nodes.len());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let data_dir = self.demo.dir.join(format!("data-{name}"));
         std::fs::create_dir_all(&data_dir).unwrap();
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key = data_dir.join("signing-key.pem");
-        std::fs::copy(self.demo.dir.join("data/signing-key.pem"), &key).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if copy_keys {
+            Self::copy_key_set(&self.demo.dir.join("data"), &data_dir);
+        }
         let yaml = std::fs::read_to_string(&self.demo.config)
             .unwrap()
             .replace("dataDir: data\n", &format!("dataDir: data-{name}\n"))
@@ -370,6 +376,24 @@ impl MultiSite {
         std::fs::write(&config, yaml).unwrap();
         let node = Self::start_node(&self.demo, &config, listener).await;
         self.nodes.push(node);
+    }
+
+    /// The whole key set (docs/multi-node.md): the roles file and every key file, 0600.
+    fn copy_key_set(source: &Path, data_dir: &Path) {
+        std::fs::copy(
+            source.join(sealkit::keyset::SET_FILE),
+            data_dir.join(sealkit::keyset::SET_FILE),
+        )
+        .unwrap();
+        let keys = data_dir.join(sealkit::keyset::KEYS_DIR);
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for entry in std::fs::read_dir(source.join(sealkit::keyset::KEYS_DIR)).unwrap() {
+            let entry = entry.unwrap();
+            let key = keys.join(entry.file_name());
+            std::fs::copy(entry.path(), &key).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 
     async fn start_node(demo: &DemoSite, config: &Path, listener: TcpListener) -> Node {
@@ -445,6 +469,41 @@ fn access_token(reply: &Reply) -> String {
 // Two nodes, one Redis
 // ---------------------------------------------------------------------------------------
 
+/// Two nodes with different key sets: `/ready` fails on the one whose set differs from
+/// the site's (the first node recorded it in Redis); after a rotation on A the site's set
+/// is A's new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_key_set_is_not_ready() {
+    let redis = RedisServer::start("key-sets").await;
+    let mut site = MultiSite::start(&redis, "key-sets").await;
+    let a_ready = site.nodes[0].ready().await;
+    assert_eq!(a_ready.status, 200, "{:?}", a_ready.body);
+    site.add_node_with(false).await;
+    let (a, b) = (&site.nodes[0], &site.nodes[1]);
+    let b_ready = b.ready().await;
+    let body = b_ready.json();
+    assert_eq!(b_ready.status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_ne!(body["keySet"], body["siteKeySet"], "{body}");
+    assert_eq!(body["siteKeySet"], a_ready.json()["keySet"]);
+    assert_eq!(a.ready().await.status, 200, "the first node stays ready");
+
+    // A rotation on A records A's new set as the site's: A stays ready, B still is not.
+    let operator = sealkit::telemetry::audit::Operator::current();
+    let set = a.server.authority.rotate_keys(&operator).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let body = a.ready().await.json();
+        if body["siteKeySet"] == set.fingerprint().as_str() {
+            assert_eq!(body["ready"], true, "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(b.ready().await.status, 503);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     let redis = RedisServer::start("two-nodes").await;
@@ -472,6 +531,11 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     let jwks_a = conn_a.get("/jwks").await.unwrap().json();
     let jwks_b = conn_b.get("/jwks").await.unwrap().json();
     assert_eq!(jwks_a, jwks_b);
+    assert_eq!(
+        a.ready().await.json()["keySet"],
+        b.ready().await.json()["keySet"],
+        "the same key set on both nodes"
+    );
 
     // A nonce handed out by A is accepted by B (client of a nonce-requiring tenant).
     let nonce_client = site.auth("NONCE");
@@ -558,13 +622,15 @@ async fn two_nodes_share_replay_claims_nonces_and_revocations() {
     );
 
     // Everything sealkit wrote is in the site's namespace (the ACL user could not do
-    // otherwise), and everything but the marker and the size counters expires by itself.
+    // otherwise), and everything but the marker, the site's key set fingerprint and the
+    // size counters expires by itself.
     let keys = redis.scan("*");
     assert!(!keys.is_empty());
     let prefix = format!("sealkit:{}:", site.site);
     for key in &keys {
         assert!(key.starts_with(&prefix), "{key}");
         let durable = key == &format!("{prefix}meta:state")
+            || key == &format!("{prefix}meta:keyset")
             || key.starts_with(&format!("{prefix}meta:count:"));
         if !durable {
             assert!(redis.pttl(key) > 0, "{key} has no TTL");
