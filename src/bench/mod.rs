@@ -91,14 +91,21 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == text)
     }
 
-    /// The cryptography one request needs at the least, and its name.
-    fn floor_us(self, floor: &CryptoFloor) -> (&'static str, f64) {
+    /// The cryptography one request needs at the least: its name, its cost through josekit
+    /// and its bare cost.
+    fn floor_us(self, floor: &CryptoFloor) -> (&'static str, f64, f64) {
         match self {
-            Scenario::Dpop | Scenario::DpopNonce | Scenario::Redis => {
-                ("ES256 verify + sign", floor.dpop_token_us())
+            Scenario::Dpop | Scenario::DpopNonce | Scenario::Redis => (
+                "ES256 verify + sign",
+                floor.dpop_token_us(),
+                floor.bare_dpop_token_us(),
+            ),
+            Scenario::Bearer | Scenario::Mtls => {
+                ("ES256 sign", floor.es256_sign_us, floor.bare_sign_us)
             }
-            Scenario::Bearer | Scenario::Mtls => ("ES256 sign", floor.es256_sign_us),
-            Scenario::Introspect | Scenario::Guard => ("ES256 verify", floor.es256_verify_us),
+            Scenario::Introspect | Scenario::Guard => {
+                ("ES256 verify", floor.es256_verify_us, floor.bare_verify_us)
+            }
         }
     }
 
@@ -258,6 +265,9 @@ pub struct Report {
     pub floor_kind: &'static str,
     pub floor_us: Option<f64>,
     pub cpu_over_floor: Option<f64>,
+    /// The same request's bare floor (`bench::floor`), and the server's CPU over it.
+    pub bare_floor_us: Option<f64>,
+    pub cpu_over_bare_floor: Option<f64>,
     /// Requests prepared before the run (DPoP proofs signed ahead), and how long that took.
     pub prepared: usize,
     pub preparation_s: f64,
@@ -307,6 +317,8 @@ impl Report {
             floor_kind: "",
             floor_us: None,
             cpu_over_floor: None,
+            bare_floor_us: None,
+            cpu_over_bare_floor: None,
             prepared: 0,
             preparation_s: 0.0,
             exhausted: false,
@@ -938,7 +950,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         ),
         _ => None,
     };
-    let (floor_kind, floor_us) = scenario.floor_us(&floor);
+    let (floor_kind, floor_us, bare_floor_us) = scenario.floor_us(&floor);
     report.elapsed_s = elapsed.as_secs_f64();
     report.ok = ok;
     report.non_200 = non_ok;
@@ -984,6 +996,8 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.floor_kind = floor_kind;
     report.floor_us = Some(floor_us);
     report.cpu_over_floor = server_cpu.map(|c| c / floor_us);
+    report.bare_floor_us = Some(bare_floor_us);
+    report.cpu_over_bare_floor = server_cpu.map(|c| c / bare_floor_us);
     report.exhausted = exhausted;
     if exhausted {
         report.notes.push(format!(
