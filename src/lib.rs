@@ -28,6 +28,7 @@ pub mod demo;
 pub mod dn;
 pub mod dpop;
 pub mod drill;
+pub mod es256;
 pub mod grants;
 pub mod guard;
 pub mod keyset;

@@ -1,9 +1,14 @@
 //! The crypto floor: what one token costs at the very least, measured in the same run as
 //! the load: one ES256 verification (the DPoP proof) plus one ES256 signature (the access
-//! token), with josekit, the library the server uses, on one thread.
+//! token), on one thread, two ways:
+//! - **josekit**: through the JOSE library, a fresh OpenSSL context per call (what the
+//!   token signature costs today);
+//! - **bare**: SHA-256 plus `ECDSA_do_verify`/`ECDSA_do_sign` on keys prepared once
+//!   (`crate::es256`), what `openssl speed ecdsap256` measures plus the hash: the physical
+//!   limit, and since the proof is verified this way, the honest floor to compare against.
 //!
-//! The verifier is built once, as the server's key cache holds it; the signer is built once,
-//! as the server's signing key is. Inputs have the size of a real proof and a real token.
+//! Keys are built once, as the server's key cache and signing key hold them. Inputs have
+//! the size of a real proof and a real token.
 
 use super::BenchError;
 use crate::client::ProofKey;
@@ -14,8 +19,12 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CryptoFloor {
     pub iterations: u32,
+    /// Through josekit.
     pub es256_verify_us: f64,
     pub es256_sign_us: f64,
+    /// Bare: SHA-256 + ECDSA on prepared keys.
+    pub bare_verify_us: f64,
+    pub bare_sign_us: f64,
     /// How the time was taken: `thread CPU time` or `wall time`.
     pub clock: &'static str,
 }
@@ -24,6 +33,11 @@ impl CryptoFloor {
     /// One verify plus one sign: the floor of a DPoP token.
     pub fn dpop_token_us(&self) -> f64 {
         self.es256_verify_us + self.es256_sign_us
+    }
+
+    /// The same, bare.
+    pub fn bare_dpop_token_us(&self) -> f64 {
+        self.bare_verify_us + self.bare_sign_us
     }
 
     /// The mean of a measurement before the run and one after it. On a shared machine the
@@ -35,6 +49,8 @@ impl CryptoFloor {
             iterations: self.iterations + other.iterations,
             es256_verify_us: (self.es256_verify_us + other.es256_verify_us) / 2.0,
             es256_sign_us: (self.es256_sign_us + other.es256_sign_us) / 2.0,
+            bare_verify_us: (self.bare_verify_us + other.bare_verify_us) / 2.0,
+            bare_sign_us: (self.bare_sign_us + other.bare_sign_us) / 2.0,
             clock: self.clock,
         }
     }
@@ -53,6 +69,8 @@ struct Probe {
     proof_input: String,
     signature: Vec<u8>,
     token_input: String,
+    bare_public: crate::es256::Es256PublicKey,
+    bare_private: crate::es256::Es256PrivateKey,
 }
 
 impl Probe {
@@ -82,7 +100,24 @@ impl Probe {
             .generate_key_pair()
             .map_err(crypto)?
             .to_pem_private_key();
+        let coordinate = |name: &str| {
+            use base64::Engine;
+            key.public_jwk()[name]
+                .as_str()
+                .and_then(|v| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(v)
+                        .ok()
+                })
+                .ok_or_else(|| crypto("public JWK without coordinates"))
+        };
+        let bare_public =
+            crate::es256::Es256PublicKey::from_coordinates(&coordinate("x")?, &coordinate("y")?)
+                .map_err(crypto)?;
+        let bare_private = crate::es256::Es256PrivateKey::from_pem(&pem).map_err(crypto)?;
         Ok(Probe {
+            bare_public,
+            bare_private,
             verifier: josekit::jws::ES256
                 .verifier_from_jwk(&public)
                 .map_err(crypto)?,
@@ -108,11 +143,33 @@ impl Probe {
         Ok(())
     }
 
+    fn bare_verify(&self) -> Result<(), BenchError> {
+        if self
+            .bare_public
+            .verify(self.proof_input.as_bytes(), &self.signature)
+        {
+            Ok(())
+        } else {
+            Err(crypto("the bare verifier refused a valid proof"))
+        }
+    }
+
+    fn bare_sign(&self) -> Result<(), BenchError> {
+        std::hint::black_box(
+            self.bare_private
+                .sign(self.token_input.as_bytes())
+                .map_err(crypto)?,
+        );
+        Ok(())
+    }
+
     /// Times `iterations` of each operation (after they ran once, so code is paged in).
     fn measure(&self, iterations: u32) -> Result<CryptoFloor, BenchError> {
         let iterations = iterations.max(1);
         self.verify()?;
         self.sign()?;
+        self.bare_verify()?;
+        self.bare_sign()?;
         let started = thread_cpu_seconds();
         for _ in 0..iterations {
             self.verify()?;
@@ -123,10 +180,23 @@ impl Probe {
             self.sign()?;
         }
         let sign = thread_cpu_seconds() - started;
+        let started = thread_cpu_seconds();
+        for _ in 0..iterations {
+            self.bare_verify()?;
+        }
+        let bare_verify = thread_cpu_seconds() - started;
+        let started = thread_cpu_seconds();
+        for _ in 0..iterations {
+            self.bare_sign()?;
+        }
+        let bare_sign = thread_cpu_seconds() - started;
+        let per_call = |seconds: f64| seconds * 1e6 / f64::from(iterations);
         Ok(CryptoFloor {
             iterations,
-            es256_verify_us: verify * 1e6 / f64::from(iterations),
-            es256_sign_us: sign * 1e6 / f64::from(iterations),
+            es256_verify_us: per_call(verify),
+            es256_sign_us: per_call(sign),
+            bare_verify_us: per_call(bare_verify),
+            bare_sign_us: per_call(bare_sign),
             clock: CLOCK_NAME,
         })
     }
@@ -208,6 +278,8 @@ fn median(samples: &[CryptoFloor]) -> Option<CryptoFloor> {
         iterations: samples.iter().map(|s| s.iterations).sum(),
         es256_verify_us: middle(|s| s.es256_verify_us),
         es256_sign_us: middle(|s| s.es256_sign_us),
+        bare_verify_us: middle(|s| s.bare_verify_us),
+        bare_sign_us: middle(|s| s.bare_sign_us),
         clock: first.clock,
     })
 }
@@ -234,6 +306,8 @@ mod tests {
             iterations: 10,
             es256_verify_us: verify,
             es256_sign_us: sign,
+            bare_verify_us: verify / 2.0,
+            bare_sign_us: sign / 2.0,
             clock: "thread CPU time",
         }
     }
@@ -258,6 +332,7 @@ mod tests {
         assert!(samples >= 2, "{samples} samples in 1.2 s");
         let floor = floor.unwrap();
         assert!(floor.es256_verify_us > 1.0 && floor.es256_sign_us > 1.0);
+        assert!(floor.bare_verify_us > 1.0 && floor.bare_sign_us > 1.0);
         assert!(cpu_s > 0.0);
     }
 }

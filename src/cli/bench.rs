@@ -281,6 +281,15 @@ fn print_report(r: &Report) {
             f.es256_verify_us, f.es256_sign_us, r.floor_method, f.iterations, f.clock
         );
         println!(
+            "  bare floor        ES256 verify {:.1} µs, ES256 sign {:.1} µs (SHA-256 + ECDSA on prepared keys, as `openssl speed ecdsap256` plus the hash)",
+            f.bare_verify_us, f.bare_sign_us
+        );
+        println!(
+            "  CPU / bare floor  {} (bare floor for this request: {})",
+            opt(r.cpu_over_bare_floor, 2, "×"),
+            opt(r.bare_floor_us, 1, " µs"),
+        );
+        println!(
             "  CPU / floor       {} (floor for this request: {} = {}; {} before the run, {} after)",
             opt(r.cpu_over_floor, 2, "×"),
             r.floor_kind,
