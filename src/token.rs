@@ -7,7 +7,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use josekit::jws::{JwsSigner, JwsVerifier};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -76,8 +75,10 @@ pub struct AccessTokenClaims {
 /// The authority's token signing key.
 pub struct SigningKey {
     kid: String,
-    signer: josekit::jws::alg::ecdsa::EcdsaJwsSigner,
-    verifier: josekit::jws::alg::ecdsa::EcdsaJwsVerifier,
+    /// The key prepared once for signing and verifying (`es256`: no per-call OpenSSL
+    /// context); josekit only reads the PEM and writes the public JWK.
+    signer: crate::es256::Es256PrivateKey,
+    verifier: crate::es256::Es256PublicKey,
     public_jwk: Value,
     /// base64url of the fixed JOSE header, `{"alg":"ES256","typ":"at+jwt","kid":...}`.
     header_b64: String,
@@ -131,11 +132,11 @@ impl SigningKey {
         public_jwk["use"] = json!("sig");
         public_jwk["alg"] = json!("ES256");
         let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": kid});
+        let es256 = |e: crate::es256::Es256Error| TokenError::Key(e.to_string());
+        let signer = crate::es256::Es256PrivateKey::from_pem(pem).map_err(es256)?;
         Ok(SigningKey {
-            signer: josekit::jws::ES256.signer_from_pem(pem).map_err(key)?,
-            verifier: josekit::jws::ES256
-                .verifier_from_jwk(&public)
-                .map_err(key)?,
+            verifier: signer.public_key().map_err(es256)?,
+            signer,
             header_b64: URL_SAFE_NO_PAD.encode(header.to_string()),
             verified: Default::default(),
             public_jwk,
@@ -172,9 +173,9 @@ impl SigningKey {
             return None;
         }
         let signature = URL_SAFE_NO_PAD.decode(signature_b64).ok()?;
-        self.verifier
-            .verify(signing_input.as_bytes(), &signature)
-            .ok()?;
+        if !self.verifier.verify(signing_input.as_bytes(), &signature) {
+            return None;
+        }
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload_b64).ok()?).ok()
     }
 
