@@ -213,7 +213,7 @@ pub fn run_audited(args: CaArgs) -> anyhow::Result<()> {
     }
     let outcome = run(args.command);
     if let Err(error) = &outcome {
-        tracing::warn!(event = "authority.ca.failed", action, dir = %dir.display(), error = format!("{error:#}"));
+        tracing::info!(event = "authority.ca.failed", action, dir = %dir.display(), error = format!("{error:#}"));
     }
     // `ca init` creates its directory: its events reach the file once it exists.
     if dir.is_dir() {
