@@ -318,6 +318,8 @@ sed -e 's|^# sealkit demo site.*|# sealed-drill site: sealkit demo adapted to ho
     -e 's|^dataDir: data$|dataDir: /var/lib/sealkit/data|' \
     -e 's|^  directory: logs$|  directory: /var/log/sealkit|' \
     "$C/demo/authority.yaml" >"$C/site/authority.yaml"
+# The demo's users file (people.users: users.yaml, argon2id hashes) travels in the bundle.
+[ -f "$C/demo/users.yaml" ] && cp "$C/demo/users.yaml" "$C/site/users.yaml"
 for line in "  certificate: /etc/sealkit/tls/server.crt" "  privateKey: /etc/sealkit/tls/server.key" \
     "  clientCa: /etc/sealkit/site-ca.crt" "dataDir: /var/lib/sealkit/data" "  directory: /var/log/sealkit" \
     "    senderConstraint: mtls" "    requireNonce: true" "    mayIntrospect: true"; do
