@@ -182,6 +182,24 @@ impl Vars {
         self.0.get(key).filter(|v| !v.is_empty()).cloned()
     }
 
+    /// The authority's issuer URL and the site CA: the flags, else SEALKIT_ISSUER and
+    /// SEALKIT_CA_FILE.
+    fn authority(
+        &self,
+        issuer: Option<&String>,
+        ca: Option<&PathBuf>,
+    ) -> anyhow::Result<(String, PathBuf)> {
+        let issuer = issuer
+            .cloned()
+            .or_else(|| self.get("SEALKIT_ISSUER"))
+            .ok_or_else(|| UsageError::new("name the authority with --issuer URL or --env FILE"))?;
+        let ca_file = ca
+            .cloned()
+            .or_else(|| self.get("SEALKIT_CA_FILE").map(PathBuf::from))
+            .ok_or_else(|| UsageError::new("name the site CA with --ca FILE or --env FILE"))?;
+        Ok((issuer, ca_file))
+    }
+
     /// The demo.env prefix whose client id or name is `name` (`dpop`, `demo-dpop`, …).
     fn prefix_of(&self, name: &str) -> Option<String> {
         self.0.iter().find_map(|(key, value)| {
@@ -195,16 +213,7 @@ impl ClientArgs {
     /// Resolves the client: `--client`, else `default` (a demo.env name or a client id).
     fn setup(&self, default: Option<&str>) -> anyhow::Result<ClientSetup> {
         let vars = Vars::load(self.env.as_ref())?;
-        let issuer = self
-            .issuer
-            .clone()
-            .or_else(|| vars.get("SEALKIT_ISSUER"))
-            .ok_or_else(|| UsageError::new("name the authority with --issuer URL or --env FILE"))?;
-        let ca_file = self
-            .ca
-            .clone()
-            .or_else(|| vars.get("SEALKIT_CA_FILE").map(PathBuf::from))
-            .ok_or_else(|| UsageError::new("name the site CA with --ca FILE or --env FILE"))?;
+        let (issuer, ca_file) = vars.authority(self.issuer.as_ref(), self.ca.as_ref())?;
         let name = self
             .client
             .clone()
@@ -410,16 +419,7 @@ async fn call_resource(args: CallArgs) -> anyhow::Result<ExitCode> {
 /// `client::device::run`; the person's instructions go to stderr, the token to stdout.
 async fn device_flow(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     let vars = Vars::load(args.env.as_ref())?;
-    let issuer = args
-        .issuer
-        .clone()
-        .or_else(|| vars.get("SEALKIT_ISSUER"))
-        .ok_or_else(|| UsageError::new("name the authority with --issuer URL or --env FILE"))?;
-    let ca_file = args
-        .ca
-        .clone()
-        .or_else(|| vars.get("SEALKIT_CA_FILE").map(PathBuf::from))
-        .ok_or_else(|| UsageError::new("name the site CA with --ca FILE or --env FILE"))?;
+    let (issuer, ca_file) = vars.authority(args.issuer.as_ref(), args.ca.as_ref())?;
     let client_id = args
         .client
         .clone()

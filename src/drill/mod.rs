@@ -147,17 +147,7 @@ fn summary(reply: &Reply) -> String {
 }
 
 fn jwt_claims(token: &str) -> Value {
-    use base64::Engine;
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
+    crate::client::oauth::unverified_claims(token)
 }
 
 fn certificate_thumbprint(path: &Path) -> Option<String> {
