@@ -159,7 +159,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for scenario in scenarios {
         if !args.json {
-            eprintln!("sealkit bench: running {} …", scenario.name());
+            errln!("sealkit bench: running {} …", scenario.name());
         }
         let report = match runtime.block_on(interruptible(bench::run(scenario, &options))) {
             Some(outcome) => outcome.unwrap_or_else(|e| Report::failed(scenario, &options, &e)),
@@ -172,7 +172,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         reports.push(report);
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "reports": reports }))?
         );
@@ -206,26 +206,29 @@ fn opt(value: Option<f64>, digits: usize, unit: &str) -> String {
 }
 
 fn print_report(r: &Report) {
-    println!();
-    println!("== {} ({} store)", r.scenario, r.store);
+    outln!();
+    outln!("== {} ({} store)", r.scenario, r.store);
     if let Some(why) = &r.skipped {
-        println!("  skipped: {why}");
+        outln!("  skipped: {why}");
         return;
     }
     if let Some(error) = &r.error {
-        println!("  FAILED: {error}");
+        outln!("  FAILED: {error}");
         return;
     }
-    println!(
+    outln!(
         "  load              {} connections, {} client threads, {:.1} s, {} requests prepared ahead in {:.1} s",
         r.connections, r.client_threads, r.elapsed_s, r.prepared, r.preparation_s
     );
-    println!("  {:<17} {:.0}", format!("{}/s", r.unit), r.per_second);
-    println!(
+    outln!("  {:<17} {:.0}", format!("{}/s", r.unit), r.per_second);
+    outln!(
         "  latency           p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        r.latency.p50_ms, r.latency.p90_ms, r.latency.p99_ms, r.latency.max_ms
+        r.latency.p50_ms,
+        r.latency.p90_ms,
+        r.latency.p99_ms,
+        r.latency.max_ms
     );
-    println!(
+    outln!(
         "  non-200           {}{}",
         r.non_200 + r.transport_errors,
         if r.transport_errors > 0 {
@@ -235,7 +238,7 @@ fn print_report(r: &Report) {
         }
     );
     if let Some(e) = &r.first_error {
-        println!("  first error       {e}");
+        outln!("  first error       {e}");
     }
     let tick_note = if r.clk_tck_assumed {
         format!("CLK_TCK assumed {} (getconf unavailable)", r.clk_tck)
@@ -244,7 +247,7 @@ fn print_report(r: &Report) {
     };
     match &r.server {
         Some(s) => {
-            println!(
+            outln!(
                 "  server CPU        {} per {} ({} in the kernel; {}; {} cores busy)",
                 opt(s.cpu_us_per_request, 1, " µs"),
                 r.unit.trim_end_matches('s'),
@@ -258,9 +261,9 @@ fn print_report(r: &Report) {
                     .iter()
                     .map(|(name, us)| format!("{name} {us:.1}"))
                     .collect();
-                println!("  by thread (µs)    {}", split.join(", "));
+                outln!("  by thread (µs)    {}", split.join(", "));
             }
-            println!(
+            outln!(
                 "  server            pid {}, start-up to ready {}, idle RSS {}, RSS after {}, {} threads",
                 s.pid,
                 opt(s.startup_ms, 0, " ms"),
@@ -269,27 +272,27 @@ fn print_report(r: &Report) {
                 s.threads.map_or("n/a".into(), |t| t.to_string())
             );
         }
-        None => println!("  server CPU        n/a (no --server-pid)"),
+        None => outln!("  server CPU        n/a (no --server-pid)"),
     }
-    println!(
+    outln!(
         "  client CPU        {} per request (load generator, same machine)",
         opt(r.client_cpu_us_per_request, 1, " µs")
     );
     if let Some(f) = &r.floor {
-        println!(
+        outln!(
             "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {}, {} iterations, single thread, {})",
             f.es256_verify_us, f.es256_sign_us, r.floor_method, f.iterations, f.clock
         );
-        println!(
+        outln!(
             "  bare floor        ES256 verify {:.1} µs, ES256 sign {:.1} µs (SHA-256 + ECDSA on prepared keys, as `openssl speed ecdsap256` plus the hash)",
             f.bare_verify_us, f.bare_sign_us
         );
-        println!(
+        outln!(
             "  CPU / bare floor  {} (bare floor for this request: {})",
             opt(r.cpu_over_bare_floor, 2, "×"),
             opt(r.bare_floor_us, 1, " µs"),
         );
-        println!(
+        outln!(
             "  CPU / floor       {} (floor for this request: {} = {}; {} before the run, {} after)",
             opt(r.cpu_over_floor, 2, "×"),
             r.floor_kind,
@@ -299,7 +302,7 @@ fn print_report(r: &Report) {
         );
     }
     for note in &r.notes {
-        println!("  note              {note}");
+        outln!("  note              {note}");
     }
 }
 
@@ -309,7 +312,7 @@ fn print_interval(p: &SoakInterval) {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!(
+    outln!(
         "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  non-200 {}  backlog {}",
         p.t_s,
         p.rate,
@@ -323,7 +326,7 @@ fn print_interval(p: &SoakInterval) {
         p.backlog,
     );
     if let Some(e) = &p.first_error {
-        println!("           first error: {e}");
+        outln!("           first error: {e}");
     }
 }
 
@@ -336,7 +339,7 @@ fn soak(
 ) -> anyhow::Result<ExitCode> {
     let json = args.json;
     if !json {
-        println!(
+        outln!(
             "== soak: {} at {:.0}/s for {:.0} s, {} connections (latency from the instant each request was due)",
             scenario.name(),
             args.rate,
@@ -347,7 +350,7 @@ fn soak(
     let mut each = |p: &SoakInterval| {
         if json {
             if let Ok(line) = serde_json::to_string(p) {
-                eprintln!("{line}");
+                errln!("{line}");
             }
         } else {
             print_interval(p);
@@ -368,18 +371,18 @@ fn soak(
         .iter()
         .any(|p| p.non_200 > 0 || p.transport_errors > 0);
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "soak": report }))?
         );
     } else {
-        println!(
+        outln!(
             "  server: start-up to ready {}, idle RSS {}",
             opt(report.startup_ms, 0, " ms"),
             opt(report.idle_rss_mb, 1, " MB")
         );
         for note in &report.notes {
-            println!("  note: {note}");
+            outln!("  note: {note}");
         }
     }
     Ok(if failed {

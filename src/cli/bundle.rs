@@ -225,7 +225,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<ExitCode> {
         Ok(code) => Ok(code),
         Err(error) => match error.downcast::<BundleError>() {
             Ok(bundle_error) => {
-                eprintln!("sealkit: {bundle_error}");
+                errln!("sealkit: {bundle_error}");
                 Ok(ExitCode::from(bundle_error.exit_code()))
             }
             Err(other) => Err(other),
@@ -279,8 +279,8 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let key = bundle::keygen(&args.secret_key, &args.public_key, passphrase)?;
-            println!("key id:      {}", key.key_id);
-            println!(
+            outln!("key id:      {}", key.key_id);
+            outln!(
                 "secret key:  {} (0600, {})",
                 key.secret_key.display(),
                 if key.encrypted {
@@ -289,8 +289,8 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     "UNENCRYPTED: tests and demos only"
                 }
             );
-            println!("public key:  {}", key.public_key.display());
-            println!(
+            outln!("public key:  {}", key.public_key.display());
+            outln!(
                 "Pin the public key on sealed hosts: sealkit bundle trust add {}",
                 key.public_key.display()
             );
@@ -307,7 +307,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let mut options = PackOptions::new(&args.site, args.version, created, expires);
             options.level = args.level;
             let summary = bundle::pack(&args.dir, &args.output, &options, &progress)?;
-            println!(
+            outln!(
                 "packed {} v{} from {} into {} ({} file(s), {} byte(s) → {} compressed)",
                 summary.manifest.site,
                 summary.manifest.version,
@@ -317,8 +317,8 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 summary.manifest.totals.bytes,
                 summary.compressed_bytes
             );
-            println!("expires {}", summary.manifest.expires);
-            println!("manifest sha256:{}", summary.manifest_sha256);
+            outln!("expires {}", summary.manifest.expires);
+            outln!("manifest sha256:{}", summary.manifest_sha256);
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Sign(args) => {
@@ -332,13 +332,13 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 &Limits::default(),
                 &progress,
             )?;
-            println!(
+            outln!(
                 "signed {} with key {} → {}",
                 args.bundle.display(),
                 summary.key_id,
                 summary.signature.display()
             );
-            println!("trusted comment: {}", summary.comment.render());
+            outln!("trusted comment: {}", summary.comment.render());
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Verify(args) => {
@@ -355,7 +355,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
             }
             let verified = bundle::verify(&args.bundle, &keys, &options, &progress)?;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "valid": true,
@@ -367,24 +367,26 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 let m = &verified.manifest;
-                println!(
+                outln!(
                     "{}: valid bundle for site {} v{}, signed by key {}",
                     args.bundle.display(),
                     m.site,
                     m.version,
                     verified.key_id
                 );
-                println!(
+                outln!(
                     "  created {} · expires {} ({})",
                     m.created,
                     m.expires,
                     until(m.expires_unix() - now)
                 );
-                println!(
+                outln!(
                     "  {} file(s), {} byte(s); sha256 {}",
-                    m.totals.files, m.totals.bytes, verified.sha256
+                    m.totals.files,
+                    m.totals.bytes,
+                    verified.sha256
                 );
-                println!("  (the configuration is validated by `bundle import` on the host)");
+                outln!("  (the configuration is validated by `bundle import` on the host)");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -404,30 +406,36 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 print_recovery(&outcome.recovery);
             }
             if outcome.already_active {
-                println!(
+                outln!(
                     "{} v{} is already active (generation {}); nothing changed",
-                    r.site, r.version, r.generation
+                    r.site,
+                    r.version,
+                    r.generation
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "activated {} v{} (generation {}), signed by key {}, expires {}",
-                r.site, r.version, r.generation, r.key_id, r.expires
+                r.site,
+                r.version,
+                r.generation,
+                r.key_id,
+                r.expires
             );
             if let Some(prev) = &outcome.replaced {
-                println!("  replaced v{} ({})", prev.version, prev.generation);
+                outln!("  replaced v{} ({})", prev.version, prev.generation);
             }
             if let Some(rotation) = &outcome.rotation {
-                println!(
+                outln!(
                     "  trusted keys now: {} (added: {}; retired: {})",
                     rotation.trusted.join(", "),
                     none_if_empty(&rotation.added),
                     none_if_empty(&rotation.retired)
                 );
             }
-            println!("  config: {}", root.config_path().display());
+            outln!("  config: {}", root.config_path().display());
             if args.reload_socket.is_none() {
-                println!("  reload the running authority (e.g. systemctl reload sealkit)");
+                outln!("  reload the running authority (e.g. systemctl reload sealkit)");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -435,7 +443,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
             let status = bundle::status(&BundleRoot::new(&args.root.root))?;
             let problems = status_problems(&status, &args.root.root, now);
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "root": status.root,
@@ -456,7 +464,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             } else {
                 for problem in &problems {
-                    eprintln!("sealkit: {problem}");
+                    errln!("sealkit: {problem}");
                 }
                 Ok(ExitCode::from(super::exit::CHECKS_FAILED))
             }
@@ -472,7 +480,7 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     now,
                 },
             )?;
-            println!(
+            outln!(
                 "rolled back {} from v{} ({}) to v{} ({})",
                 outcome.to.site,
                 outcome.from.version,
@@ -481,9 +489,10 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                 outcome.to.generation
             );
             if outcome.expired {
-                println!(
+                outln!(
                     "  WARNING: v{} expired at {}; import a new bundle soon",
-                    outcome.to.version, outcome.to.expires
+                    outcome.to.version,
+                    outcome.to.expires
                 );
             }
             if let Some(socket) = &args.reload_socket {
@@ -492,32 +501,32 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
                     reason: e.to_string(),
                 })?;
             } else {
-                println!("  reload the running authority (e.g. systemctl reload sealkit)");
+                outln!("  reload the running authority (e.g. systemctl reload sealkit)");
             }
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Trust(TrustCommand::Add { key, root }) => {
             let (id, new) = BundleRoot::new(&root.root).trust_add(&key)?;
             if new {
-                println!("trusted key {id} pinned in {}", root.root.display());
+                outln!("trusted key {id} pinned in {}", root.root.display());
             } else {
-                println!("key {id} was already trusted");
+                outln!("key {id} was already trusted");
             }
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Trust(TrustCommand::List { root }) => {
             let keys = BundleRoot::new(&root.root).trusted_keys()?;
             if keys.is_empty() {
-                println!("no trusted keys in {}", root.root.display());
+                outln!("no trusted keys in {}", root.root.display());
             }
             for key in keys.keys() {
-                println!("{}  {}", key.id, key.source.display());
+                outln!("{}  {}", key.id, key.source.display());
             }
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Trust(TrustCommand::Remove { id, root }) => {
             BundleRoot::new(&root.root).trust_remove(&id)?;
-            println!("key {id} is no longer trusted");
+            outln!("key {id} is no longer trusted");
             Ok(ExitCode::SUCCESS)
         }
         BundleCommand::Recover(args) => {
@@ -530,22 +539,22 @@ fn dispatch(command: BundleCommand) -> anyhow::Result<ExitCode> {
 
 fn print_recovery(recovery: &bundle::Recovery) {
     if recovery.is_empty() {
-        println!("nothing to recover");
+        outln!("nothing to recover");
         return;
     }
     for item in &recovery.cleaned {
-        println!("recovery: removed leftover {item}");
+        outln!("recovery: removed leftover {item}");
     }
     if let Some(generation) = &recovery.completed {
-        println!("recovery: completed the interrupted activation of {generation}");
+        outln!("recovery: completed the interrupted activation of {generation}");
     }
     if let Some(generation) = &recovery.abandoned {
-        println!(
+        outln!(
             "recovery: dropped the interrupted activation of {generation} (it never became active)"
         );
     }
     for generation in &recovery.orphans {
-        println!("recovery: removed unreferenced generation {generation}");
+        outln!("recovery: removed unreferenced generation {generation}");
     }
 }
 
@@ -589,16 +598,16 @@ fn status_problems(status: &bundle::Status, root: &Path, now: i64) -> Vec<String
 }
 
 fn print_status(status: &bundle::Status, now: i64) {
-    println!("root:          {}", status.root.display());
+    outln!("root:          {}", status.root.display());
     let Some(state) = &status.state else {
-        println!("no bundle has been imported here");
-        println!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
+        outln!("no bundle has been imported here");
+        outln!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
         return;
     };
-    println!("site:          {}", state.site);
+    outln!("site:          {}", state.site);
     match &state.active {
         Some(active) => print_active(active, now),
-        None => println!("active:        none"),
+        None => outln!("active:        none"),
     }
     let list = |records: &[GenerationRecord]| {
         if records.is_empty() {
@@ -611,9 +620,9 @@ fn print_status(status: &bundle::Status, now: i64) {
                 .join(", ")
         }
     };
-    println!("previous:      {}", list(&state.previous));
+    outln!("previous:      {}", list(&state.previous));
     for record in &state.rolled_back {
-        println!(
+        outln!(
             "rolled back:   v{} ({}): {}",
             record.version,
             record.generation,
@@ -623,21 +632,22 @@ fn print_status(status: &bundle::Status, now: i64) {
                 .unwrap_or("no reason recorded")
         );
     }
-    println!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
+    outln!("trusted keys:  {}", none_if_empty(&status.trusted_keys));
     if let Some(pending) = &state.pending {
-        println!(
+        outln!(
             "PENDING:       an interrupted {:?} of {}; run `sealkit bundle recover`",
-            pending.op, pending.record.generation
+            pending.op,
+            pending.record.generation
         );
     }
     if !status.consistent() {
-        println!(
+        outln!(
             "WARNING:       `current` points at {:?}, state.json says otherwise",
             status.current
         );
     }
     if status.staging_leftovers > 0 {
-        println!(
+        outln!(
             "staging:       {} leftover(s) of an interrupted import (cleaned at the next import)",
             status.staging_leftovers
         );
@@ -645,25 +655,26 @@ fn print_status(status: &bundle::Status, now: i64) {
 }
 
 fn print_active(active: &GenerationRecord, now: i64) {
-    println!(
+    outln!(
         "active:        v{} (generation {})",
-        active.version, active.generation
+        active.version,
+        active.generation
     );
-    println!(
+    outln!(
         "  created:     {} ({} ago)",
         active.created,
         span(now.saturating_sub(active.created_unix()))
     );
     let left = active.expires_unix().saturating_sub(now);
-    println!("  expires:     {} ({})", active.expires, until(left));
-    println!(
+    outln!("  expires:     {} ({})", active.expires, until(left));
+    outln!(
         "  activated:   {} ({} ago)",
         active.activated_at,
         span(now - active.activated_unix())
     );
-    println!("  signed by:   key {}", active.key_id);
-    println!("  sha256:      {}", active.sha256);
-    println!("  files:       {} ({} bytes)", active.files, active.bytes);
+    outln!("  signed by:   key {}", active.key_id);
+    outln!("  sha256:      {}", active.sha256);
+    outln!("  files:       {} ({} bytes)", active.files, active.bytes);
 }
 
 fn until(left: i64) -> String {

@@ -201,7 +201,7 @@ pub fn run_audited(args: CaArgs) -> anyhow::Result<()> {
     let dir = dir.clone();
     if let Some(config) = &args.config {
         if audit::also_to_log_directory_of(config).is_none() {
-            eprintln!(
+            errln!(
                 "sealkit: warning: no log directory found through {}; audit events go to {} only",
                 config.display(),
                 dir.join(audit::FILE_NAME).display()
@@ -229,30 +229,30 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             let ca = SiteCa::init(&dir, &name, alg)
                 .with_context(|| format!("initialising a CA in {}", dir.display()))?;
             tracing::info!(event = "authority.ca.initialised", dir = %dir.display(), name = %name, alg = %ca.algorithm(), intermediate_serial = %ca.intermediate_serial());
-            println!(
+            outln!(
                 "Initialised site CA {:?} ({}) in {}",
                 ca.name(),
                 ca.algorithm(),
                 dir.display()
             );
-            println!(
+            outln!(
                 "  root certificate (give to clients): {}",
                 ca.root_cert_path().display()
             );
-            println!(
+            outln!(
                 "  issuing certificate:                {}",
                 ca.intermediate_cert_path().display()
             );
-            println!(
+            outln!(
                 "  private keys (0600):                {}, {}",
                 dir.join("root.key").display(),
                 dir.join("intermediate.key").display()
             );
-            println!(
+            outln!(
                 "  client-CA bundle (for servers):     {}",
                 ca.trust_bundle_path().display()
             );
-            println!(
+            outln!(
                 "  inventory:                          {}",
                 ca.inventory_path().display()
             );
@@ -289,8 +289,8 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             ca.revoke(&serial, reason)
                 .with_context(|| format!("revoking {serial}"))?;
             tracing::info!(event = "authority.ca.revoked", dir = %dir.display(), serial = %serial, reason = %reason);
-            println!("Revoked {serial} ({reason}).");
-            println!(
+            outln!("Revoked {serial} ({reason}).");
+            outln!(
                 "  publish it: sealkit ca crl --dir {} --out <file>, then install the file wherever CRLs are checked",
                 dir.display()
             );
@@ -302,11 +302,11 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             write_public_file(&out, &pem)?;
             let count = pem.matches("-----BEGIN X509 CRL-----").count();
             tracing::info!(event = "authority.ca.crlWritten", dir = %dir.display(), out = %out.display(), crls = count, next_update_days = days);
-            println!(
+            outln!(
                 "Wrote {count} CRL(s) (one per issuing intermediate, then the root's) to {}",
                 out.display()
             );
-            println!("  next update due within {days} day(s): publish a new one before then");
+            outln!("  next update due within {days} day(s): publish a new one before then");
             Ok(())
         }
         CaCommand::Rotate { dir, revoke_old } => {
@@ -316,17 +316,17 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             }
             .with_context(|| format!("rotating the intermediate in {}", dir.display()))?;
             tracing::info!(event = "authority.ca.rotated", dir = %dir.display(), intermediate_serial = %ca.intermediate_serial(), revoke_old = %revoke_old.map(|r| r.to_string()).unwrap_or_default());
-            println!(
+            outln!(
                 "New issuing intermediate {} valid until {}",
                 ca.intermediate_serial(),
                 ca.intermediate_not_after().date()
             );
             if let Some(reason) = revoke_old {
-                println!("  every older intermediate is revoked ({reason}) in root.crl; re-issue their leaves (`ca list` shows them as issuer-revoked)");
+                outln!("  every older intermediate is revoked ({reason}) in root.crl; re-issue their leaves (`ca list` shows them as issuer-revoked)");
             } else {
-                println!("  older intermediates stay valid for the leaves they issued");
+                outln!("  older intermediates stay valid for the leaves they issued");
             }
-            println!(
+            outln!(
                 "  install on servers: {} (client-CA bundle) and a fresh `ca crl`",
                 ca.trust_bundle_path().display()
             );
@@ -345,12 +345,16 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                         value
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<40}  {:<12}  {:<14}  {:<20}  {:<43}  SUBJECT / SANS",
-                "SERIAL", "KIND", "STATUS", "NOT AFTER", "X5T#S256"
+                "SERIAL",
+                "KIND",
+                "STATUS",
+                "NOT AFTER",
+                "X5T#S256"
             );
             for item in &listed {
                 let e = &item.entry;
@@ -359,7 +363,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                 } else {
                     format!("  [{}]", e.sans.join(", "))
                 };
-                println!(
+                outln!(
                     "{:<40}  {:<12}  {:<14}  {:<20}  {:<43}  {}{}",
                     e.serial,
                     e.kind.to_string(),
@@ -370,7 +374,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
                     sans
                 );
             }
-            println!("{} certificate(s)", listed.len());
+            outln!("{} certificate(s)", listed.len());
             Ok(())
         }
     }
@@ -478,14 +482,14 @@ fn report(
         )
     })?;
     tracing::info!(event = "authority.ca.issued", kind, serial = %leaf.serial_hex, not_after = %leaf.not_after_rfc3339(), certificate = %crt.display());
-    println!("Issued {kind} certificate serial {}", leaf.serial_hex);
-    println!("  valid until:            {}", leaf.not_after_rfc3339());
-    println!("  chain (leaf + issuing): {}", crt.display());
+    outln!("Issued {kind} certificate serial {}", leaf.serial_hex);
+    outln!("  valid until:            {}", leaf.not_after_rfc3339());
+    outln!("  chain (leaf + issuing): {}", crt.display());
     match key {
-        Some(key) => println!("  private key (0600):     {}", key.display()),
-        None => println!("  private key:            stays on the host that made the CSR"),
+        Some(key) => outln!("  private key (0600):     {}", key.display()),
+        None => outln!("  private key:            stays on the host that made the CSR"),
     }
-    println!(
+    outln!(
         "  trust anchor:           {}",
         ca.root_cert_path().display()
     );

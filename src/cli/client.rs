@@ -131,7 +131,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             let settings = load(&args)?;
             if args.json {
                 let all: Vec<Value> = settings.clients.values().map(|c| describe(c)).collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<[String; 5]> = settings
@@ -161,7 +161,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
                     .zip(widths)
                     .map(|(c, w)| format!("{c:<w$}"))
                     .collect();
-                println!("{}", text.join("  ").trim_end());
+                outln!("{}", text.join("  ").trim_end());
             };
             line(header);
             for row in &rows {
@@ -183,7 +183,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 )
             })?;
             if args.config.json {
-                println!("{}", serde_json::to_string_pretty(&describe(client))?);
+                outln!("{}", serde_json::to_string_pretty(&describe(client))?);
                 return Ok(ExitCode::SUCCESS);
             }
             let nonce = if client.policy.require_nonce {
@@ -191,27 +191,27 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             };
-            println!("client        {}", client.id);
-            println!("tenant        {}", client.tenant);
-            println!("policy        {}{nonce}", client.policy.constraint);
-            println!("auth method   {}", auth_method(client));
-            println!("scopes        {}", client.scopes.join(" "));
-            println!("audience      {}", client.audience.join(" "));
-            println!(
+            outln!("client        {}", client.id);
+            outln!("tenant        {}", client.tenant);
+            outln!("policy        {}{nonce}", client.policy.constraint);
+            outln!("auth method   {}", auth_method(client));
+            outln!("scopes        {}", client.scopes.join(" "));
+            outln!("audience      {}", client.audience.join(" "));
+            outln!(
                 "introspects   {}",
                 if client.may_introspect { "yes" } else { "no" }
             );
-            println!("certificate   {}", binding_text(client));
+            outln!("certificate   {}", binding_text(client));
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::RevokeJti(args) => {
             let jti = args.jti.clone();
             let response = send(&args.target, ControlRequest::RevokeJti { jti })?;
-            println!("{}", response.message);
+            outln!("{}", response.message);
             let revoked = response.status["revoked"].as_array().map_or(0, |a| a.len());
             let already = response.status["alreadyRevoked"].as_u64().unwrap_or(0);
             if revoked == 0 && already == 0 {
-                eprintln!("sealkit: no live token has jti {}", args.jti);
+                errln!("sealkit: no live token has jti {}", args.jti);
                 return Ok(ExitCode::from(super::exit::CHECKS_FAILED));
             }
             Ok(ExitCode::SUCCESS)
@@ -221,7 +221,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 &args.target,
                 ControlRequest::RevokeClient { client_id: args.id },
             )?;
-            println!("{}", response.message);
+            outln!("{}", response.message);
             Ok(ExitCode::SUCCESS)
         }
     }

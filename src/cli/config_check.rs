@@ -22,13 +22,13 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
                 // One line per problem, each with its key path.
                 Err(ConfigError::Invalid { path, problems }) => {
                     for problem in problems {
-                        eprintln!("{}: {problem}", path.display());
+                        errln!("{}: {problem}", path.display());
                     }
                     return Ok(ExitCode::from(super::EXIT_INVALID_CONFIG));
                 }
                 Err(other) => return Err(other.into()),
             };
-            println!(
+            outln!(
                 "{}: valid ({} tenant(s), {} client(s), issuer {})",
                 file.display(),
                 settings.tenants.len(),

@@ -35,23 +35,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    println!("sealkit demo site in {}", site.dir.display());
-    println!("  configuration  {}", site.config.display());
-    println!("  issuer         {}", site.issuer);
-    println!("  CA certificate {}", site.ca_file.display());
-    println!(
+    outln!("sealkit demo site in {}", site.dir.display());
+    outln!("  configuration  {}", site.config.display());
+    outln!("  issuer         {}", site.issuer);
+    outln!("  CA certificate {}", site.ca_file.display());
+    outln!(
         "  clients and secrets: {}/demo.env (mode 0600)",
         site.dir.display()
     );
-    println!();
-    println!("Try it: every line below runs as printed (`sealkit token` is curl with DPoP):");
+    outln!();
+    outln!("Try it: every line below runs as printed (`sealkit token` is curl with DPoP):");
     for line in try_it(&site) {
-        println!("  {line}");
+        outln!("  {line}");
     }
     if args.prepare_only {
         return Ok(ExitCode::SUCCESS);
     }
-    println!();
+    outln!();
     let _logs = crate::telemetry::init_logging(&settings.logging)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
@@ -72,7 +72,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
-        println!(
+        outln!(
             "sealkit guard listening on https://{} (resource: {})",
             guard.addr,
             site.var("SEALKIT_RESOURCE_URL")
@@ -81,12 +81,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let mut plan = crate::drill::DrillPlan::from_env_file(&site.dir.join("demo.env"))?;
         plan.log_dir = Some(settings.logging.directory.clone());
         let report = crate::drill::run(&plan).await;
-        println!(
+        outln!(
             "\nVerification matrix (sealkit drill run --env {}/demo.env):\n",
             site.dir.display()
         );
-        print!("{}", report.table());
-        println!("\nServing until Ctrl-C.");
+        out!("{}", report.table());
+        outln!("\nServing until Ctrl-C.");
         server.serve_until_signal().await?;
         guard.shutdown().await?;
         anyhow::Ok(())

@@ -126,7 +126,7 @@ fn run_matrix(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = super::runtime()?;
     let report = runtime.block_on(crate::drill::run(&plan));
-    print!("{}", report.table());
+    out!("{}", report.table());
     if let Some(path) = &args.report {
         let text = if path.extension().is_some_and(|e| e == "xml") {
             report.junit()
@@ -213,10 +213,10 @@ pub fn run(command: DrillCommand) -> anyhow::Result<ExitCode> {
     let response = send(&target, request)?;
     if status_only {
         // A script reads this: JSON and nothing else on stdout.
-        println!("{}", serde_json::to_string_pretty(&response.status)?);
+        outln!("{}", serde_json::to_string_pretty(&response.status)?);
     } else {
-        println!("{}", response.message);
-        println!("{}", serde_json::to_string_pretty(&response.status)?);
+        outln!("{}", response.message);
+        outln!("{}", serde_json::to_string_pretty(&response.status)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,12 +23,9 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut command = super::Cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "sealkit", &mut script);
-    match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write the completions")
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    // A reader that went away, or a write error, is handled by `output` and `run`.
+    std::io::Write::write_all(&mut super::output::Stdout, &script)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {

@@ -19,7 +19,7 @@ pub struct GuardArgs {
 pub fn run(args: GuardArgs) -> anyhow::Result<ExitCode> {
     let settings = GuardSettings::load(&args.config)?;
     if args.check {
-        println!(
+        outln!(
             "{}: valid ({} routes, upstream {:?})",
             args.config.display(),
             settings.routes.len(),

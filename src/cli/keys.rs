@@ -78,7 +78,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             .enable_all()
             .build()?;
         let response = runtime.block_on(crate::control::send(&socket, &request))?;
-        println!("{} (the running authority uses it now)", response.message);
+        outln!("{} (the running authority uses it now)", response.message);
         let set: SetFile = serde_json::from_value(response.status["keys"].clone())
             .context("the authority's answer has no key set")?;
         print_set(&set);
@@ -103,7 +103,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             set
         }
     };
-    println!(
+    outln!(
         "no authority is running on this host: the key set files changed; the next start uses them"
     );
     print_set(&set);
@@ -111,17 +111,19 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_set(set: &SetFile) {
-    println!("key set {}", set.fingerprint());
-    println!(
+    outln!("key set {}", set.fingerprint());
+    outln!(
         "  next:     {} (created {})",
-        set.next.kid, set.next.created
+        set.next.kid,
+        set.next.created
     );
-    println!(
+    outln!(
         "  current:  {} (created {})",
-        set.current.kid, set.current.created
+        set.current.kid,
+        set.current.created
     );
     for p in &set.previous {
-        println!(
+        outln!(
             "  previous: {} (retire after {})",
             p.kid,
             p.retire_after.unwrap_or(0)

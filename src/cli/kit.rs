@@ -103,9 +103,9 @@ pub fn run(command: KitCommand) -> anyhow::Result<ExitCode> {
         Ok(code) => Ok(code),
         Err(error) => match error.downcast::<KitError>() {
             Ok(kit_error) => {
-                eprintln!("sealkit: {kit_error}");
+                errln!("sealkit: {kit_error}");
                 if kit_error.refusal().is_some() {
-                    eprintln!("sealkit: nothing was extracted or installed; do not use this kit");
+                    errln!("sealkit: nothing was extracted or installed; do not use this kit");
                 }
                 Ok(ExitCode::from(kit_error.exit_code()))
             }
@@ -190,7 +190,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let progress = super::bundle::BarProgress::new();
     let summary = kit::build_with_progress(&args.out, &options, &key, &progress)?;
     let bytes: u64 = summary.files.iter().map(|f| f.size).sum();
-    println!(
+    outln!(
         "built kit {} ({} file(s), {} byte(s){}), signed by key {}",
         summary.out.display(),
         summary.files.len(),
@@ -202,18 +202,18 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         },
         summary.key_id
     );
-    println!("  created {}", summary.created);
-    println!("  SHA256SUMS sha256:{}", summary.sums_sha256);
-    println!("  hosts will pin: {}", summary.trusted_key_ids.join(", "));
+    outln!("  created {}", summary.created);
+    outln!("  SHA256SUMS sha256:{}", summary.sums_sha256);
+    outln!("  hosts will pin: {}", summary.trusted_key_ids.join(", "));
     for file in &summary.files {
-        println!(
+        outln!(
             "  {}  {:>10}  {}",
             &file.sha256[..16.min(file.sha256.len())],
             file.size,
             file.path
         );
     }
-    println!(
+    outln!(
         "On the sealed host: sealkit kit verify {} --trusted-keys <key.pub> --extract <dir>",
         summary
             .out
@@ -240,7 +240,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|f| serde_json::json!({"path": f.path, "size": f.size, "sha256": f.sha256}))
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "valid": true,
@@ -260,13 +260,13 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{}: valid kit, signed by key {}, created {}",
         args.kit.display(),
         verified.key_id,
         verified.created
     );
-    println!(
+    outln!(
         "  {} file(s), every one listed in the signed SHA256SUMS with a matching digest{}",
         verified.files.len(),
         if verified.archive_signature {
@@ -276,21 +276,22 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     );
     if let Some(sbom) = verified.files.iter().find(|f| f.path == kit::SBOM_PATH) {
-        println!(
+        outln!(
             "  SBOM: {} sha256:{} (compare with the binary's `sealkit --version --verbose`)",
-            sbom.path, sbom.sha256
+            sbom.path,
+            sbom.sha256
         );
     }
     for bundle in verified.bundles() {
-        println!("  bundle: {bundle}");
+        outln!("  bundle: {bundle}");
     }
     match &verified.extracted {
-        Some(dir) => println!(
+        Some(dir) => outln!(
             "  extracted into {} — next: sh {}/install.sh",
             dir.display(),
             dir.display()
         ),
-        None => println!("  (nothing extracted; add --extract DIR to unpack it)"),
+        None => outln!("  (nothing extracted; add --extract DIR to unpack it)"),
     }
     Ok(ExitCode::SUCCESS)
 }

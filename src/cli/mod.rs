@@ -3,6 +3,9 @@
 //!
 //! Exit codes: one table, [`exit`] (the README's "Exit codes" repeats it).
 
+// First: the print macros (`outln!`, `out!`, `errln!`) every command module uses.
+#[macro_use]
+pub mod output;
 mod bench;
 mod bundle;
 mod ca;
@@ -25,6 +28,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Every exit code `sealkit` gives, in one place.
+///
+/// A reader that goes away early (`sealkit ca list --json | head -1`) changes nothing: the
+/// command finishes quietly and exits with its own code, 0 when it succeeded (no panic, no
+/// 141; see [`output`]). Output lost to any other write error (a full disk) is
+/// [`exit::COULD_NOT_RUN`].
 pub mod exit {
     /// The command did what it was asked.
     pub const SUCCESS: u8 = 0;
@@ -136,12 +144,46 @@ enum Command {
 
 /// Runs a parsed command line and turns its outcome into an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let Some(command) = cli.command else {
-        // clap requires --version or a subcommand (`arg_required_else_help`).
-        version::print(cli.verbose);
-        return ExitCode::SUCCESS;
+    let outcome = match cli.command {
+        Some(command) => dispatch(command),
+        None => {
+            // clap requires --version or a subcommand (`arg_required_else_help`).
+            version::print(cli.verbose);
+            Ok(ExitCode::SUCCESS)
+        }
     };
-    let outcome = match command {
+    // Output lost to a write error is a failure of a command that otherwise succeeded.
+    let outcome = match (outcome, output::finish()) {
+        (Ok(_), Some(lost)) => {
+            Err(anyhow::Error::new(lost).context("cannot write to standard output"))
+        }
+        (outcome, _) => outcome,
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            errln!("sealkit: {}", one_line(&error));
+            let store_failed = matches!(
+                error.downcast_ref::<crate::server::ServerError>(),
+                Some(crate::server::ServerError::StoreFailed(_))
+            ) || matches!(
+                error.downcast_ref::<crate::guard::GuardError>(),
+                Some(crate::guard::GuardError::StoreFailed(_))
+            );
+            let code = match error.downcast_ref::<crate::config::ConfigError>() {
+                Some(_) => EXIT_INVALID_CONFIG,
+                None if error.downcast_ref::<UsageError>().is_some() => exit::USAGE,
+                None if store_failed => crate::store::health::EXIT_STORE_FAILED,
+                None => exit::COULD_NOT_RUN,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Runs one command.
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Serve(args) => serve::run(args),
         Command::Config(cmd) => config_check::run(cmd),
         Command::Demo(args) => demo::run(args),
@@ -161,26 +203,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ca(cmd) => {
             crate::telemetry::init_cli_logging();
             ca::run_audited(cmd).map(|()| ExitCode::SUCCESS)
-        }
-    };
-    match outcome {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("sealkit: {}", one_line(&error));
-            let store_failed = matches!(
-                error.downcast_ref::<crate::server::ServerError>(),
-                Some(crate::server::ServerError::StoreFailed(_))
-            ) || matches!(
-                error.downcast_ref::<crate::guard::GuardError>(),
-                Some(crate::guard::GuardError::StoreFailed(_))
-            );
-            let code = match error.downcast_ref::<crate::config::ConfigError>() {
-                Some(_) => EXIT_INVALID_CONFIG,
-                None if error.downcast_ref::<UsageError>().is_some() => exit::USAGE,
-                None if store_failed => crate::store::health::EXIT_STORE_FAILED,
-                None => exit::COULD_NOT_RUN,
-            };
-            ExitCode::from(code)
         }
     }
 }

@@ -5,6 +5,6 @@ use std::process::ExitCode;
 
 pub fn run(target: super::drill::Target) -> anyhow::Result<ExitCode> {
     let response = super::drill::send(&target, ControlRequest::Reload)?;
-    println!("{}", response.message);
+    outln!("{}", response.message);
     Ok(ExitCode::SUCCESS)
 }

@@ -12,9 +12,9 @@ pub fn run(command: SecretCommand) -> anyhow::Result<ExitCode> {
     match command {
         SecretCommand::Generate => {
             let secret = crate::secret::generate();
-            println!("secret:     {secret}");
-            println!("secretHash: {}", crate::secret::SecretHash::of(&secret));
-            eprintln!("Give the secret to the client once; register only the secretHash.");
+            outln!("secret:     {secret}");
+            outln!("secretHash: {}", crate::secret::SecretHash::of(&secret));
+            errln!("Give the secret to the client once; register only the secretHash.");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -30,9 +30,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let recovery = crate::bundle::recover(&root)
                 .with_context(|| format!("cannot recover the bundle root {}", dir.display()))?;
             if !recovery.is_empty() {
-                eprintln!(
-                    "sealkit: cleaned up after an interrupted bundle operation: {recovery:?}"
-                );
+                errln!("sealkit: cleaned up after an interrupted bundle operation: {recovery:?}");
             }
             root.config_path()
         }

@@ -306,7 +306,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 let answer = oauth::introspect(&setup, &token)
                     .await
                     .context("introspection failed")?;
-                println!("{}", serde_json::to_string_pretty(&answer)?);
+                outln!("{}", serde_json::to_string_pretty(&answer)?);
                 Ok(ExitCode::SUCCESS)
             }
             Some(TokenCommand::Device(device)) => device_flow(device).await,
@@ -320,7 +320,7 @@ pub fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 oauth::revoke(&setup, &token)
                     .await
                     .context("revocation failed")?;
-                println!("revoked");
+                outln!("revoked");
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -335,9 +335,9 @@ async fn print_token(args: GetArgs) -> anyhow::Result<ExitCode> {
         if !cnf.is_null() {
             body["cnf"] = cnf;
         }
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        outln!("{}", serde_json::to_string_pretty(&body)?);
     } else {
-        println!("{}", token.access_token);
+        outln!("{}", token.access_token);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -391,7 +391,7 @@ async fn call_resource(args: CallArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .with_context(|| format!("cannot call {}", args.url))?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::Stdout;
     if args.include {
         writeln!(out, "HTTP/1.1 {}", reply.status)?;
         for (name, value) in &reply.headers {
@@ -410,7 +410,7 @@ async fn call_resource(args: CallArgs) -> anyhow::Result<ExitCode> {
             .header("www-authenticate")
             .map(|w| format!(" ({w})"))
             .unwrap_or_default();
-        eprintln!("sealkit: the resource answered {}{www}", reply.status);
+        errln!("sealkit: the resource answered {}{www}", reply.status);
         Ok(ExitCode::from(super::exit::CHECKS_FAILED))
     }
 }
@@ -440,7 +440,7 @@ async fn device_flow(args: DeviceArgs) -> anyhow::Result<ExitCode> {
         args.scope.as_deref(),
         &key,
         |codes| {
-            eprintln!(
+            errln!(
                 "To sign in, open {}\n  (or {} and enter the code {}); the code expires in {} s.",
                 codes.verification_uri_complete,
                 codes.verification_uri,
@@ -452,7 +452,7 @@ async fn device_flow(args: DeviceArgs) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("no token for {client_id}"))?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "access_token": tokens.access_token,
@@ -464,7 +464,7 @@ async fn device_flow(args: DeviceArgs) -> anyhow::Result<ExitCode> {
             }))?
         );
     } else {
-        println!("{}", tokens.access_token);
+        outln!("{}", tokens.access_token);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -64,7 +64,7 @@ fn read_password() -> anyhow::Result<String> {
         eprint!("\nAgain: ");
         let _ = std::io::stderr().flush();
         let second = read_line()?;
-        eprintln!();
+        errln!();
         if first != second {
             bail!("the passwords differ");
         }
@@ -88,7 +88,7 @@ fn hash(password: &str) -> anyhow::Result<String> {
 pub fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
     match command {
         UserCommand::Hash => {
-            println!("{}", hash(&read_password()?)?);
+            outln!("{}", hash(&read_password()?)?);
             Ok(ExitCode::SUCCESS)
         }
         UserCommand::Add(args) => {
@@ -109,11 +109,11 @@ pub fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot add `{}` to {}", args.id, path.display()))?;
             crate::ca::fsio::replace(&path, text.as_bytes(), 0o600)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            eprintln!("added user `{}` to {}", args.id, path.display());
+            errln!("added user `{}` to {}", args.id, path.display());
             let config = args.bundle_dir.join("authority.yaml");
             if let Ok(yaml) = std::fs::read_to_string(&config) {
                 if !yaml.contains("users:") {
-                    eprintln!(
+                    errln!(
                         "note: {} does not name a users file yet; add `people: {{users: {}}}`",
                         config.display(),
                         args.users_file.display()

@@ -7,7 +7,7 @@ use crate::build_info::{self, BuildInfo};
 /// Prints the version, and the provenance with `verbose`.
 pub fn print(verbose: bool) {
     let info = build_info::current();
-    print!("{}", render(&info, verbose));
+    out!("{}", render(&info, verbose));
 }
 
 fn render(info: &BuildInfo, verbose: bool) -> String {

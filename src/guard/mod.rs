@@ -374,7 +374,12 @@ pub async fn run(settings: GuardSettings, config_path: PathBuf) -> Result<(), Gu
         },
     )
     .await?;
-    println!("sealkit guard listening on https://{}", guard.addr);
+    // The line supervisors and tests wait for; a stdout nobody reads must not panic the
+    // server (`println!` would), so a failed write is ignored.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("sealkit guard listening on https://{}\n", guard.addr),
+    );
     guard.serve_until_signal().await
 }
 

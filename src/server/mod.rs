@@ -294,7 +294,12 @@ pub async fn bind_and_start(
         ..StartOptions::default()
     };
     let server = start(settings, listener, options).await?;
-    println!("sealkit listening on https://{}", server.addr);
+    // The line supervisors and tests wait for; a stdout nobody reads must not panic the
+    // server (`println!` would), so a failed write is ignored.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!("sealkit listening on https://{}\n", server.addr),
+    );
     Ok(server)
 }
 

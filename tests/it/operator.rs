@@ -20,7 +20,7 @@ fn free_port_pair() -> u16 {
 }
 
 /// A running `sealkit demo`, killed when dropped (also when a test fails).
-struct Demo(Child);
+pub(crate) struct Demo(Child);
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -31,7 +31,7 @@ impl Drop for Demo {
 
 /// `sealkit demo` as a child process; returns it and its standard output up to
 /// "Serving until Ctrl-C.".
-fn start_demo(dir: &Path) -> (Demo, Vec<String>) {
+pub(crate) fn start_demo(dir: &Path) -> (Demo, Vec<String>) {
     let port = free_port_pair();
     let mut demo = Demo(
         Command::new(BIN)
@@ -623,4 +623,78 @@ fn drill_run_env_reaches_the_bypass_and_drill_status_is_json_only() {
         .status
         .success());
     drop(demo);
+}
+
+/// A reader that goes away early (`sealkit ca list --json | head -1`) is no error: the
+/// command exits 0 quietly, without "failed printing to stdout: Broken pipe" (the exit table
+/// in `cli::exit`). Output lost to any other write error (a full disk) is exit 4, one line.
+#[test]
+fn a_reader_that_goes_away_early_is_quiet_and_a_full_disk_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca").display().to_string();
+    assert!(sealkit(&["ca", "init", "--dir", &ca, "--name", "Pipe"])
+        .status
+        .success());
+    for id in ["svc-a", "svc-b", "svc-c", "svc-d", "svc-e"] {
+        let out_dir = dir.path().join(id).display().to_string();
+        let out = sealkit(&[
+            "ca",
+            "issue",
+            "client",
+            "--dir",
+            &ca,
+            "--client-id",
+            id,
+            "--out",
+            &out_dir,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let listed = sealkit(&["ca", "list", "--dir", &ca, "--json"]);
+    assert!(listed.stdout.len() > 1000, "{listed:?}");
+
+    // The read end is closed before the command starts: its first write fails with EPIPE
+    // (Rust ignores SIGPIPE), every time.
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    for args in [
+        vec!["ca", "list", "--dir", &ca, "--json"],
+        vec!["ca", "list", "--dir", &ca],
+        vec!["completions", "bash"],
+        vec!["--help"],
+        vec!["ca", "--help"],
+        vec!["--version"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdout(closed())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["ca", "list", "--dir", &ca, "--json"])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("sealkit: cannot write to standard output"),
+        "{stderr}"
+    );
 }
