@@ -300,6 +300,7 @@ pub fn prepare_with_guard(
         "SEALKIT_RESOURCE_NONCE_URL".to_string(),
         format!("{guard_external}/api-nonce/echo"),
     );
+    env.insert("SEALKIT_GUARD_URL".to_string(), guard_external.to_string());
     env.insert(
         "SEALKIT_GUARD_METRICS_URL".to_string(),
         format!("{guard_external}/metrics"),

@@ -17,4 +17,5 @@ mod people;
 mod process;
 mod provenance;
 mod redis;
+mod runbooks;
 mod token;
