@@ -14,9 +14,16 @@
 //! certificate it shows). A fence without a language fails the test: a step must not hide
 //! from it.
 //!
-//! The scratch site differs from a real one in one way: the authority serves the demo's
-//! `authority.yaml` (`SEALKIT_CONFIG`), not the scratch bundle root's `current/`, so a
-//! `sealkit reload` after `bundle import` reloads the demo's configuration.
+//! The scratch site differs from a real one in three ways:
+//! - the authority serves the demo's `authority.yaml` (`SEALKIT_CONFIG`), not the scratch
+//!   bundle root's `current/`, so a `sealkit reload` after `bundle import` reloads the
+//!   demo's configuration;
+//! - the offline kit of install-from-kit.md §1 (whose block needs the static build) is
+//!   built by the test, just before that runbook, from the artefacts the earlier runbooks
+//!   made (signing key, v7 bundle, CA) — with a two-line wrapper as its binary, which runs
+//!   this build: a 200 MB debug binary would take minutes to hash and compress;
+//! - `DESTDIR` is set, so `install.sh` (§4) stages the installation into the scratch
+//!   directory instead of `/`.
 
 use crate::harness::BIN;
 use crate::operator::start_demo;
@@ -168,6 +175,60 @@ fn bundle_source(demo: &Path, scratch: &Path, source: &Path) {
     std::fs::copy(demo.join("users.yaml"), source.join("users.yaml")).unwrap();
 }
 
+/// The kit install-from-kit.md §1 would build (`sealkit-kit-site-a-v7.tar.zst` in the
+/// working directory), from what ca.md and bundle-import.md left there.
+fn build_kit(work: &Path, scratch: &Path, env: &BTreeMap<String, String>) {
+    let stage = scratch.join("kit-build");
+    let drill = stage.join("drill");
+    std::fs::create_dir_all(&drill).unwrap();
+    // The drill credentials the kit carries (run-drill.md): the demo's env file.
+    std::fs::copy(
+        Path::new(&env["SEALKIT_CONFIG"]).with_file_name("demo.env"),
+        drill.join("drill.env"),
+    )
+    .unwrap();
+    let binary = stage.join("sealkit");
+    std::fs::write(&binary, format!("#!/bin/sh\nexec '{BIN}' \"$@\"\n")).unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sbom = stage.join("sealkit.cdx.json");
+    std::fs::write(
+        &sbom,
+        br#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":[]}"#,
+    )
+    .unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ca_cert = format!("{}/root.crt", env["SEALKIT_CA_DIR"]);
+    let p = |p: &Path| p.display().to_string();
+    run(
+        &[
+            "kit",
+            "build",
+            "--out",
+            "sealkit-kit-site-a-v7.tar.zst",
+            "--binary",
+            &p(&binary),
+            "--sbom",
+            &p(&sbom),
+            "--kit-dir",
+            &p(&repo.join("kit")),
+            "--runbooks",
+            &p(&repo.join("docs/runbooks")),
+            "--bundle",
+            "site-a-v7.bundle.tar.zst",
+            "--ca-cert",
+            &ca_cert,
+            "--drill-dir",
+            &p(&drill),
+            "--secret-key",
+            "bundle-signing.key",
+            "--level",
+            "1",
+        ],
+        env,
+        work,
+    );
+}
+
 fn run(args: &[&str], env: &BTreeMap<String, String>, cwd: &Path) {
     let out = Command::new(BIN)
         .args(args)
@@ -209,6 +270,8 @@ fn every_runbook_step_runs_as_written_against_a_scratch_site() {
             "SEALKIT_BUNDLE_PASSPHRASE",
             "runbook test passphrase".into(),
         ),
+        // install.sh (install-from-kit.md §4) stages into the scratch directory.
+        ("DESTDIR", path("destdir")),
     ] {
         env.insert(key.to_string(), value);
     }
@@ -218,6 +281,8 @@ fn every_runbook_step_runs_as_written_against_a_scratch_site() {
         "var/lib/sealkit/data",
         "var/log/sealkit",
         "work",
+        "destdir",
+        "root",
     ] {
         std::fs::create_dir_all(t.join(d)).unwrap();
     }
@@ -279,10 +344,6 @@ fn every_runbook_step_runs_as_written_against_a_scratch_site() {
         &env,
         &fixture,
     );
-    // The kit's drill credentials (run-drill.md): the demo's env file.
-    let drill = t.join("root/kit-v7/drill");
-    std::fs::create_dir_all(&drill).unwrap();
-    std::fs::copy(demo_dir.join("demo.env"), drill.join("drill.env")).unwrap();
 
     let bin_dir = Path::new(BIN).parent().unwrap();
     env.insert(
@@ -310,10 +371,15 @@ fn every_runbook_step_runs_as_written_against_a_scratch_site() {
     let mut summary = Vec::new();
     let (mut total_ran, mut total_skipped) = (0, 0);
     for name in &names {
+        if name == "install-from-kit.md" {
+            build_kit(&work, t, &env);
+        }
         let text = std::fs::read_to_string(runbooks.join(name)).unwrap();
         let blocks = shell_blocks(name, &text);
         let (mut ran, mut skipped) = (0, 0);
         for block in &blocks {
+            // Never let a block install into the real root of the machine running the test.
+            assert!(env["DESTDIR"].starts_with(&*t.to_string_lossy()));
             let expected = match &block.mark {
                 Mark::Skip(_) => {
                     skipped += 1;
