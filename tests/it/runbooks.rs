@@ -92,8 +92,14 @@ fn shell_blocks(name: &str, text: &str) -> Vec<Block> {
         }
         assert!(i < lines.len(), "{name}:{}: unclosed fence", start + 1);
         i += 1;
-        if !matches!(lang, "sh" | "bash" | "console") {
-            continue;
+        match lang {
+            "sh" | "bash" | "shell" | "console" => {}
+            // Files and output, not steps.
+            "yaml" | "json" | "toml" | "text" | "ini" | "promql" => continue,
+            _ => panic!(
+                "{name}:{}: fence language {lang:?}: a shell block is `sh`; add other kinds to this list",
+                start + 1
+            ),
         }
         let mark = lines[..start]
             .iter()
@@ -441,6 +447,8 @@ fn the_block_reader_finds_marks_and_refuses_fences_without_a_language() {
     );
     assert_eq!(blocks[1].script, "echo a");
     assert_eq!(blocks[3].script, "echo b");
-    let refused = std::panic::catch_unwind(|| shell_blocks("t.md", "```\necho hidden\n```\n"));
-    assert!(refused.is_err());
+    for hidden in ["```\necho hidden\n```\n", "```zsh\necho hidden\n```\n"] {
+        let refused = std::panic::catch_unwind(|| shell_blocks("t.md", hidden));
+        assert!(refused.is_err(), "{hidden}");
+    }
 }
