@@ -658,7 +658,7 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     // Redis dies: every token request is refused with 503, DPoP or not; /ready says so.
     redis.kill();
     let errors_before = metric(
-        std::str::from_utf8(&conn.get("/metrics").await.unwrap().body).unwrap(),
+        &crate::harness::scrape(node.server.metrics_addr).await,
         "authority_store_errors_total",
     );
     for proofs in [vec![site.proof(&key, None)], vec![]] {
@@ -676,7 +676,7 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     let ready = node.ready().await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["ready"], false);
-    let exposition = String::from_utf8(conn.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    let exposition = crate::harness::scrape(node.server.metrics_addr).await;
     assert!(
         metric(&exposition, "authority_store_errors_total") >= errors_before + 2.0,
         "the outage is counted"
