@@ -568,12 +568,18 @@ async fn mtls_scenarios(drill: &mut Drill<'_>) -> Result<(), DrillError> {
 }
 
 /// One series of the authority's `/metrics` at `url` (0 when absent from the exposition).
-async fn authority_metric(plan: &DrillPlan, url: Option<&str>, series: &str) -> Result<f64, String> {
+async fn authority_metric(
+    plan: &DrillPlan,
+    url: Option<&str>,
+    series: &str,
+) -> Result<f64, String> {
     let Some(url) = url else {
         return Ok(0.0);
     };
     match crate::client::https::get_url(url, &plan.ca_file, &[]).await {
-        Ok(reply) if reply.status == 200 => Ok(metric(&String::from_utf8_lossy(&reply.body), series)),
+        Ok(reply) if reply.status == 200 => {
+            Ok(metric(&String::from_utf8_lossy(&reply.body), series))
+        }
         Ok(reply) => Err(format!("answered {}", reply.status)),
         Err(e) => Err(e.to_string()),
     }

@@ -174,16 +174,15 @@ pub async fn start(
     let mut tasks = Vec::new();
     // The loopback plain-HTTP listener that serves only `/metrics` (always on; the public
     // listener serves it too only with `metrics.public`).
-    let metrics_listener =
-        TcpListener::bind(settings.metrics_listen)
-            .await
-            .map_err(|source| ServerError::Io {
-                context: format!(
-                    "cannot listen on {} for metrics (metrics.listen)",
-                    settings.metrics_listen
-                ),
-                source,
-            })?;
+    let metrics_listener = TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            context: format!(
+                "cannot listen on {} for metrics (metrics.listen)",
+                settings.metrics_listen
+            ),
+            source,
+        })?;
     let metrics_addr = metrics_listener
         .local_addr()
         .map_err(|source| ServerError::Io {
@@ -574,6 +573,7 @@ async fn housekeeping(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        authority.follow_key_schedule();
         let health = authority.store().health();
         published.publish(authority.metrics(), &health);
         if health.state == crate::store::StoreState::Fatal && store_failed.borrow().is_none() {

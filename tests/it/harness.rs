@@ -149,6 +149,17 @@ pub fn jwt_claims(token: &str) -> Value {
     .unwrap()
 }
 
+/// The protected header of a JWT (`kid`, `alg`, `typ`).
+pub fn jwt_header(token: &str) -> Value {
+    use base64::Engine;
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// The value of one sample in a Prometheus exposition (0 when absent).
 pub fn metric(exposition: &str, series: &str) -> f64 {
     exposition
@@ -202,10 +213,7 @@ pub fn spawn_listening(command: &str, args: &[&std::ffi::OsStr]) -> std::process
 }
 
 /// [`spawn_listening`], also returning the "listening" line.
-fn spawn_listening_line(
-    command: &str,
-    args: &[&std::ffi::OsStr],
-) -> (std::process::Child, String) {
+fn spawn_listening_line(command: &str, args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(BIN)
         .arg(command)

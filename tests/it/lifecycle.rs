@@ -170,12 +170,18 @@ async fn metrics_are_on_loopback_by_default_and_not_on_the_public_listener() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let site = Site::start_prepared(|demo, yaml| {
         let bare = yaml.replacen("metrics:\n  listen: 127.0.0.1:0\n", "", 1);
-        assert_ne!(&bare, yaml, "the demo configuration changed: no metrics block");
+        assert_ne!(
+            &bare, yaml,
+            "the demo configuration changed: no metrics block"
+        );
         let path = demo.dir.join("no-metrics-block.yaml");
         std::fs::write(&path, &bare).unwrap();
         let defaults = sealkit::config::Settings::load(&path).unwrap();
         assert_eq!(defaults.metrics_listen.to_string(), "127.0.0.1:9464");
-        assert_eq!(defaults.metrics_listen, sealkit::config::DEFAULT_METRICS_LISTEN);
+        assert_eq!(
+            defaults.metrics_listen,
+            sealkit::config::DEFAULT_METRICS_LISTEN
+        );
         assert!(!defaults.metrics_public);
     })
     .await;
@@ -193,7 +199,10 @@ async fn metrics_are_on_loopback_by_default_and_not_on_the_public_listener() {
     assert!(text.contains("authority_dpop_nonce_miss_total"));
     let mut conn = site.conn().await;
     let reply = conn.get("/metrics").await.unwrap();
-    assert_eq!(reply.status, 404, "the public listener does not serve /metrics");
+    assert_eq!(
+        reply.status, 404,
+        "the public listener does not serve /metrics"
+    );
     assert_eq!(conn.get("/ready").await.unwrap().status, 200);
     assert_eq!(conn.get("/health").await.unwrap().status, 200);
     site.stop().await;
@@ -209,14 +218,23 @@ async fn metrics_public_opts_into_the_public_listener() {
             "metrics:\n  listen: 127.0.0.1:0\n  public: true\n",
             1,
         );
-        assert_ne!(&edited, yaml, "the demo configuration changed: no metrics block");
+        assert_ne!(
+            &edited, yaml,
+            "the demo configuration changed: no metrics block"
+        );
         *yaml = edited;
     })
     .await;
     let reply = site.conn().await.get("/metrics").await.unwrap();
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
-    assert!(text.contains("authority_dpop_nonce_miss_total"), "{text:.200}");
-    assert!(site.metrics().await.contains("authority_dpop_nonce_miss_total"));
+    assert!(
+        text.contains("authority_dpop_nonce_miss_total"),
+        "{text:.200}"
+    );
+    assert!(site
+        .metrics()
+        .await
+        .contains("authority_dpop_nonce_miss_total"));
     site.stop().await;
 }

@@ -113,7 +113,8 @@ fn logs_with(dir: &Path, needle: &str, count: usize) -> String {
 async fn device_flow_then_refresh_rotation_reuse_and_key_binding() {
     let dir = tempfile::tempdir().unwrap();
     let site = demo_site(dir.path(), 5);
-    let (mut server, metrics_addr) = crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
+    let (mut server, metrics_addr) =
+        crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let issuer = site.issuer.clone();
     let client_id = site.var("SEALKIT_CLI_CLIENT_ID").to_string();
@@ -349,7 +350,8 @@ async fn introspect(conn: &mut Connection, site: &DemoSite, token: String) -> se
 async fn lockout_after_the_configured_count_audited_and_no_password_in_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     let site = demo_site(dir.path(), 3);
-    let (mut server, metrics_addr) = crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
+    let (mut server, metrics_addr) =
+        crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let mut conn = target.connect().await.unwrap();
     let user = site.var("SEALKIT_USER");
