@@ -172,9 +172,9 @@ fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn check_plan(every: i64, ahead: usize, keep_for: i64) -> anyhow::Result<()> {
     use crate::keyset::{MAX_SCHEDULE_AHEAD, MIN_SCHEDULE_EVERY};
     if every < MIN_SCHEDULE_EVERY {
-        return Err(super::UsageError::new(format!(
-            "--every must be at least 1h: each node needs the set copied once per schedule (--ahead × --every)"
-        ))
+        return Err(super::UsageError::new(
+            "--every must be at least 1h: each node needs the set copied once per schedule (--ahead × --every)",
+        )
         .into());
     }
     if every <= keep_for {
