@@ -41,6 +41,9 @@ pub enum ControlRequest {
     KeysRotate,
     /// Remove a previous signing key (`force`: even if tokens it signed may still live).
     KeysRetire { kid: String, force: bool },
+    /// Plan signing keys ahead (`every` seconds apart, `ahead` still to activate), or end
+    /// the schedule (`every` absent).
+    KeysSchedule { every: Option<i64>, ahead: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -86,10 +86,33 @@ pub const DEMO_CLI_CLIENT: &str = "demo-cli";
 pub const DEMO_WEB_CLIENT: &str = "demo-web";
 
 /// Creates the demo site in `dir`, or reuses it when `dir/demo.env` exists. The guard
-/// listens on the next port.
+/// listens on the next port; the metrics listener on a free loopback port chosen at each
+/// start (`metrics.listen: 127.0.0.1:0`, so that tests and benchmarks can run many sites
+/// on one host; demo.env then names no `SEALKIT_METRICS_URL`).
 pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DemoSite, DemoError> {
     let guard = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
     prepare_with_guard(dir, listen, guard)
+}
+
+/// The addresses a demo site is made for.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoPorts {
+    /// The authority's TLS listener (and the issuer's host and port).
+    pub listen: SocketAddr,
+    /// The guard's TLS listener.
+    pub guard: SocketAddr,
+    /// The authority's loopback metrics listener; port 0 picks a free one at each start.
+    pub metrics: SocketAddr,
+}
+
+/// What `sealkit demo` uses: the guard on the next port, metrics on loopback, third port
+/// after `listen` (the second is the web console's redirect URI).
+pub fn ports_for(listen: SocketAddr) -> DemoPorts {
+    DemoPorts {
+        listen,
+        guard: SocketAddr::new(listen.ip(), listen.port().wrapping_add(1)),
+        metrics: SocketAddr::from(([127, 0, 0, 1], listen.port().wrapping_add(3))),
+    }
 }
 
 /// The guard's configuration for the demo: in front of the built-in echo upstream (a Unix
@@ -129,6 +152,23 @@ pub fn prepare_with_guard(
     listen: SocketAddr,
     guard_listen: SocketAddr,
 ) -> Result<DemoSite, DemoError> {
+    prepare_with_ports(
+        dir,
+        DemoPorts {
+            listen,
+            guard: guard_listen,
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
+    )
+}
+
+/// Creates the demo site for these addresses, or reuses it when `dir/demo.env` exists.
+pub fn prepare_with_ports(dir: &Path, ports: DemoPorts) -> Result<DemoSite, DemoError> {
+    let DemoPorts {
+        listen,
+        guard: guard_listen,
+        metrics: metrics_listen,
+    } = ports;
     let env_file = dir.join("demo.env");
     if env_file.exists() {
         return load(dir);
@@ -193,6 +233,7 @@ pub fn prepare_with_guard(
          tls:\n  certificate: tls/server.crt\n  privateKey: tls/server.key\n  clientCa: ca/root.crt\n\
          dataDir: data\n\
          logging:\n  directory: logs\n  stderr: false\n\
+         metrics:\n  listen: {metrics_listen}\n\
          tokens:\n  lifetime: 5m\n\
          security:\n  senderConstraints:\n    dpop:\n      enabled: true\n      allowedAlgorithms: [ES256, EdDSA]\n      proofLifetime: 60s\n      allowedClockSkew: 5s\n      replayWindow: 5m\n      allowTemporaryBypass: true\n      nonce:\n        required: false\n        ttl: 5m\n\
          tenants:\n\
@@ -265,10 +306,14 @@ pub fn prepare_with_guard(
         format!("{issuer}/introspect"),
     );
     env.insert("SEALKIT_REVOKE_URL".to_string(), format!("{issuer}/revoke"));
-    env.insert(
-        "SEALKIT_METRICS_URL".to_string(),
-        format!("{issuer}/metrics"),
-    );
+    // The authority's /metrics is on its loopback listener (plain HTTP); with port 0 the
+    // port is only known once it runs, so no URL is written.
+    if metrics_listen.port() != 0 {
+        env.insert(
+            "SEALKIT_METRICS_URL".to_string(),
+            format!("http://{metrics_listen}/metrics"),
+        );
+    }
     env.insert(
         "SEALKIT_CA_FILE".to_string(),
         ca.root_cert_path().display().to_string(),

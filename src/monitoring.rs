@@ -233,10 +233,6 @@ pub fn refresh_expiry(
         &metrics.bundle_expires,
         config_path.and_then(bundle_expires),
     );
-    set(
-        &metrics.signing_key_created,
-        crate::keyset::KeyRing::created_in(&settings.data_dir),
-    );
 }
 
 /// The earliest `notAfter` of the PEM certificates in `path` (the leaf's, or an

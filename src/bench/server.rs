@@ -69,7 +69,12 @@ impl ServerProcess {
             root: root.clone(),
             keep,
         };
-        let site = crate::demo::prepare(&root.join("site"), free_loopback_addr()?)
+        let listen = free_loopback_addr()?;
+        let ports = crate::demo::DemoPorts {
+            metrics: free_loopback_addr()?,
+            ..crate::demo::ports_for(listen)
+        };
+        let site = crate::demo::prepare_with_ports(&root.join("site"), ports)
             .map_err(|e| BenchError::Setup(format!("cannot prepare the demo site: {e}")))?;
         let mut yaml = std::fs::read_to_string(&site.config)
             .map_err(setup("cannot read the demo configuration"))?;

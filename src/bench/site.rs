@@ -84,9 +84,17 @@ pub(super) struct Endpoint {
     pub(super) process: Option<ServerProcess>,
     /// The guard scenario's guard (then `target` and `pid` are the guard's).
     pub(super) guard: Option<server::GuardProcess>,
+    /// The site CA (for an `https://` metrics URL).
+    pub(super) ca_file: PathBuf,
 }
 
 impl Endpoint {
+    /// The authority's `/metrics` (`SEALKIT_METRICS_URL`: its loopback listener, or the
+    /// public one when `metrics.public` is on), when known.
+    pub(super) fn metrics_url(&self) -> Option<&str> {
+        self.credentials.var("SEALKIT_METRICS_URL")
+    }
+
     pub(super) fn token_url(&self) -> String {
         format!("{}/token", self.base_url.trim_end_matches('/'))
     }
@@ -159,6 +167,7 @@ pub(super) async fn endpoint(
                     single: None,
                 },
                 pid: Some(process.pid),
+                ca_file: process.site.ca_file.clone(),
                 process: Some(process),
                 guard: None,
             })
@@ -175,6 +184,7 @@ pub(super) async fn endpoint(
             pid: *server_pid,
             process: None,
             guard: None,
+            ca_file: ca.clone(),
         }),
     }
 }

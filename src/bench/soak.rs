@@ -86,7 +86,9 @@ pub async fn soak(
     let idle_rss_mb = mb(endpoint.pid.and_then(procfs::rss_bytes));
     let plan = plan(scenario, &mut endpoint, options).await?;
     let connections = endpoint.connect(options.connections).await?;
-    let mut metrics_connection = endpoint.target.connect().await.map_err(client_error)?;
+    // The store sizes come from the authority's /metrics, on its loopback listener by
+    // default: a new connection per sample (one per interval costs nothing measurable).
+    let metrics_url = endpoint.metrics_url().map(str::to_string);
     let nonce = match &plan {
         Plan::Proofs(p) => p.nonce.clone(),
         Plan::Fixed(_) => None,
@@ -136,22 +138,14 @@ pub async fn soak(
         tokio::time::sleep_until(next.into()).await;
         let mut stats = shared.take();
         let cpu_after = endpoint.pid.and_then(procfs::cpu_ticks);
-        let store = match metrics_connection.get("/metrics").await {
-            Ok(reply) => store_entries(&String::from_utf8_lossy(&reply.body)),
-            Err(_) => {
-                // The metrics connection may have timed out; one reconnect.
-                match endpoint.target.connect().await {
-                    Ok(mut c) => {
-                        let entries = match c.get("/metrics").await {
-                            Ok(reply) => store_entries(&String::from_utf8_lossy(&reply.body)),
-                            Err(_) => BTreeMap::new(),
-                        };
-                        metrics_connection = c;
-                        entries
-                    }
-                    Err(_) => BTreeMap::new(),
+        let store = match &metrics_url {
+            Some(url) => match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
+                Ok(reply) if reply.status == 200 => {
+                    store_entries(&String::from_utf8_lossy(&reply.body))
                 }
-            }
+                _ => BTreeMap::new(),
+            },
+            None => BTreeMap::new(),
         };
         let cpu = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if stats.ok > 0 => {

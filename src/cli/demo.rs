@@ -23,7 +23,10 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let existing = args.dir.join("demo.env").exists();
     let default: SocketAddr = ([127, 0, 0, 1], 8443).into();
-    let site = crate::demo::prepare(&args.dir, args.listen.unwrap_or(default))?;
+    let site = crate::demo::prepare_with_ports(
+        &args.dir,
+        crate::demo::ports_for(args.listen.unwrap_or(default)),
+    )?;
     let settings = Settings::load(&site.config)?;
     if let Some(asked) = args.listen.filter(|a| existing && *a != settings.listen) {
         return Err(super::UsageError::new(format!(
@@ -39,6 +42,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     outln!("  configuration  {}", site.config.display());
     outln!("  issuer         {}", site.issuer);
     outln!("  CA certificate {}", site.ca_file.display());
+    outln!(
+        "  metrics        http://{}/metrics (loopback only)",
+        settings.metrics_listen
+    );
     outln!(
         "  clients and secrets: {}/demo.env (mode 0600)",
         site.dir.display()

@@ -1,6 +1,8 @@
 //! A small HTTPS/1.1 client over rustls and hyper: one keep-alive connection per
 //! [`Connection`], trusting only the site CA given, optionally presenting a client
-//! certificate. Used by the drill, the benchmark and the tests; not a general HTTP client.
+//! certificate; and plain HTTP for the authority's loopback metrics listener
+//! ([`connect_plain`], [`get_url`]). Used by the drill, the benchmark and the tests; not a
+//! general HTTP client.
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -197,6 +199,65 @@ impl Connection {
             .map_err(|e| HttpsError::Request(e.to_string()))?;
         self.send(request).await
     }
+}
+
+/// Opens a plain-HTTP keep-alive connection to `addr`: only for loopback listeners such as
+/// `metrics.listen`, which carry no credentials.
+pub async fn connect_plain(addr: SocketAddr) -> Result<Connection, HttpsError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| HttpsError::Connect(e.to_string()))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| HttpsError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Connection {
+        sender,
+        host: addr.to_string(),
+    })
+}
+
+/// `GET url` on a new connection: `http://` plainly (a metrics listener), `https://`
+/// trusting `ca_file`.
+pub async fn get_url(
+    url: &str,
+    ca_file: &Path,
+    headers: &[(&str, &str)],
+) -> Result<Reply, HttpsError> {
+    let parsed = url::Url::parse(url).map_err(|_| HttpsError::Url(url.to_string()))?;
+    let mut conn = match parsed.scheme() {
+        "http" => {
+            let host = parsed
+                .host_str()
+                .ok_or_else(|| HttpsError::Url(url.to_string()))?;
+            let port = parsed.port_or_known_default().unwrap_or(80);
+            let addr =
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))
+                    .map_err(|_| HttpsError::Resolve(host.to_string()))?
+                    .next()
+                    .ok_or_else(|| HttpsError::Resolve(host.to_string()))?;
+            connect_plain(addr).await?
+        }
+        "https" => {
+            let base = format!(
+                "https://{}:{}",
+                parsed.host_str().unwrap_or_default(),
+                parsed.port_or_known_default().unwrap_or(443)
+            );
+            TlsTarget::new(&base, ca_file, None)?.connect().await?
+        }
+        _ => return Err(HttpsError::Url(url.to_string())),
+    };
+    let mut builder = Request::get(parsed.path());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| HttpsError::Request(e.to_string()))?;
+    conn.send(request).await
 }
 
 /// `Authorization: Basic` for `client_secret_basic` (RFC 6749 §2.3.1: form-encode, then base64).

@@ -21,6 +21,7 @@ pub mod schema;
 mod schema_doc;
 pub mod settings;
 mod validate;
+pub use validate::DEFAULT_METRICS_LISTEN;
 
 pub use schema::*;
 pub use settings::*;

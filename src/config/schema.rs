@@ -102,9 +102,13 @@ pub struct LimitsFile {
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsFile {
-    /// A separate plain-HTTP listener for `/metrics` (must be loopback). Absent: `/metrics`
-    /// is served on the main TLS listener.
+    /// The plain-HTTP listener that serves `/metrics` (must be loopback). Absent: the
+    /// authority listens on [`super::DEFAULT_METRICS_LISTEN`]; the guard serves
+    /// `/metrics` on its TLS listener.
     pub listen: Option<String>,
+    /// Authority only: also serve `/metrics` on the public TLS listener (default false:
+    /// the exposition names tenants and clients, so it stays on loopback unless asked).
+    pub public: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

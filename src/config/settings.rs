@@ -141,7 +141,10 @@ pub struct Settings {
     pub token_lifetime: Duration,
     pub logging: LoggingSettings,
     pub limits: LimitsSettings,
-    pub metrics_listen: Option<SocketAddr>,
+    /// The loopback plain-HTTP listener that serves `/metrics` (always on).
+    pub metrics_listen: SocketAddr,
+    /// `metrics.public`: the public TLS listener serves `/metrics` too.
+    pub metrics_public: bool,
     pub storage: StorageKind,
     /// The backend's connection settings (`storage` above is `storage_settings.kind`).
     pub storage_settings: StorageSettings,

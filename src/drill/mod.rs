@@ -64,6 +64,10 @@ pub struct DrillPlan {
     /// A resource behind `sealkit guard` (`SEALKIT_RESOURCE_URL`): an https URL written as
     /// the guard compares `htu`. Absent: the resource rows are skipped.
     pub resource_url: Option<String>,
+    /// The authority's `/metrics` (`SEALKIT_METRICS_URL`): its loopback listener
+    /// (`http://127.0.0.1:9464/metrics`), reachable on its own host only, or the public one
+    /// when `metrics.public` is on. Absent: the mismatch metric row is skipped.
+    pub metrics_url: Option<String>,
     /// The guard's `/metrics` (`SEALKIT_GUARD_METRICS_URL`), for the mismatch metric row.
     pub guard_metrics_url: Option<String>,
     /// A public device-grant client and a user who may approve it (`SEALKIT_CLI_CLIENT_ID`,
@@ -118,6 +122,7 @@ impl DrillPlan {
             log_dir: get("SEALKIT_LOG_DIR").map(PathBuf::from),
             bypass_socket: None,
             resource_url: get("SEALKIT_RESOURCE_URL"),
+            metrics_url: get("SEALKIT_METRICS_URL"),
             guard_metrics_url: get("SEALKIT_GUARD_METRICS_URL"),
             device: (|| {
                 Some(device::DeviceDrill {
@@ -525,7 +530,9 @@ async fn mtls_scenarios(drill: &mut Drill<'_>) -> Result<(), DrillError> {
         );
         return Ok(());
     }
-    let metrics_before = right.get("/metrics").await?;
+    let series = "authority_mtls_mismatch_total{reason=\"thumbprint-mismatch\"}";
+    let metrics_url = drill.plan.metrics_url.clone();
+    let before = authority_metric(drill.plan, metrics_url.as_deref(), series).await;
     let bearer = format!("Bearer {token}");
     let mut other = other.connect().await?;
     let reply = other
@@ -537,26 +544,45 @@ async fn mtls_scenarios(drill: &mut Drill<'_>) -> Result<(), DrillError> {
         summary(&reply),
         reply.status == 401 && reply.json()["error"] == "invalid_token",
     );
-    let metrics_after = right.get("/metrics").await?;
-    let series = "authority_mtls_mismatch_total{reason=\"thumbprint-mismatch\"}";
-    if metrics_before.status != 200 || metrics_after.status != 200 {
-        drill.report.push(
+    let after = authority_metric(drill.plan, metrics_url.as_deref(), series).await;
+    match (metrics_url, before, after) {
+        (None, ..) => drill.report.skip(
             METRIC,
             "thumbprint-mismatch +1",
-            format!("/metrics answered {}", metrics_after.status),
+            "no SEALKIT_METRICS_URL given (the authority's /metrics is on its loopback listener)",
+        ),
+        (Some(_), Ok(before), Ok(after)) => drill.report.push(
+            METRIC,
+            "thumbprint-mismatch +1",
+            format!("+{}", after - before),
+            after - before == 1.0,
+        ),
+        (Some(url), Err(why), _) | (Some(url), _, Err(why)) => drill.report.push(
+            METRIC,
+            "thumbprint-mismatch +1",
+            format!("{url}: {why}"),
             false,
-        );
-    } else {
-        let text = |r: &Reply| String::from_utf8_lossy(&r.body).to_string();
-        let delta = metric(&text(&metrics_after), series) - metric(&text(&metrics_before), series);
-        drill.report.push(
-            METRIC,
-            "thumbprint-mismatch +1",
-            format!("+{delta}"),
-            delta == 1.0,
-        );
+        ),
     }
     Ok(())
+}
+
+/// One series of the authority's `/metrics` at `url` (0 when absent from the exposition).
+async fn authority_metric(
+    plan: &DrillPlan,
+    url: Option<&str>,
+    series: &str,
+) -> Result<f64, String> {
+    let Some(url) = url else {
+        return Ok(0.0);
+    };
+    match crate::client::https::get_url(url, &plan.ca_file, &[]).await {
+        Ok(reply) if reply.status == 200 => {
+            Ok(metric(&String::from_utf8_lossy(&reply.body), series))
+        }
+        Ok(reply) => Err(format!("answered {}", reply.status)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The guard's `guard_mtls_mismatch_total{reason="thumbprint-mismatch"}`, when its

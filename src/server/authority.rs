@@ -172,14 +172,63 @@ impl Authority {
         self.core.bypass.active(self.core.clock.now())
     }
 
-    /// Sets the `…_timestamp_seconds` gauges (certificate, CRL, bundle, signing key) from
-    /// the files the running configuration names.
+    /// Sets the `…_timestamp_seconds` gauges (certificate, CRL, bundle) from the files the
+    /// running configuration names, and the signing key's from the key set in use.
     pub fn refresh_expiry_gauges(&self) {
         crate::monitoring::refresh_expiry(
             &self.core.metrics,
             &self.current().settings,
             self.config_path.as_deref(),
         );
+        self.refresh_key_gauges();
+    }
+
+    /// The signing key's gauges (its age, the schedule's end) from the key set in use.
+    pub fn refresh_key_gauges(&self) {
+        let ring = &self.core.signing_key;
+        let metrics = &self.core.metrics;
+        metrics.signing_key_created.set(ring.current_since());
+        metrics.signing_key_schedule_end.set(ring.schedule_end());
+    }
+
+    /// Every second (housekeeping): lets a scheduled key activate, and a previous key whose
+    /// tokens have all expired leave `/jwks`, when no token request did it first; keeps
+    /// the key gauges right either way.
+    pub fn follow_key_schedule(&self) {
+        self.core.signing_key.refresh(self.core.clock.now());
+        self.refresh_key_gauges();
+    }
+
+    /// The longest a token signed now may stay valid: how long a key must stay published
+    /// after it stopped signing.
+    fn key_keep_for(&self) -> i64 {
+        let settings = self.current().settings.clone();
+        settings.token_lifetime.as_secs() as i64 + settings.dpop.clock_skew.as_secs() as i64
+    }
+
+    /// Plans signing keys ahead (see [`crate::keyset::KeyRing::schedule`]), or ends the
+    /// schedule (`every` None). Audited (`authority.keys.scheduled` /
+    /// `authority.keys.unscheduled`); the new fingerprint is published to the site.
+    pub fn schedule_keys(
+        &self,
+        plan: Option<(i64, usize)>,
+        operator: &crate::telemetry::audit::Operator,
+    ) -> Result<crate::keyset::SetFile, crate::keyset::KeySetError> {
+        let now = self.core.clock.now();
+        let outcome = match plan {
+            Some((every, ahead)) => {
+                self.core
+                    .signing_key
+                    .schedule(now, every, ahead, self.key_keep_for())
+            }
+            None => self.core.signing_key.unschedule(now),
+        };
+        audit_schedule(&outcome, plan, operator, "socket");
+        self.refresh_key_gauges();
+        if outcome.is_ok() {
+            self.publish_key_set(self.core.signing_key.fingerprint());
+        }
+        outcome
     }
 
     /// Rotates the signing keys at once (next → current → previous, a new next), keeping
@@ -189,9 +238,7 @@ impl Authority {
         &self,
         operator: &crate::telemetry::audit::Operator,
     ) -> Result<crate::keyset::SetFile, crate::keyset::KeySetError> {
-        let settings = self.current().settings.clone();
-        let keep_for =
-            settings.token_lifetime.as_secs() as i64 + settings.dpop.clock_skew.as_secs() as i64;
+        let keep_for = self.key_keep_for();
         let now = self.core.clock.now();
         let outcome = self.core.signing_key.rotate(now, keep_for);
         match &outcome {
@@ -210,8 +257,8 @@ impl Authority {
             }
         }
         self.refresh_expiry_gauges();
-        if let Ok(set) = &outcome {
-            self.publish_key_set(set.fingerprint());
+        if outcome.is_ok() {
+            self.publish_key_set(self.core.signing_key.fingerprint());
         }
         outcome
     }
@@ -241,9 +288,10 @@ impl Authority {
             .core
             .signing_key
             .retire(kid, self.core.clock.now(), force);
-        if let Ok(set) = &outcome {
-            self.publish_key_set(set.fingerprint());
+        if outcome.is_ok() {
+            self.publish_key_set(self.core.signing_key.fingerprint());
         }
+        self.refresh_key_gauges();
         match &outcome {
             Ok(set) => {
                 tracing::warn!(event = "authority.keys.retired", kid = %kid, forced = force, fingerprint = %set.fingerprint(), operator = %operator.label(), operator_uid = operator.uid)
@@ -261,5 +309,43 @@ impl Authority {
             .metrics
             .bypass_active
             .set(i64::from(self.active_bypass().is_some()));
+    }
+}
+
+/// The audit event of `keys schedule` (or its refusal), for the socket and the files path.
+pub fn audit_schedule(
+    outcome: &Result<crate::keyset::SetFile, crate::keyset::KeySetError>,
+    plan: Option<(i64, usize)>,
+    operator: &crate::telemetry::audit::Operator,
+    via: &str,
+) {
+    let action = if plan.is_some() {
+        "schedule"
+    } else {
+        "unschedule"
+    };
+    match outcome {
+        Ok(set) => {
+            let planned: Vec<String> = set
+                .schedule
+                .iter()
+                .flat_map(|s| s.keys.iter().map(|k| format!("{}@{}", k.kid, k.activates)))
+                .collect();
+            tracing::warn!(
+                event = if plan.is_some() { "authority.keys.scheduled" } else { "authority.keys.unscheduled" },
+                every = plan.map_or(0, |p| p.0),
+                ahead = plan.map_or(0, |p| p.1 as u64),
+                current = %set.current.kid,
+                next = %set.next.kid,
+                planned = %planned.join(","),
+                fingerprint = %set.fingerprint(),
+                operator = %operator.label(),
+                operator_uid = operator.uid,
+                via,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(event = "authority.keys.refused", action, error = %e, operator = %operator.label(), operator_uid = operator.uid, via)
+        }
     }
 }

@@ -85,6 +85,7 @@ fn status(authority: &Authority) -> serde_json::Value {
         "clients": snapshot.settings.clients.len(),
         "tenants": snapshot.settings.tenants.len(),
         "restartFence": authority.fence_active(),
+        "keys": authority.core.signing_key.set(),
         "bypass": match authority.active_bypass() {
             Some(w) => json!({"active": true, "until": crate::store::health::rfc3339(w.until), "reason": w.reason}),
             None => json!({"active": false, "allowed": authority.core.bypass.allowed()}),
@@ -166,6 +167,19 @@ async fn handle(authority: &Authority, request: ControlRequest, uid: u32) -> Con
                 authority,
                 authority.retire_key(&kid, force, &operator),
                 "retired",
+            )
+        }
+        ControlRequest::KeysSchedule { every, ahead } => {
+            let operator = crate::telemetry::audit::Operator::of_uid(uid);
+            let plan = every.map(|every| (every, ahead));
+            keys_answer(
+                authority,
+                authority.schedule_keys(plan, &operator),
+                if plan.is_some() {
+                    "scheduled"
+                } else {
+                    "unscheduled"
+                },
             )
         }
     }

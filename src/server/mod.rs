@@ -115,7 +115,8 @@ const END_RUN_DEADLINE: Duration = Duration::from_secs(10);
 /// A server started in this process, stopped with [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub addr: SocketAddr,
-    pub metrics_addr: Option<SocketAddr>,
+    /// Where the loopback metrics listener is bound (`metrics.listen`, its port resolved).
+    pub metrics_addr: SocketAddr,
     pub authority: Arc<Authority>,
     shutdown: watch::Sender<bool>,
     drain: Arc<watch::Sender<Drain>>,
@@ -171,36 +172,40 @@ pub async fn start(
     let (store_failed_tx, store_failed) = watch::channel(None);
 
     let mut tasks = Vec::new();
-    let metrics_addr = match settings.metrics_listen {
-        Some(metrics_listen) => {
-            let metrics_listener =
-                TcpListener::bind(metrics_listen)
-                    .await
-                    .map_err(|source| ServerError::Io {
-                        context: format!("cannot listen on {metrics_listen} for metrics"),
-                        source,
-                    })?;
-            let bound = metrics_listener.local_addr().ok();
-            let authority = authority.clone();
-            // The optional plain-HTTP loopback listener that serves only `/metrics`.
-            tasks.push(tokio::spawn(crate::listener::serve_plain(
-                metrics_listener,
-                shutdown_rx.clone(),
-                move |request: Request<Incoming>| {
-                    let authority = authority.clone();
-                    async move {
-                        if request.uri().path() == "/metrics" {
-                            meta::metrics(&authority, request.headers())
-                        } else {
-                            OAuthError::NotFound.into_response()
-                        }
+    // The loopback plain-HTTP listener that serves only `/metrics` (always on; the public
+    // listener serves it too only with `metrics.public`).
+    let metrics_listener = TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|source| ServerError::Io {
+            context: format!(
+                "cannot listen on {} for metrics (metrics.listen)",
+                settings.metrics_listen
+            ),
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| ServerError::Io {
+            context: "metrics listener address".into(),
+            source,
+        })?;
+    {
+        let authority = authority.clone();
+        tasks.push(tokio::spawn(crate::listener::serve_plain(
+            metrics_listener,
+            shutdown_rx.clone(),
+            move |request: Request<Incoming>| {
+                let authority = authority.clone();
+                async move {
+                    if request.uri().path() == "/metrics" {
+                        meta::metrics(&authority, request.headers())
+                    } else {
+                        OAuthError::NotFound.into_response()
                     }
-                },
-            )));
-            bound
-        }
-        None => None,
-    };
+                }
+            },
+        )));
+    }
     let socket_path = crate::control::socket_path(&settings.data_dir);
     let control = control_listener::bind(&socket_path).map_err(|source| ServerError::Io {
         context: format!("cannot open the control socket {}", socket_path.display()),
@@ -223,7 +228,7 @@ pub async fn start(
         settings.limits.max_connections,
         drain_rx,
     )));
-    tracing::info!(event = events::SERVER_STARTED, addr = %addr, issuer = %settings.issuer, signing_kid = authority.core.signing_key.kid());
+    tracing::info!(event = events::SERVER_STARTED, addr = %addr, metrics_addr = %metrics_addr, issuer = %settings.issuer, signing_kid = authority.core.signing_key.kid());
     Ok(RunningServer {
         addr,
         metrics_addr,
@@ -298,7 +303,10 @@ pub async fn bind_and_start(
     // server (`println!` would), so a failed write is ignored.
     let _ = std::io::Write::write_fmt(
         &mut std::io::stdout(),
-        format_args!("sealkit listening on https://{}\n", server.addr),
+        format_args!(
+            "sealkit listening on https://{} (metrics: http://{}/metrics)\n",
+            server.addr, server.metrics_addr
+        ),
     );
     Ok(server)
 }
@@ -515,7 +523,7 @@ async fn dispatch(
         "/.well-known/oauth-authorization-server" => ("discovery", Ok(meta::discovery(authority))),
         "/health" => ("health", Ok(meta::health())),
         "/ready" => ("ready", Ok(meta::ready(authority).await)),
-        "/metrics" if authority.current().settings.metrics_listen.is_none() => {
+        "/metrics" if authority.current().settings.metrics_public => {
             ("metrics", Ok(meta::metrics(authority, &parts.headers)))
         }
         _ => ("other", Err(OAuthError::NotFound)),
@@ -570,6 +578,7 @@ async fn housekeeping(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
+        authority.follow_key_schedule();
         let health = authority.store().health();
         published.publish(authority.metrics(), &health);
         if health.state == crate::store::StoreState::Fatal && store_failed.borrow().is_none() {

@@ -355,6 +355,7 @@ mod tests {
         assert!(is_audit_event("authority.bundle.imported"));
         assert!(is_audit_event("authority.ca.revoked"));
         assert!(is_audit_event("authority.keys.rotated"));
+        assert!(is_audit_event("authority.keys.activated"));
         assert!(is_audit_event(super::super::events::TOKEN_ISSUED));
         assert!(!is_audit_event(super::super::events::DPOP_REQUEST));
         assert!(!is_audit_event(super::super::events::CONNECTION_ERROR));

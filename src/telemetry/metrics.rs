@@ -97,6 +97,8 @@ pub struct Metrics {
     pub client_crl_next_update: Gauge,
     pub bundle_expires: Gauge,
     pub signing_key_created: Gauge,
+    /// When the last planned key of a signing-key schedule activates (0: no schedule).
+    pub signing_key_schedule_end: Gauge,
     /// Sign-in attempts by result (success, failure, locked, rate-limited).
     pub logins: Family<ResultLabel, Counter>,
     /// Refresh tokens used a second time (each revoked its family).
@@ -143,6 +145,7 @@ impl Metrics {
             client_crl_next_update: Gauge::default(),
             bundle_expires: Gauge::default(),
             signing_key_created: Gauge::default(),
+            signing_key_schedule_end: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -260,8 +263,13 @@ impl Metrics {
         );
         registry.register(
             "authority_signing_key_created_timestamp_seconds",
-            "When the token signing key in use was created, in Unix seconds",
+            "When the token signing key in use was created (a scheduled key: when it activated), in Unix seconds",
             metrics.signing_key_created.clone(),
+        );
+        registry.register(
+            "authority_signing_key_schedule_end_timestamp_seconds",
+            "When the last planned key of the signing-key schedule activates, in Unix seconds; 0 when the key set has no schedule. After it no key rotates until the schedule is extended",
+            metrics.signing_key_schedule_end.clone(),
         );
         for reason in CLIENT_AUTH_REASONS {
             let _ = metrics

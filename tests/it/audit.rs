@@ -2,7 +2,7 @@
 //! changes): one event per failed client authentication with its counter, the operator's
 //! uid on command acts.
 
-use crate::harness::{metric, spawn_serve, BIN};
+use crate::harness::{metric, scrape, spawn_serve_with_metrics, BIN};
 use sealkit::client::https::{basic_auth, TlsTarget};
 use sealkit::demo::DemoSite;
 use serde_json::Value;
@@ -67,10 +67,11 @@ async fn failed_client_authentications_are_audited_and_counted() {
     let certs = site.dir.join("certs");
     other.write(&certs, "someone-else").unwrap();
 
-    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let (mut server, metrics_addr) =
+        spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let mut conn = target.connect().await.unwrap();
-    let before = String::from_utf8(conn.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    let before = scrape(metrics_addr).await;
     let form = [("grant_type", "client_credentials")];
     let client = site.var("SEALKIT_DPOP_CLIENT_ID").to_string();
     let wrong_secret = "not-the-secret-5f1c";
@@ -135,7 +136,7 @@ async fn failed_client_authentications_are_audited_and_counted() {
         .await
         .unwrap();
     assert_eq!(reply.json()["error"], "invalid_scope", "{:?}", reply.body);
-    let after = String::from_utf8(conn.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    let after = scrape(metrics_addr).await;
 
     let logs = site.dir.join("logs");
     let failures = wait_for_events(&logs, "authority.client.authentication.failed", 3);

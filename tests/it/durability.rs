@@ -262,21 +262,30 @@ fn free_port() -> u16 {
 struct Site {
     demo: DemoSite,
     target: TlsTarget,
+    /// The authority's loopback metrics listener: a fixed free port, so that it stays the
+    /// same across the restarts of a test.
+    metrics_addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Site {
     fn new() -> Site {
         let dir = tempfile::tempdir().unwrap();
-        let demo = sealkit::demo::prepare(
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics_addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let demo = sealkit::demo::prepare_with_ports(
             &dir.path().join("site"),
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            sealkit::demo::DemoPorts {
+                metrics: metrics_addr,
+                ..sealkit::demo::ports_for(listen)
+            },
         )
         .unwrap();
         let target = TlsTarget::new(&demo.issuer, &demo.ca_file, None).unwrap();
         Site {
             demo,
             target,
+            metrics_addr,
             _dir: dir,
         }
     }
@@ -346,8 +355,7 @@ impl Site {
     }
 
     async fn metrics(&self) -> String {
-        let mut conn = self.target.connect().await.unwrap();
-        String::from_utf8(conn.get("/metrics").await.unwrap().body.to_vec()).unwrap()
+        crate::harness::scrape(self.metrics_addr).await
     }
 
     /// Polls `/metrics` until `series` satisfies `holds` (gauges are refreshed each second).

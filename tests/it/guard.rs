@@ -714,3 +714,22 @@ async fn the_guard_follows_a_signing_key_rotation() {
         200
     );
 }
+
+/// `metrics.public` is the authority's setting: the guard's configuration refuses it with
+/// the key path and the guard's own rule.
+#[test]
+fn the_guard_refuses_metrics_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo =
+        sealkit::demo::prepare(&dir.path().join("site"), "127.0.0.1:1".parse().unwrap()).unwrap();
+    let mut yaml = std::fs::read_to_string(&demo.guard_config).unwrap();
+    assert!(!yaml.contains("metrics:"), "the demo guard.yaml changed");
+    yaml.push_str("metrics:\n  public: true\n");
+    std::fs::write(&demo.guard_config, yaml).unwrap();
+    let error = GuardSettings::load(&demo.guard_config).unwrap_err();
+    let said = format!("{error:#}");
+    assert!(
+        said.contains("metrics.public") && said.contains("unless metrics.listen is set"),
+        "{said}"
+    );
+}

@@ -121,10 +121,9 @@ impl Site {
         reply.json()
     }
 
+    /// `/metrics` from the authority's loopback metrics listener (plain HTTP).
     pub async fn metrics(&self) -> String {
-        let reply = self.conn().await.get("/metrics").await.unwrap();
-        assert_eq!(reply.status, 200);
-        String::from_utf8(reply.body.to_vec()).unwrap()
+        scrape(self.server.metrics_addr).await
     }
 
     pub async fn stop(self) {
@@ -150,6 +149,17 @@ pub fn jwt_claims(token: &str) -> Value {
     .unwrap()
 }
 
+/// The protected header of a JWT (`kid`, `alg`, `typ`).
+pub fn jwt_header(token: &str) -> Value {
+    use base64::Engine;
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// The value of one sample in a Prometheus exposition (0 when absent).
 pub fn metric(exposition: &str, series: &str) -> f64 {
     exposition
@@ -162,6 +172,18 @@ pub fn metric(exposition: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `GET /metrics` on an authority's loopback metrics listener (plain HTTP); must be 200.
+pub async fn scrape(metrics_addr: std::net::SocketAddr) -> String {
+    let reply = sealkit::client::https::connect_plain(metrics_addr)
+        .await
+        .unwrap()
+        .get("/metrics")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    String::from_utf8(reply.body.to_vec()).unwrap()
+}
+
 /// The `sealkit` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sealkit");
 
@@ -170,8 +192,28 @@ pub fn spawn_serve(args: &[&std::ffi::OsStr]) -> std::process::Child {
     spawn_listening("serve", args)
 }
 
+/// Starts `sealkit serve ARGS`; returns it and its loopback metrics listener's address (from
+/// the "listening" line: the demo's `metrics.listen` port is 0, chosen at start).
+pub fn spawn_serve_with_metrics(
+    args: &[&std::ffi::OsStr],
+) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, line) = spawn_listening_line("serve", args);
+    let addr = line
+        .split("(metrics: http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"));
+    (child, addr)
+}
+
 /// Starts `sealkit COMMAND ARGS` (`serve` or `guard`) and waits for its "listening" line.
 pub fn spawn_listening(command: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    spawn_listening_line(command, args).0
+}
+
+/// [`spawn_listening`], also returning the "listening" line.
+fn spawn_listening_line(command: &str, args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(BIN)
         .arg(command)
@@ -194,5 +236,5 @@ pub fn spawn_listening(command: &str, args: &[&std::ffi::OsStr]) -> std::process
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the server did not start");
     assert!(line.contains("listening"), "{line}");
-    child
+    (child, line)
 }

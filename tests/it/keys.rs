@@ -187,3 +187,163 @@ async fn rotation_under_load_keeps_every_token_verifiable_until_it_expires() {
     assert!(line["operator_uid"].is_u64(), "{line}");
     drop(kept);
 }
+
+/// An automatic schedule on a running authority: `keys schedule` plans keys ahead (the
+/// published next first); a manual rotate is then refused with the reason; at the
+/// activation time issued tokens switch `kid` without a restart; every token issued before
+/// and after verifies against `/jwks` until it expires, and the old key leaves `/jwks` by
+/// itself once its last token has expired. The key gauges follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_switches_kid_at_activation_and_drops_the_old_key_after_its_tokens() {
+    let site = Site::start().await;
+    let first = kids(&jwks(&site).await);
+    let (old, next) = (first[0].clone(), first[1].clone());
+
+    let out = keys(&site, &["schedule", "--every", "30m"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "below the 1h minimum is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--every must be at least 1h"));
+    let out = keys(&site, &["schedule", "--every", "1h", "--ahead", "3"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("signing keys scheduled"), "{said}");
+    let schedule = site
+        .server
+        .authority
+        .core
+        .signing_key
+        .set()
+        .schedule
+        .expect("a schedule");
+    assert_eq!(
+        schedule.keys[1].kid, next,
+        "the published next activates first"
+    );
+    let activates = schedule.keys[1].activates;
+    assert_eq!(
+        kids(&jwks(&site).await),
+        first,
+        "nothing changes before the activation"
+    );
+
+    let out = keys(&site, &["rotate"]);
+    assert_eq!(out.status.code(), Some(4), "a refused act: could not run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rotates on a schedule"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let status = keys(&site, &["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(status.contains(&format!("signing {old}")), "{status}");
+    assert!(status.contains(&format!("planned {next}")), "{status}");
+
+    let mut conn = site.conn().await;
+    let mut tokens = Vec::new();
+    let issue = |tokens: &mut Vec<String>, reply: sealkit::client::https::Reply| {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let token = reply.json()["access_token"].as_str().unwrap().to_string();
+        tokens.push(token.clone());
+        crate::harness::jwt_header(&token)["kid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        issue(&mut tokens, site.token(&mut conn, "BEARER", &[]).await),
+        old
+    );
+    // One second before the activation the old key still signs; at it, the planned one.
+    site.clock.advance(activates - 1 - site.clock.now());
+    assert_eq!(
+        issue(&mut tokens, site.token(&mut conn, "BEARER", &[]).await),
+        old
+    );
+    site.clock.advance(activates - site.clock.now());
+    assert_eq!(
+        issue(&mut tokens, site.token(&mut conn, "BEARER", &[]).await),
+        next
+    );
+    assert_eq!(
+        issue(&mut tokens, site.token(&mut conn, "BEARER", &[]).await),
+        next
+    );
+
+    let after = jwks(&site).await;
+    assert_eq!(
+        kids(&after),
+        vec![next.clone(), schedule.keys[2].kid.clone(), old.clone()],
+        "current, the next planned key, and the old key while its tokens live"
+    );
+    let now = site.clock.now();
+    for token in &tokens {
+        verify_with(&after, token).unwrap();
+        // The first token was issued an hour of (test) clock ago: expired, not refused.
+        let live = jwt_claims(token)["exp"].as_i64().unwrap() > now;
+        assert_eq!(site.introspect(&mut conn, token).await["active"], live);
+    }
+    // The gauges follow within a housekeeping tick (1 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = site.metrics().await;
+        let created =
+            crate::harness::metric(&metrics, "authority_signing_key_created_timestamp_seconds");
+        if created == activates as f64 {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key's age counts from its activation: {created} != {activates}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        crate::harness::metric(
+            &metrics,
+            "authority_signing_key_schedule_end_timestamp_seconds"
+        ),
+        schedule.keys[3].activates as f64
+    );
+
+    // Once the last token of the old key has expired (5m lifetime + 5s skew), the old key
+    // leaves /jwks by itself (the housekeeping tick; no request needed).
+    site.clock.advance(200);
+    assert_eq!(
+        issue(&mut tokens, site.token(&mut conn, "BEARER", &[]).await),
+        next
+    );
+    site.clock.advance(106);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let dropped = loop {
+        let now = jwks(&site).await;
+        if !kids(&now).contains(&old) {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let now = site.clock.now();
+    let mut live = 0;
+    for token in &tokens {
+        let claims = jwt_claims(token);
+        if claims["exp"].as_i64().unwrap() > now {
+            live += 1;
+            assert_eq!(
+                verify_with(&dropped, token).unwrap(),
+                next,
+                "live tokens verify"
+            );
+        } else if crate::harness::jwt_header(token)["kid"] == old.as_str() {
+            // Every token of the old key has expired: none needs it any more.
+            assert!(verify_with(&dropped, token).is_err());
+        }
+    }
+    assert!(live >= 1, "a live token was checked");
+    site.stop().await;
+}

@@ -161,16 +161,35 @@ async fn a_bypass_drill_relaxes_the_requirement_then_reverts_by_itself() {
     site.stop().await;
 }
 
-/// `metrics.listen`: /metrics moves to a plain-HTTP loopback listener and leaves the public one.
+/// With no `metrics:` configuration, `/metrics` is on a loopback plain-HTTP listener at
+/// 127.0.0.1:9464 and not public. The server then runs with only the port changed (to a
+/// free one: tests never bind fixed ports): the public TLS listener answers 404 for
+/// `/metrics`, the loopback listener serves it, `/health` and `/ready` stay public.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_can_be_served_on_a_separate_loopback_listener() {
+async fn metrics_are_on_loopback_by_default_and_not_on_the_public_listener() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let site = Site::start_with(|yaml| {
-        yaml.push_str("metrics:\n  listen: 127.0.0.1:0\n");
+    let site = Site::start_prepared(|demo, yaml| {
+        let bare = yaml.replacen("metrics:\n  listen: 127.0.0.1:0\n", "", 1);
+        assert_ne!(
+            &bare, yaml,
+            "the demo configuration changed: no metrics block"
+        );
+        let path = demo.dir.join("no-metrics-block.yaml");
+        std::fs::write(&path, &bare).unwrap();
+        let defaults = sealkit::config::Settings::load(&path).unwrap();
+        assert_eq!(defaults.metrics_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(
+            defaults.metrics_listen,
+            sealkit::config::DEFAULT_METRICS_LISTEN
+        );
+        assert!(!defaults.metrics_public);
     })
     .await;
-    let addr = site.server.metrics_addr.expect("a metrics listener");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(!site.server.authority.current().settings.metrics_public);
+    let mut tcp = tokio::net::TcpStream::connect(site.server.metrics_addr)
+        .await
+        .unwrap();
+    assert!(site.server.metrics_addr.ip().is_loopback());
     tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -178,10 +197,44 @@ async fn metrics_can_be_served_on_a_separate_loopback_listener() {
     tcp.read_to_string(&mut text).await.unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text:.200}");
     assert!(text.contains("authority_dpop_nonce_miss_total"));
-    let reply = site.conn().await.get("/metrics").await.unwrap();
+    let mut conn = site.conn().await;
+    let reply = conn.get("/metrics").await.unwrap();
     assert_eq!(
         reply.status, 404,
-        "the public listener no longer serves /metrics"
+        "the public listener does not serve /metrics"
     );
+    assert_eq!(conn.get("/ready").await.unwrap().status, 200);
+    assert_eq!(conn.get("/health").await.unwrap().status, 200);
+    site.stop().await;
+}
+
+/// `metrics.public: true` serves `/metrics` on the public TLS listener as well; the loopback
+/// listener keeps serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_public_opts_into_the_public_listener() {
+    let site = Site::start_with(|yaml| {
+        let edited = yaml.replacen(
+            "metrics:\n  listen: 127.0.0.1:0\n",
+            "metrics:\n  listen: 127.0.0.1:0\n  public: true\n",
+            1,
+        );
+        assert_ne!(
+            &edited, yaml,
+            "the demo configuration changed: no metrics block"
+        );
+        *yaml = edited;
+    })
+    .await;
+    let reply = site.conn().await.get("/metrics").await.unwrap();
+    assert_eq!(reply.status, 200);
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+    assert!(
+        text.contains("authority_dpop_nonce_miss_total"),
+        "{text:.200}"
+    );
+    assert!(site
+        .metrics()
+        .await
+        .contains("authority_dpop_nonce_miss_total"));
     site.stop().await;
 }

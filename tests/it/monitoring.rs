@@ -5,12 +5,18 @@ use crate::harness::{metric, Site};
 use bytes::Bytes;
 use http_body_util::Full;
 
+/// A scrape of the loopback metrics listener with this `Accept` header.
 async fn scrape(site: &Site, accept: &str) -> (String, String) {
     let request = http::Request::get("/metrics")
         .header(http::header::ACCEPT, accept)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let reply = site.conn().await.send(request).await.unwrap();
+    let reply = sealkit::client::https::connect_plain(site.server.metrics_addr)
+        .await
+        .unwrap()
+        .send(request)
+        .await
+        .unwrap();
     assert_eq!(reply.status, 200);
     let content_type = reply.header("content-type").unwrap_or("").to_string();
     (

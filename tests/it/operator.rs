@@ -9,11 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn free_port_pair() -> u16 {
-    // The demo's guard listens on the next port: find a port whose successor is free too.
+    // The demo's guard listens on the next port and its metrics listener on the third
+    // after it (`demo::ports_for`): find a port whose followers are free too.
     loop {
         let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+        if port < u16::MAX - 3
+            && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port + 3)).is_ok()
+        {
             return port;
         }
     }

@@ -113,7 +113,8 @@ fn logs_with(dir: &Path, needle: &str, count: usize) -> String {
 async fn device_flow_then_refresh_rotation_reuse_and_key_binding() {
     let dir = tempfile::tempdir().unwrap();
     let site = demo_site(dir.path(), 5);
-    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let (mut server, metrics_addr) =
+        crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let issuer = site.issuer.clone();
     let client_id = site.var("SEALKIT_CLI_CLIENT_ID").to_string();
@@ -300,7 +301,7 @@ async fn device_flow_then_refresh_rotation_reuse_and_key_binding() {
     ] {
         assert!(!logs.contains(secret), "the logs contain {name}");
     }
-    let metrics = reqwest_metrics(&target).await;
+    let metrics = crate::harness::scrape(metrics_addr).await;
     assert!(
         crate::harness::metric(&metrics, "authority_refresh_reuse_total") >= 1.0,
         "{metrics}"
@@ -345,16 +346,12 @@ async fn introspect(conn: &mut Connection, site: &DemoSite, token: String) -> se
     .json()
 }
 
-async fn reqwest_metrics(target: &TlsTarget) -> String {
-    let mut conn = target.connect().await.unwrap();
-    text(&conn.get("/metrics").await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lockout_after_the_configured_count_audited_and_no_password_in_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     let site = demo_site(dir.path(), 3);
-    let mut server = spawn_serve(&["--config".as_ref(), site.config.as_os_str()]);
+    let (mut server, metrics_addr) =
+        crate::harness::spawn_serve_with_metrics(&["--config".as_ref(), site.config.as_os_str()]);
     let target = TlsTarget::new(&site.issuer, &site.ca_file, None).unwrap();
     let mut conn = target.connect().await.unwrap();
     let user = site.var("SEALKIT_USER");
@@ -412,7 +409,7 @@ async fn lockout_after_the_configured_count_audited_and_no_password_in_the_logs(
     for secret in wrong.iter().map(String::as_str).chain([password]) {
         assert!(!all.contains(secret), "the logs contain a password");
     }
-    let metrics = reqwest_metrics(&target).await;
+    let metrics = crate::harness::scrape(metrics_addr).await;
     assert_eq!(
         crate::harness::metric(&metrics, "authority_logins_total{result=\"failure\"}"),
         3.0

@@ -238,6 +238,8 @@ fn hex(bytes: &[u8]) -> String {
 struct Node {
     server: RunningServer,
     target: TlsTarget,
+    /// This node's own clock (tests move nodes' clocks apart).
+    clock: Clock,
 }
 
 impl Node {
@@ -400,18 +402,23 @@ impl MultiSite {
         let addr = listener.local_addr().unwrap();
         let settings = Settings::load(config).unwrap();
         assert_eq!(settings.issuer, demo.issuer, "one issuer for every node");
+        let clock = Clock::system();
         let server = sealkit::server::start(
             settings,
             listener,
             StartOptions {
-                clock: Clock::system(),
+                clock: clock.clone(),
                 config_path: Some(config.to_path_buf()),
             },
         )
         .await
         .unwrap();
         let target = TlsTarget::new(&format!("https://{addr}"), &demo.ca_file, None).unwrap();
-        Node { server, target }
+        Node {
+            server,
+            target,
+            clock,
+        }
     }
 
     fn token_url(&self) -> String {
@@ -502,6 +509,82 @@ async fn a_node_with_another_key_set_is_not_ready() {
         tokio::task::yield_now().await;
     }
     assert_eq!(b.ready().await.status, 503);
+}
+
+/// A key schedule on a multi-node site: planned on node A with `sealkit keys schedule`,
+/// the set copied once to node B (private keys host to host, never through Redis or a
+/// bundle). Both nodes switch to the planned key at its activation by their own clocks,
+/// 30 seconds apart, and stay ready: the fingerprint in Redis is the schedule's, not the
+/// roles of the moment. Each node's tokens verify on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_with_one_copied_schedule_switch_keys_together_and_stay_ready() {
+    let redis = RedisServer::start("schedule").await;
+    let mut site = MultiSite::start(&redis, "schedule").await;
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "keys", "schedule", "--every", "1h", "--ahead", "3", "--config",
+        ])
+        .arg(&site.demo.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("3 key(s) still to activate"), "{said}");
+    let set = site.nodes[0].server.authority.core.signing_key.set();
+    let schedule = set.schedule.clone().expect("a schedule");
+    let (old, planned) = (schedule.keys[0].kid.clone(), schedule.keys[1].kid.clone());
+    // A published the schedule's fingerprint as the site's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while site.nodes[0].ready().await.json()["siteKeySet"] != set.fingerprint().as_str() {
+        assert!(std::time::Instant::now() < deadline, "not published");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    site.add_node().await;
+    let (a, b) = (&site.nodes[0], &site.nodes[1]);
+    let bearer = site.auth("BEARER");
+    let kid = |reply: &Reply| {
+        crate::harness::jwt_header(reply.json()["access_token"].as_str().unwrap())["kid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (mut conn_a, mut conn_b) = (a.conn().await, b.conn().await);
+    assert_eq!(kid(&token(&mut conn_a, &bearer, &[]).await), old);
+    assert_eq!(kid(&token(&mut conn_b, &bearer, &[]).await), old);
+
+    // The activation: A's clock passes it first, B's (30 s behind) later: same file,
+    // other clocks.
+    let activates = schedule.keys[1].activates;
+    a.clock.advance(activates - a.clock.now());
+    b.clock.advance(activates - 30 - b.clock.now());
+    let from_a = token(&mut conn_a, &bearer, &[]).await;
+    assert_eq!(kid(&from_a), planned, "A switched at the activation");
+    let before = token(&mut conn_b, &bearer, &[]).await;
+    assert_eq!(kid(&before), old, "B not yet");
+    let before = access_token(&before);
+    b.clock.advance(30);
+    let from_b = token(&mut conn_b, &bearer, &[]).await;
+    assert_eq!(kid(&from_b), planned, "B switched at its activation");
+    for node in [a, b] {
+        let ready = node.ready().await;
+        let body = ready.json();
+        assert_eq!(ready.status, 200, "{body}");
+        assert_eq!(body["keySet"], set.fingerprint().as_str(), "{body}");
+        assert_eq!(body["signingKey"], planned.as_str(), "{body}");
+    }
+    // Every token verifies on both nodes: the old key is previous, the new one current.
+    for token in [before, access_token(&from_a), access_token(&from_b)] {
+        for conn in [&mut conn_a, &mut conn_b] {
+            assert_eq!(introspect(&site, conn, &token).await["active"], true);
+        }
+    }
+    let jwks_a = conn_a.get("/jwks").await.unwrap().json();
+    assert_eq!(jwks_a, conn_b.get("/jwks").await.unwrap().json());
+    site.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -658,7 +741,7 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     // Redis dies: every token request is refused with 503, DPoP or not; /ready says so.
     redis.kill();
     let errors_before = metric(
-        std::str::from_utf8(&conn.get("/metrics").await.unwrap().body).unwrap(),
+        &crate::harness::scrape(node.server.metrics_addr).await,
         "authority_store_errors_total",
     );
     for proofs in [vec![site.proof(&key, None)], vec![]] {
@@ -676,7 +759,7 @@ async fn a_redis_outage_fails_closed_and_service_resumes_by_itself() {
     let ready = node.ready().await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["ready"], false);
-    let exposition = String::from_utf8(conn.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    let exposition = crate::harness::scrape(node.server.metrics_addr).await;
     assert!(
         metric(&exposition, "authority_store_errors_total") >= errors_before + 2.0,
         "the outage is counted"

@@ -7,6 +7,8 @@ mod dpop;
 mod limits;
 mod logging;
 mod metrics;
+
+pub use metrics::DEFAULT_METRICS_LISTEN;
 mod server;
 mod storage;
 mod tenants;
@@ -33,7 +35,7 @@ pub(super) fn validate(
     let tls = tls::validate_tls(&file, base, &mut problems);
     let logging = logging::validate_logging(&file.logging, base, &server.data_dir, &mut problems);
     let limits = limits::validate_limits(&file.limits, &mut problems);
-    let metrics_listen = metrics::validate_metrics(&file.metrics, &mut problems);
+    let (metrics_listen, metrics_public) = metrics::validate_metrics(&file.metrics, &mut problems);
     let storage_settings =
         storage::validate_storage(&file.storage, base, &server.issuer, &mut problems);
     tls::check_files(&file, base, &tls, &storage_settings, &mut problems);
@@ -71,6 +73,7 @@ pub(super) fn validate(
         logging,
         limits,
         metrics_listen,
+        metrics_public,
         storage: file.storage.kind,
         storage_settings,
         dpop,
@@ -112,7 +115,7 @@ pub(crate) fn validate_shared(
     let sections = SharedSections {
         logging: logging::validate_logging(shared.logging, base, data_dir, &mut problems),
         limits: limits::validate_limits(shared.limits, &mut problems),
-        metrics_listen: metrics::validate_metrics(shared.metrics, &mut problems),
+        metrics_listen: metrics::validate_guard_metrics(shared.metrics, &mut problems),
         storage: storage::validate_storage(shared.storage, base, issuer, &mut problems),
         dpop: dpop::validate_dpop(shared.dpop, shared.storage.kind, now, &mut problems),
     };
