@@ -24,6 +24,7 @@
 //! [`open_store`] picks the one the configuration names.
 
 pub mod health;
+pub mod journal;
 pub mod redis_store;
 pub mod sled_store;
 

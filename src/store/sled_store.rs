@@ -5,19 +5,22 @@
 //! authority raises it when this store says claims may be lost).
 //!
 //! # Durability (docs/crash-safety.md)
-//! - **Token records and revocations are group-committed**: `put_token` and
-//!   `revoke_token` return once the batch holding their write has been written to the log
-//!   *and* `fdatasync`ed. One flush serves every write that arrived while the previous
-//!   flush ran, so concurrent requests share it instead of paying one each. sled's own
-//!   `flush` only calls `sync_file_range` (data pages, no file size, no device cache
-//!   flush), which is enough against `kill -9` but not against power loss: the commit
-//!   therefore also `fdatasync`s the log file (opened a second time for that; `fdatasync`
-//!   works on the file, whichever descriptor wrote it).
-//! - **jti claims and nonces** are written to sled's log and reach the disk with the next
-//!   commit or sled's own flush (every `FLUSH_EVERY_MS`). A claim is written before the
-//!   token record of its request, so a `/token` answer of 200 implies a durable claim; a
-//!   claim whose request committed nothing (a refused request, `/fresh-auth`) may be lost
-//!   in a crash, which the restart fence covers (`begin_run` reports `Unclean`).
+//! - **Token records and revocations are group-committed to the [journal]**: `put_token`
+//!   and `revoke_token` write to sled, add the same put to the journal's pending batch and
+//!   return once the batch holding it has been written to the journal file *and*
+//!   `fdatasync`ed. One commit serves every write that arrived while the previous one ran,
+//!   so concurrent requests share it instead of paying one each. The journal covers what
+//!   sled has not made durable; when it is full, and at the start and the clean end of a
+//!   run, a *checkpoint* makes sled itself durable (`Db::flush`, which only calls
+//!   `sync_file_range`, plus an `fdatasync` of sled's log file, opened a second time for
+//!   that) and starts the journal over. Opening the store replays the journal into sled
+//!   first, so what a crash or a power loss took from sled comes back.
+//! - **jti claims** are journaled too (without waiting): a claim is added to the pending
+//!   batch before the token record of its request, so a `/token` answer of 200 implies a
+//!   durable claim; a claim whose request committed nothing (a refused request,
+//!   `/fresh-auth`) reaches the disk with the next commit and may be lost in a crash,
+//!   which the restart fence covers (`begin_run` reports `Unclean`). **Nonces** are only
+//!   in sled (forgotten at an unclean restart anyway).
 //!
 //! # Recovery from I/O errors
 //! When sled meets an I/O error (disk full, file system turned read-only) it keeps
@@ -47,6 +50,7 @@
 //! on disk, so the first sweep scans everything once and queues what it finds alive.
 
 use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
+use super::journal::{self, Journal, Written};
 use super::{
     jti_key, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId, TokenRecord,
 };
@@ -74,6 +78,8 @@ const RELEASE_GIVE_UP: Duration = Duration::from_secs(60);
 /// Below this much free space a failing file system is reported as full: sled grows its
 /// log by segments of 512 KiB.
 const FULL_BELOW_BYTES: u64 = 1 << 20;
+/// Journal entries of claims waiting for a commit are bounded (about 15,000 claims).
+const PENDING_CLAIMS_MAX: usize = 1 << 20;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -131,12 +137,16 @@ struct Open {
     tokens: sled::Tree,
     /// sled's log file, opened a second time for `fdatasync`.
     log_file: std::fs::File,
+    /// Held by whoever writes the journal or checkpoints (one at a time).
+    journal: Mutex<Journal>,
     commit: Mutex<CommitQueue>,
 }
 
-/// Writers waiting for the next durable flush, and whether a flush task is running.
+/// The journal entries not yet written, the writers waiting for the next commit, and
+/// whether a commit task is running.
 #[derive(Default)]
 struct CommitQueue {
+    pending: Vec<u8>,
     waiting: Vec<oneshot::Sender<Result<(), sled::Error>>>,
     flushing: bool,
 }
@@ -151,15 +161,55 @@ impl Open {
         let log_file = std::fs::File::open(dir.join("db"))?;
         // A database created just now must keep its directory entries across power loss.
         std::fs::File::open(dir)?.sync_all()?;
-        Ok(Open {
+        let (journal, puts) = Journal::open(dir)?;
+        let open = Open {
             meta: db.open_tree("meta")?,
             nonces: db.open_tree("nonces")?,
             jtis: db.open_tree("jti")?,
             tokens: db.open_tree("tokens")?,
             db,
             log_file,
+            journal: Mutex::new(journal),
             commit: Mutex::default(),
-        })
+        };
+        // What the last run journaled goes back into sled (a put sled kept already is
+        // written again, unchanged), then a checkpoint makes it durable there.
+        for put in &puts {
+            let tree = match put.tree {
+                journal::Tree::Jti => &open.jtis,
+                journal::Tree::Tokens => &open.tokens,
+            };
+            tree.insert(&put.key[..], &put.value[..])?;
+        }
+        if !puts.is_empty() {
+            tracing::info!(
+                event = events::STORE_JOURNAL_REPLAYED,
+                entries = puts.len(),
+                "the store replayed its journal"
+            );
+        }
+        open.checkpoint()?;
+        Ok(open)
+    }
+
+    /// Makes sled durable and starts the journal over (see the module doc of [journal]).
+    /// Holds the journal for the whole of it, so no batch is written into a cycle that
+    /// the checkpoint then discards without sled covering it.
+    fn checkpoint(&self) -> Result<(), sled::Error> {
+        let mut journal = lock(&self.journal);
+        self.flush_durably()?;
+        journal.restart()?;
+        Ok(())
+    }
+
+    /// Writes `batch` to the journal, or checkpoints when it does not fit.
+    fn commit_batch(&self, batch: &mut [u8]) -> Result<(), sled::Error> {
+        let written = lock(&self.journal).write(batch)?;
+        if written == Written::Full {
+            // Every put of the batch went into sled before it joined the batch.
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Writes sled's log and `fdatasync`s it: every write made before this call is on
@@ -180,25 +230,28 @@ struct CommitLeader {
 }
 
 impl CommitLeader {
-    /// Flushes until no writer waits; each flush answers the writers queued before it.
+    /// Commits until no writer waits; each commit answers the writers queued before it.
     fn run(&mut self) {
         loop {
             let Some(open) = self.open.upgrade() else {
                 self.done = true;
                 return;
             };
-            let batch = {
+            let (waiters, mut batch) = {
                 let mut queue = lock(&open.commit);
                 if queue.waiting.is_empty() {
                     queue.flushing = false;
                     self.done = true;
                     return;
                 }
-                std::mem::take(&mut queue.waiting)
+                (
+                    std::mem::take(&mut queue.waiting),
+                    std::mem::take(&mut queue.pending),
+                )
             };
-            let result = open.flush_durably();
+            let result = open.commit_batch(&mut batch);
             drop(open);
-            for waiter in batch {
+            for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
         }
@@ -738,12 +791,32 @@ impl Inner {
         );
     }
 
-    /// Waits until the batch holding every write made on `open` so far is durable
-    /// (group commit: one flush for all writers that queued while the previous ran).
-    async fn commit(self: &Arc<Self>, open: &Arc<Open>) -> Result<(), StoreError> {
+    /// Adds a put to the journal's pending batch without waiting for it (a jti claim:
+    /// the commit of its request's token record carries it). Claims of requests that
+    /// commit nothing (refused ones, `/fresh-auth`) wait for someone else's commit; past
+    /// `PENDING_CLAIMS_MAX` they are left to sled alone, which the restart fence covers
+    /// as it covers every claim a crash may take.
+    fn journal_put(open: &Open, tree: journal::Tree, key: &[u8], value: &[u8]) {
+        let mut queue = lock(&open.commit);
+        if queue.pending.len() < PENDING_CLAIMS_MAX {
+            Journal::encode(&mut queue.pending, tree, key, value);
+        }
+    }
+
+    /// Journals a put and waits until the batch holding it (and every put journaled
+    /// before it) is durable (group commit: one write and `fdatasync` for all writers that
+    /// queued while the previous commit ran).
+    async fn commit(
+        self: &Arc<Self>,
+        open: &Arc<Open>,
+        tree: journal::Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut queue = lock(&open.commit);
+            Journal::encode(&mut queue.pending, tree, key, value);
             queue.waiting.push(tx);
             !std::mem::replace(&mut queue.flushing, true)
         };
@@ -759,6 +832,19 @@ impl Inner {
             Ok(Err(e)) => Err(self.fail(open, e)),
             Err(_) => Err(StoreError::Unavailable(
                 "the store's commit task ended".into(),
+            )),
+        }
+    }
+
+    /// A checkpoint on the blocking pool: everything written to sled so far is durable
+    /// when it returns `Ok` (the start and the clean end of a run).
+    async fn checkpoint(self: &Arc<Self>, open: &Arc<Open>) -> Result<(), StoreError> {
+        let target = open.clone();
+        match tokio::task::spawn_blocking(move || target.checkpoint()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(open, e)),
+            Err(_) => Err(StoreError::Unavailable(
+                "the store's checkpoint task ended".into(),
             )),
         }
     }
@@ -818,18 +904,19 @@ impl SenderStore for SledStore {
             inner.nonce_count.store(0, Ordering::Relaxed);
         }
         open.meta.insert("state", RUNNING_MARKER).map_err(fail)?;
-        inner.commit(&open).await?;
+        inner.checkpoint(&open).await?;
         Ok(previous)
     }
 
     async fn end_run(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         let open = inner.current()?;
-        inner.commit(&open).await?;
+        // Everything first, then the marker: a crash between the two is an unclean end.
+        inner.checkpoint(&open).await?;
         open.meta
             .insert("state", &b"clean"[..])
             .map_err(|e| inner.fail(&open, e))?;
-        inner.commit(&open).await
+        inner.checkpoint(&open).await
     }
 
     async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
@@ -881,6 +968,7 @@ impl SenderStore for SledStore {
                         inner.jti_count.fetch_add(1, Ordering::Relaxed);
                     }
                     inner.jti_queue.push(expires_at, key);
+                    Inner::journal_put(&open, journal::Tree::Jti, &key, &value);
                     return Ok(Claim::Fresh);
                 }
                 Err(conflict) => match conflict.current {
@@ -897,15 +985,18 @@ impl SenderStore for SledStore {
     async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
         let inner = &self.inner;
         let open = inner.current()?;
+        let value = encode_record(record)?;
         let previous = open
             .tokens
-            .insert(id.0, encode_record(record)?)
+            .insert(id.0, &value[..])
             .map_err(|e| inner.fail(&open, e))?;
         if previous.is_none() {
             inner.token_count.fetch_add(1, Ordering::Relaxed);
         }
         inner.token_queue.push(record.exp, id.0);
-        inner.commit(&open).await
+        inner
+            .commit(&open, journal::Tree::Tokens, &id.0, &value)
+            .await
     }
 
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
@@ -924,6 +1015,7 @@ impl SenderStore for SledStore {
         let inner = &self.inner;
         let open = inner.current()?;
         let mut before = None;
+        let mut after = None;
         let mut failure = None;
         open.tokens
             .fetch_and_update(id.0, |old| {
@@ -933,7 +1025,10 @@ impl SenderStore for SledStore {
                         before = Some(record.clone());
                         record.revoked = true;
                         match encode_record(&record) {
-                            Ok(value) => Some(value),
+                            Ok(value) => {
+                                after = Some(value.clone());
+                                Some(value)
+                            }
                             Err(e) => {
                                 failure = Some(e.to_string());
                                 Some(old.to_vec())
@@ -951,7 +1046,11 @@ impl SenderStore for SledStore {
             return Err(StoreError::Corrupt(message));
         }
         // Durable before the caller answers: a revoked token stays revoked after a crash.
-        inner.commit(&open).await?;
+        if let Some(value) = after {
+            inner
+                .commit(&open, journal::Tree::Tokens, &id.0, &value)
+                .await?;
+        }
         Ok(before)
     }
 
@@ -1146,6 +1245,67 @@ mod tests {
             None
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// A power loss leaves sled's files as of its last checkpoint and the journal as its
+    /// last commit flushed it: opening the store puts back every answered token, claim and
+    /// revocation made since the checkpoint.
+    #[tokio::test]
+    async fn the_journal_restores_what_sled_had_not_made_durable() {
+        let (store, dir) = temp_store();
+        store.begin_run().await.unwrap();
+        let early = TokenId::of("early");
+        store.put_token(early, &record(100)).await.unwrap();
+        store.end_run().await.unwrap();
+        drop(store);
+        // The disk as sled left it at that checkpoint.
+        let after_power_loss = dir.with_extension("after-power-loss");
+        copy_dir(&dir, &after_power_loss);
+
+        let store = SledStore::open(&dir).unwrap();
+        store.begin_run().await.unwrap();
+        assert_eq!(
+            store.claim_jti("k", "j1", 100, 0).await.unwrap(),
+            Claim::Fresh
+        );
+        let late = TokenId::of("late");
+        store.put_token(late, &record(100)).await.unwrap();
+        assert!(store.revoke_token(early).await.unwrap().is_some());
+        drop(store);
+        // sled's writes since the checkpoint are lost; the journal's commits are not.
+        std::fs::copy(
+            dir.join(journal::FILE_NAME),
+            after_power_loss.join(journal::FILE_NAME),
+        )
+        .unwrap();
+
+        let store = SledStore::open(&after_power_loss).unwrap();
+        assert_eq!(store.get_token(late).await.unwrap(), Some(record(100)));
+        assert!(store.get_token(early).await.unwrap().unwrap().revoked);
+        assert_eq!(
+            store.claim_jti("k", "j1", 100, 10).await.unwrap(),
+            Claim::Replayed
+        );
+        assert_eq!(store.size().tokens, 2);
+        drop(store);
+        // Replayed once: the checkpoint after the replay emptied the journal.
+        let (_, puts) = Journal::open(&after_power_loss).unwrap();
+        assert!(puts.is_empty());
+        std::fs::remove_dir_all(dir).ok();
+        std::fs::remove_dir_all(after_power_loss).ok();
     }
 
     /// The sweep removes what has expired and keeps what has not, including an entry claimed

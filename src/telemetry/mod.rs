@@ -40,6 +40,8 @@ pub mod events {
     pub const STORE_FAILED: &str = "authority.store.failed";
     /// The sled store reopened itself after a failure.
     pub const STORE_REOPENED: &str = "authority.store.reopened";
+    /// Opening the sled store put back what its journal held (after a crash or power loss).
+    pub const STORE_JOURNAL_REPLAYED: &str = "authority.store.journalReplayed";
     /// The store found it may have lost acknowledged jti claims (restart fence raised).
     pub const STORE_CLAIMS_LOST: &str = "authority.store.claimsLost";
     pub const CONNECTION_ERROR: &str = "authority.connection.error";
