@@ -37,9 +37,9 @@ use std::path::Path;
 
 /// The journal's file name in the store directory (sled leaves unknown files alone).
 pub const FILE_NAME: &str = "sealkit-journal";
-/// The journal's size: written once with zeros at creation, never grown. About 40,000
+/// The journal's size: written once with zeros at creation, never grown. About 20,000
 /// DPoP tokens (a record and a claim each) fit between two checkpoints.
-pub const CAPACITY: u64 = 16 << 20;
+pub const CAPACITY: u64 = 8 << 20;
 const HEADER: usize = 16;
 
 /// The sled tree an entry puts into.
@@ -304,11 +304,12 @@ mod tests {
         journal.restart().unwrap();
         let mut batch = Vec::new();
         Journal::encode(&mut batch, Tree::Tokens, &[3; 32], &vec![0xab; 1 << 20]);
-        for _ in 0..15 {
+        let fitting = (CAPACITY >> 20) - 1;
+        for _ in 0..fitting {
             assert_eq!(journal.write(&mut batch).unwrap(), Written::Durable);
         }
         assert_eq!(journal.write(&mut batch).unwrap(), Written::Full);
         drop(journal);
-        assert_eq!(Journal::open(dir.path()).unwrap().1.len(), 15);
+        assert_eq!(Journal::open(dir.path()).unwrap().1.len() as u64, fitting);
     }
 }

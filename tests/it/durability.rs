@@ -663,11 +663,11 @@ fn fill(dir: &Path) -> PathBuf {
     }
 }
 
-/// The store's directory on a 16 MiB tmpfs, mounted in a private mount namespace in which
+/// The store's directory on a 32 MiB tmpfs, mounted in a private mount namespace in which
 /// the real binary runs. Full: token requests fail closed (503) and `/ready` and the
 /// metrics say why and since when. Freed: tokens again within seconds, same process. The
 /// same for the file system turned read-only and back.
-/// Starts the real binary with the store's directory on a 16 MiB tmpfs mounted in a
+/// Starts the real binary with the store's directory on a 32 MiB tmpfs mounted in a
 /// private mount namespace; returns it and the store's directory as this process sees it
 /// (through `/proc/<pid>/root`).
 fn serve_on_tmpfs(site: &Site) -> (Child, PathBuf) {
@@ -677,7 +677,7 @@ fn serve_on_tmpfs(site: &Site) -> (Child, PathBuf) {
     let mut command = Command::new("unshare");
     command
         .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=16m,mode=0700 sealkit-test "$0" && exec "$1" serve --config "$2""#)
+        .arg(r#"mount -t tmpfs -o size=32m,mode=0700 sealkit-test "$0" && exec "$1" serve --config "$2""#)
         .arg(&store)
         .arg(BIN)
         .arg(&site.demo.config);
