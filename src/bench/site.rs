@@ -127,7 +127,13 @@ pub(super) fn site_edit(
         }
         if scenario == Scenario::Redis {
             if let Some(url) = redis {
-                yaml.push_str(&format!("storage:\n  kind: redis\n  url: \"{url}\"\n"));
+                // A namespace of its own: every bench site has a fresh signing key set,
+                // and a node whose set differs from the one a namespace recorded is not
+                // ready (docs/multi-node.md), so a second run on the same Redis would wait.
+                let site = format!("bench-{:016x}", rand::random::<u64>());
+                yaml.push_str(&format!(
+                    "storage:\n  kind: redis\n  url: \"{url}\"\n  site: {site}\n"
+                ));
             }
         }
         if soak {

@@ -196,11 +196,13 @@ fn print_set(set: &SetFile, now: i64) {
     outln!("key set {}", set.fingerprint());
     outln!(
         "  next:     {} (created {})",
-        set.next.kid, set.next.created
+        set.next.kid,
+        set.next.created
     );
     outln!(
         "  current:  {} (created {})",
-        set.current.kid, set.current.created
+        set.current.kid,
+        set.current.created
     );
     for p in &set.previous {
         outln!(
