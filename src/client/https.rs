@@ -120,17 +120,23 @@ impl TlsTarget {
             .connect(self.server_name.clone(), tcp)
             .await
             .map_err(|e| HttpsError::Connect(e.to_string()))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| HttpsError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Connection {
-            sender,
-            host: self.host.clone(),
-        })
+        http1(tls, self.host.clone()).await
     }
+}
+
+/// The HTTP/1.1 handshake on an open stream (TLS or plain); the connection is driven by
+/// its own task.
+async fn http1<IO>(io: IO, host: String) -> Result<Connection, HttpsError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| HttpsError::Connect(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Connection { sender, host })
 }
 
 /// One HTTP/1.1 keep-alive connection.
@@ -207,16 +213,7 @@ pub async fn connect_plain(addr: SocketAddr) -> Result<Connection, HttpsError> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| HttpsError::Connect(e.to_string()))?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| HttpsError::Connect(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(Connection {
-        sender,
-        host: addr.to_string(),
-    })
+    http1(tcp, addr.to_string()).await
 }
 
 /// `GET url` on a new connection: `http://` plainly (a metrics listener), `https://`
