@@ -19,6 +19,7 @@
 //! is only ever appended to, each line with one `write` on a file opened `O_APPEND`, so the
 //! authority and a command may append to the same file.
 
+use super::batch_writer::{batching, BatchGuard, BatchWriter};
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -215,7 +216,7 @@ enum Sink {
     /// A command: every file registered with [`also_to`], synchronously.
     CommandFiles(Operator),
     /// A long-running process: its log directory's audit file, through a background writer.
-    Writer(Mutex<tracing_appender::non_blocking::NonBlocking>),
+    Writer(BatchWriter),
 }
 
 /// The tracing layer that copies audit events to the audit stream.
@@ -234,9 +235,7 @@ impl AuditLayer {
 
     /// For `serve` and `guard`: audit events go to `dir/audit.log` through a non-blocking
     /// writer; keep the guard alive as long as the process logs.
-    pub fn writer(
-        dir: &Path,
-    ) -> Result<(AuditLayer, tracing_appender::non_blocking::WorkerGuard), AuditError> {
+    pub fn writer(dir: &Path) -> Result<(AuditLayer, BatchGuard), AuditError> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new()
             .append(true)
@@ -247,10 +246,13 @@ impl AuditLayer {
                 path: path.display().to_string(),
                 source,
             })?;
-        let (writer, guard) = tracing_appender::non_blocking(file);
+        let (writer, guard) = batching(file, "sealkit-audit").map_err(|source| AuditError {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok((
             AuditLayer {
-                sink: Sink::Writer(Mutex::new(writer)),
+                sink: Sink::Writer(writer),
             },
             guard,
         ))
@@ -318,8 +320,7 @@ impl<S: Subscriber> Layer<S> for AuditLayer {
         match &self.sink {
             Sink::Writer(writer) => {
                 let line = super::json_lines::line(event, &[]);
-                let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                let _ = writer.write_all(line.as_bytes());
+                let _ = (&*writer).write_all(line.as_bytes());
             }
             Sink::CommandFiles(operator) => {
                 let mut extra: Vec<(&str, String)> = Vec::new();

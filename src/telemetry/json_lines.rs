@@ -53,7 +53,7 @@ pub(crate) fn line(event: &Event<'_>, extra: &[(&str, String)]) -> String {
 }
 
 /// RFC 3339 in UTC with microseconds, as `2026-11-28T17:23:18.551990Z`.
-fn push_timestamp(line: &mut String, t: time::OffsetDateTime) {
+pub(crate) fn push_timestamp(line: &mut String, t: time::OffsetDateTime) {
     let _ = write!(
         line,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",

@@ -1,16 +1,17 @@
 //! Telemetry: structured JSON logs (tracing, to stderr and to rolling files through a
-//! non-blocking tracing-appender writer) and the Prometheus metrics registry.
+//! tracing-appender's rolling files, written in batches by `batch_writer`) and the Prometheus metrics registry.
 //!
 //! Events carry a stable `event` field (`authority.dpop.request`, `authority.dpop.replay`,
 //! …) so operators can alert on them; the list lives in `events`. Nothing here ever logs a
 //! secret, a token or a proof: callers pass thumbprints and identifiers only.
 
 pub mod audit;
+pub mod batch_writer;
 pub(crate) mod json_lines;
 pub mod metrics;
 
 use crate::config::LoggingSettings;
-use tracing_appender::non_blocking::WorkerGuard;
+use batch_writer::BatchGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -42,6 +43,8 @@ pub mod events {
     pub const STORE_REOPENED: &str = "authority.store.reopened";
     /// Opening the sled store put back what its journal held (after a crash or power loss).
     pub const STORE_JOURNAL_REPLAYED: &str = "authority.store.journalReplayed";
+    /// Log lines were dropped because the log file could not keep up (field `count`).
+    pub const LOG_DROPPED: &str = "authority.log.dropped";
     /// The store found it may have lost acknowledged jti claims (restart fence raised).
     pub const STORE_CLAIMS_LOST: &str = "authority.store.claimsLost";
     pub const CONNECTION_ERROR: &str = "authority.connection.error";
@@ -70,10 +73,10 @@ pub enum TelemetryError {
     AlreadyInitialised,
 }
 
-/// Keeps the non-blocking log writer alive; dropping it flushes what is buffered.
+/// Keeps the log writer threads alive; dropping it writes what is buffered.
 pub struct LogGuard {
-    _file: WorkerGuard,
-    _audit: WorkerGuard,
+    _file: BatchGuard,
+    _audit: BatchGuard,
 }
 
 /// Installs the global subscriber: JSON lines to the rolling file and (optionally) stderr.
@@ -97,7 +100,12 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
             dir: settings.directory.display().to_string(),
             message: e.to_string(),
         })?;
-    let (file_writer, guard) = tracing_appender::non_blocking(appender);
+    let (file_writer, guard) = batch_writer::batching(appender, "sealkit-log").map_err(|e| {
+        TelemetryError::LogDirectory {
+            dir: settings.directory.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
     let filter = || EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let file_layer = tracing_subscriber::fmt::layer()
         .event_format(json_lines::JsonLines)
