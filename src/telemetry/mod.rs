@@ -73,6 +73,28 @@ pub enum TelemetryError {
     AlreadyInitialised,
 }
 
+/// Parses a tracing filter (`info`, `sealkit=debug,warn`), or `None` if it is not one.
+///
+/// Only ASCII is accepted: tracing-subscriber 0.3's directive parser takes byte offsets in
+/// the trimmed directive and slices the untrimmed one, so a directive with a space before
+/// it and a multi-byte character before its `=` (`info, µ=x`) panics (found by the
+/// `config` fuzz target, docs/fuzzing.md). Such a level would have crashed `config check`,
+/// a bundle import and `serve`. No valid filter needs anything but ASCII.
+pub fn parse_filter(text: &str) -> Option<EnvFilter> {
+    if !text.is_ascii() {
+        return None;
+    }
+    EnvFilter::try_new(text).ok()
+}
+
+/// The filter named by the environment variable `SEALKIT_LOG`, or `default`.
+fn filter_from_env(default: &str) -> EnvFilter {
+    std::env::var("SEALKIT_LOG")
+        .ok()
+        .and_then(|text| parse_filter(&text))
+        .unwrap_or_else(|| EnvFilter::new(default))
+}
+
 /// Keeps the log writer threads alive; dropping it writes what is buffered.
 pub struct LogGuard {
     _file: BatchGuard,
@@ -106,7 +128,7 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
             message: e.to_string(),
         }
     })?;
-    let filter = || EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || parse_filter(&settings.level).unwrap_or_else(|| EnvFilter::new("info"));
     let file_layer = tracing_subscriber::fmt::layer()
         .event_format(json_lines::JsonLines)
         .with_writer(file_writer)
@@ -142,9 +164,7 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
 pub fn init_cli_logging() {
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(
-            EnvFilter::try_from_env("SEALKIT_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        );
+        .with_filter(filter_from_env("warn"));
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(audit::AuditLayer::command())
@@ -157,9 +177,7 @@ pub fn init_audited_command_logging() {
     let stderr = tracing_subscriber::fmt::layer()
         .event_format(json_lines::JsonLines)
         .with_writer(std::io::stderr)
-        .with_filter(
-            EnvFilter::try_from_env("SEALKIT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        );
+        .with_filter(filter_from_env("info"));
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(audit::AuditLayer::command())

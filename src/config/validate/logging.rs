@@ -29,7 +29,7 @@ pub(super) fn validate_logging(
     if logging.retention == 0 {
         problems.add("logging.retention", "must keep at least one file");
     }
-    if tracing_subscriber::EnvFilter::try_new(&logging.level).is_err() {
+    if crate::telemetry::parse_filter(&logging.level).is_none() {
         problems.add("logging.level", "not a tracing filter (try info or debug)");
     }
 
