@@ -355,26 +355,38 @@ pub async fn open_loop(
             }
         }));
     }
-    // The dispatcher: request k is due at start + k / rate.
-    let start = Instant::now();
-    let mut sent: u64 = 0;
-    'dispatch: while Instant::now() < until {
-        let due_now = (start.elapsed().as_secs_f64() * rate) as u64;
-        while sent < due_now {
-            let Some(request) = source.recv().await else {
-                break 'dispatch;
-            };
-            let due = start + Duration::from_secs_f64(sent as f64 / rate);
-            shared.backlog.fetch_add(1, Ordering::Relaxed);
-            if work_tx.send((due, request)).is_err() {
-                break 'dispatch;
+    // The dispatcher: request k is due at start + k / rate. It is a thread of its own that
+    // sleeps to each due instant: on tokio's timer, which ticks by the millisecond, requests
+    // left in bursts up to ~2 ms after they were due, and that lag was counted as latency.
+    let dispatcher = std::thread::Builder::new()
+        .name("bench-dispatch".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let mut sent: u64 = 0;
+            loop {
+                let due = start + Duration::from_secs_f64(sent as f64 / rate);
+                if due >= until {
+                    return;
+                }
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                let Some(request) = source.blocking_recv() else {
+                    return;
+                };
+                shared.backlog.fetch_add(1, Ordering::Relaxed);
+                if work_tx.send((due, request)).is_err() {
+                    return;
+                }
+                sent += 1;
             }
-            sent += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    drop(work_tx);
+        });
+    // The thread owns `work_tx`: the connections stop once it has sent the last request.
     for task in tasks {
         let _ = task.await;
+    }
+    if let Ok(thread) = dispatcher {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }

@@ -67,6 +67,16 @@ impl Scenario {
         }
     }
 
+    /// The `endpoint` label of the authority's `authority_request_duration_seconds` for
+    /// this scenario's requests (the guard's requests are not timed by the authority).
+    pub(super) fn endpoint_label(self) -> Option<&'static str> {
+        match self {
+            Scenario::Introspect => Some("introspect"),
+            Scenario::Guard => None,
+            _ => Some("token"),
+        }
+    }
+
     pub(super) fn unit(self) -> &'static str {
         match self {
             Scenario::Introspect => "introspections",

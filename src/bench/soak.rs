@@ -14,6 +14,12 @@ pub struct SoakInterval {
     pub latency: Latency,
     /// `authority_store_entries{kind=...}` from `/metrics`.
     pub store_entries: BTreeMap<String, u64>,
+    /// The 99th percentile of the same interval by the authority's own histogram
+    /// (`authority_request_duration_seconds` of the scenario's endpoint, from reading the
+    /// request to its answer; interpolated within buckets that double from 50 µs, as
+    /// Prometheus's `histogram_quantile` does), to tell a stall in the server from one in
+    /// the network stack, TLS or the load generator.
+    pub server_p99_ms: Option<f64>,
     pub rss_mb: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
     /// Size of the server's data directory (store files), when the benchmark started it.
@@ -47,6 +53,69 @@ pub fn store_entries(metrics: &str) -> BTreeMap<String, u64> {
             Some((kind.to_string(), value.parse::<f64>().ok()? as u64))
         })
         .collect()
+}
+
+/// The cumulative buckets `(upper bound in seconds, count)` of
+/// `authority_request_duration_seconds` for `endpoint`, in exposition order (ascending).
+pub fn duration_buckets(metrics: &str, endpoint: &str) -> Vec<(f64, u64)> {
+    let prefix = "authority_request_duration_seconds_bucket{";
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(prefix)?;
+            let (labels, value) = labels.split_once("} ")?;
+            let mut le = None;
+            let mut matches = false;
+            for label in labels.split(',') {
+                match label.split_once('=')? {
+                    ("endpoint", v) => matches = v.trim_matches('"') == endpoint,
+                    ("le", v) => le = Some(v.trim_matches('"')),
+                    _ => {}
+                }
+            }
+            let le = match le? {
+                "+Inf" => f64::INFINITY,
+                bound => bound.parse().ok()?,
+            };
+            let count = value.split(' ').next()?.trim().parse::<f64>().ok()? as u64;
+            matches.then_some((le, count))
+        })
+        .collect()
+}
+
+/// The `q` quantile in milliseconds of the observations made between two scrapes of the
+/// same buckets, interpolated linearly within its bucket; `None` without observations or
+/// when it falls in the `+Inf` bucket.
+pub fn quantile_between(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == le).map_or(0, |&(_, n)| n);
+            (le, n.saturating_sub(earlier))
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(le, cumulative) in &counts {
+        if cumulative as f64 >= rank {
+            if le.is_infinite() {
+                return None;
+            }
+            let in_bucket = (cumulative - lower.1) as f64;
+            let fraction = if in_bucket > 0.0 {
+                (rank - lower.1 as f64) / in_bucket
+            } else {
+                1.0
+            };
+            return Some((lower.0 + (le - lower.0) * fraction) * 1e3);
+        }
+        lower = (le, cumulative);
+    }
+    None
 }
 
 /// A steady request rate for `duration`, reporting every `interval` through `each`.
@@ -134,19 +203,38 @@ pub async fn soak(
     let mut cpu_before = endpoint.pid.and_then(procfs::cpu_ticks);
     let data_dir = endpoint.process.as_ref().map(ServerProcess::data_dir);
     let mut next = started + interval;
+    // The histogram as of the start: the soak's own requests only, not the plan's.
+    let mut buckets_before = match (&metrics_url, scenario.endpoint_label()) {
+        (Some(url), Some(label)) => {
+            match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
+                Ok(reply) if reply.status == 200 => {
+                    duration_buckets(&String::from_utf8_lossy(&reply.body), label)
+                }
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    };
     while next <= until + Duration::from_millis(500) {
         tokio::time::sleep_until(next.into()).await;
         let mut stats = shared.take();
         let cpu_after = endpoint.pid.and_then(procfs::cpu_ticks);
-        let store = match &metrics_url {
+        let scrape = match &metrics_url {
             Some(url) => match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
                 Ok(reply) if reply.status == 200 => {
-                    store_entries(&String::from_utf8_lossy(&reply.body))
+                    Some(String::from_utf8_lossy(&reply.body).into_owned())
                 }
-                _ => BTreeMap::new(),
+                _ => None,
             },
-            None => BTreeMap::new(),
+            None => None,
         };
+        let store = scrape.as_deref().map(store_entries).unwrap_or_default();
+        let buckets = match (scrape.as_deref(), scenario.endpoint_label()) {
+            (Some(text), Some(label)) => duration_buckets(text, label),
+            _ => Vec::new(),
+        };
+        let server_p99_ms = quantile_between(&buckets_before, &buckets, 0.99);
+        buckets_before = buckets;
         let cpu = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if stats.ok > 0 => {
                 Some(a.saturating_sub(b) as f64 * 1e6 / ticks.per_second as f64 / stats.ok as f64)
@@ -162,6 +250,7 @@ pub async fn soak(
             rate: stats.ok as f64 / interval.as_secs_f64(),
             latency: stats::latency(&mut stats.latencies_us),
             store_entries: store,
+            server_p99_ms,
             rss_mb: mb(endpoint.pid.and_then(procfs::rss_bytes)),
             cpu_us_per_request: cpu,
             data_dir_mb: data_dir
@@ -193,4 +282,54 @@ pub async fn soak(
         intervals,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::{EndpointLabel, Metrics};
+
+    /// The parser reads what the authority's own registry renders, and the quantile
+    /// counts only the observations between the two scrapes.
+    #[test]
+    fn the_server_p99_comes_from_the_rendered_histogram_between_two_scrapes() {
+        let metrics = Metrics::new();
+        // A guard of `get_or_create` holds the family's lock: take one per observation.
+        let observe = |endpoint: &'static str, seconds: f64| {
+            metrics
+                .request_seconds
+                .get_or_create(&EndpointLabel { endpoint })
+                .observe(seconds)
+        };
+        // Before: slow requests that must not count in the interval.
+        for _ in 0..1000 {
+            observe("token", 0.5);
+        }
+        let before = duration_buckets(&metrics.render(), "token");
+        assert!(before.len() >= 16, "buckets: {before:?}");
+        assert_eq!(before.last().unwrap(), &(f64::INFINITY, 1000));
+
+        // The interval: 990 requests of 1 ms (bucket 0.8–1.6 ms), 10 of 5 ms (3.2–6.4 ms),
+        // and other endpoints' requests, which must not count.
+        for _ in 0..990 {
+            observe("token", 0.001);
+        }
+        for _ in 0..10 {
+            observe("token", 0.005);
+        }
+        for _ in 0..500 {
+            observe("jwks", 2.0);
+        }
+        let after = duration_buckets(&metrics.render(), "token");
+        let p99 = quantile_between(&before, &after, 0.99).unwrap();
+        // The 990th of 1000 is the last of the 1 ms bucket: its upper bound, 1.6 ms.
+        assert!((p99 - 1.6).abs() < 1e-9, "p99 {p99}");
+        let p999 = quantile_between(&before, &after, 0.999).unwrap();
+        assert!(p999 > 3.2 && p999 <= 6.4, "p99.9 {p999}");
+        assert_eq!(
+            quantile_between(&after, &after, 0.99),
+            None,
+            "no observations"
+        );
+    }
 }
