@@ -493,6 +493,57 @@ fn bench_reports_figures_for_dpop_and_introspection() {
     }
 }
 
+/// `sealkit bench --soak`: a steady rate, interval by interval, every request answered 200
+/// at the rate asked for, with the server's own p99 beside the client's.
+#[test]
+fn a_short_soak_holds_its_rate_and_reports_the_servers_p99() {
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "--scenario",
+            "dpop",
+            "--soak",
+            "4s",
+            "--interval",
+            "2s",
+            "--rate",
+            "100",
+            "--connections",
+            "4",
+            "--floor-iterations",
+            "50",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let intervals = json["soak"]["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 2, "{stdout}");
+    for interval in intervals {
+        assert_eq!(interval["non_200"], 0, "{interval}");
+        assert_eq!(interval["transport_errors"], 0, "{interval}");
+        // 100/s for 2 s: the dispatcher keeps the rate (a few requests may straddle).
+        let ok = interval["ok"].as_u64().unwrap();
+        assert!(
+            (180..=220).contains(&ok),
+            "{ok} requests in 2 s at 100/s: {interval}"
+        );
+        let client = interval["latency"]["p99_ms"].as_f64().unwrap();
+        let server = interval["server_p99_ms"].as_f64().unwrap();
+        assert!(
+            server > 0.0 && server <= client,
+            "server {server} ms, client {client} ms"
+        );
+    }
+}
+
 /// `/fresh-auth` goes through the same gate as `/token`: a fresh-auth request that got 200,
 /// replayed after `kill -9` and a restart, is refused for every DPoP client (the restart
 /// fence), nonce tenant or not; a fresh proof with the nonce handed out gets 200.
