@@ -526,6 +526,7 @@ fn a_short_soak_holds_its_rate_and_reports_the_servers_p99() {
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let intervals = json["soak"]["intervals"].as_array().unwrap();
     assert_eq!(intervals.len(), 2, "{stdout}");
+    let (mut client_max, mut server_max) = (0.0f64, 0.0f64);
     for interval in intervals {
         assert_eq!(interval["non_200"], 0, "{interval}");
         assert_eq!(interval["transport_errors"], 0, "{interval}");
@@ -537,11 +538,17 @@ fn a_short_soak_holds_its_rate_and_reports_the_servers_p99() {
         );
         let client = interval["latency"]["p99_ms"].as_f64().unwrap();
         let server = interval["server_p99_ms"].as_f64().unwrap();
-        assert!(
-            server > 0.0 && server <= client,
-            "server {server} ms, client {client} ms"
-        );
+        assert!(server > 0.0, "server p99 {server} ms: {interval}");
+        client_max = client_max.max(client);
+        server_max = server_max.max(server);
     }
+    // The client's time includes the server's. The server's p99 is interpolated within a
+    // bucket that doubles, so it can read up to twice what it was; and its interval is cut
+    // by a scrape, not by the client's clock: compared over the whole soak.
+    assert!(
+        server_max <= 2.0 * client_max,
+        "server p99 {server_max} ms against the client's {client_max} ms"
+    );
 }
 
 /// `/fresh-auth` goes through the same gate as `/token`: a fresh-auth request that got 200,
