@@ -105,7 +105,8 @@ pub fn quantile_between(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> 
             if le.is_infinite() {
                 return None;
             }
-            let in_bucket = (cumulative - lower.1) as f64;
+            // Saturating: a server restarted between the scrapes resets its counts.
+            let in_bucket = cumulative.saturating_sub(lower.1) as f64;
             let fraction = if in_bucket > 0.0 {
                 (rank - lower.1 as f64) / in_bucket
             } else {
