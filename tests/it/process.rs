@@ -443,36 +443,40 @@ fn drill_run_fails_against_a_misconfigured_authority() {
     );
 }
 
-/// `sealkit bench`, as an operator sizing a site runs it: it starts its own authority,
-/// drives it, and reports figures for every scenario with no failed request. (Figures
-/// only: nothing here judges speed.)
-#[test]
-fn bench_reports_figures_for_dpop_and_introspection() {
+/// Runs `sealkit bench ARGS --floor-iterations 50 --json`, which must succeed; its JSON
+/// and its text.
+fn bench_json(args: &[&str]) -> (serde_json::Value, String) {
     let output = Command::new(BIN)
-        .args([
-            "bench",
-            "--scenario",
-            "dpop,introspect",
-            "--requests",
-            "400",
-            "--connections",
-            "4",
-            "--warmup",
-            "0s",
-            "--floor-iterations",
-            "50",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--floor-iterations", "50", "--json"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "exit {:?}\n{stdout}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    (serde_json::from_str(&stdout).unwrap(), stdout)
+}
+
+/// `sealkit bench`, as an operator sizing a site runs it: it starts its own authority,
+/// drives it, and reports figures for every scenario with no failed request. (Figures
+/// only: nothing here judges speed.)
+#[test]
+fn bench_reports_figures_for_dpop_and_introspection() {
+    let (json, stdout) = bench_json(&[
+        "--scenario",
+        "dpop,introspect",
+        "--requests",
+        "400",
+        "--connections",
+        "4",
+        "--warmup",
+        "0s",
+    ]);
     let reports = json["reports"].as_array().unwrap();
     assert_eq!(reports.len(), 2, "{stdout}");
     for (report, scenario) in reports.iter().zip(["dpop", "introspect"]) {
@@ -497,33 +501,18 @@ fn bench_reports_figures_for_dpop_and_introspection() {
 /// at the rate asked for, with the server's own p99 beside the client's.
 #[test]
 fn a_short_soak_holds_its_rate_and_reports_the_servers_p99() {
-    let output = Command::new(BIN)
-        .args([
-            "bench",
-            "--scenario",
-            "dpop",
-            "--soak",
-            "4s",
-            "--interval",
-            "2s",
-            "--rate",
-            "100",
-            "--connections",
-            "4",
-            "--floor-iterations",
-            "50",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (json, stdout) = bench_json(&[
+        "--scenario",
+        "dpop",
+        "--soak",
+        "4s",
+        "--interval",
+        "2s",
+        "--rate",
+        "100",
+        "--connections",
+        "4",
+    ]);
     let intervals = json["soak"]["intervals"].as_array().unwrap();
     assert_eq!(intervals.len(), 2, "{stdout}");
     let (mut client_max, mut server_max) = (0.0f64, 0.0f64);
