@@ -12,13 +12,24 @@
 //! acknowledged, every proof must carry a nonce minted after that moment, for one replay
 //! window (docs/crash-safety.md). A proof used before the loss carries no nonce or an old
 //! one, so it cannot be used again; after the window its `iat` is too old.
+//!
+//! A loss found by one request must reach every other request on the node at once, not
+//! only the one that found it: the store serves claims against its new state (a new Redis
+//! epoch, a reopened sled) as soon as it has found the loss, and a request that skipped the
+//! nonce because the fence was not yet up would have its claim of a used proof accepted
+//! (seen: one replay of 303 accepted after a Redis `kill -9`, the claim racing the request
+//! that found the loss). So the gate compares the store's loss count
+//! ([`SenderStore::losses`]), which the store raises before it serves the new state, with
+//! the count it has acknowledged: before the fence is checked (a loss found meanwhile
+//! raises the fence for this request too) and after a fresh claim (a loss found while this
+//! claim ran refuses it as the finder's own request is refused).
 
 use crate::config::DpopSettings;
 use crate::dpop::nonce::NonceSource;
 use crate::dpop::{validate_proof, EndpointUrl, KeyCache, ProofError, ValidatedProof};
 use crate::store::{Claim, SenderStore, StoreError};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Until when (Unix seconds) every proof needs a nonce minted after the fence went up.
@@ -127,12 +138,15 @@ pub struct Gate {
     keys: KeyCache,
     nonces: NonceSource,
     fence: Fence,
+    /// The store's loss count as of the last time this gate raised the fence for it.
+    acknowledged_losses: AtomicU64,
     telemetry: GateTelemetry,
 }
 
 impl Gate {
     pub fn new(store: Arc<dyn SenderStore>, telemetry: GateTelemetry) -> Gate {
         Gate {
+            acknowledged_losses: AtomicU64::new(store.losses()),
             store,
             keys: KeyCache::default(),
             nonces: NonceSource::default(),
@@ -207,6 +221,10 @@ impl Gate {
             return Err(GateError::KeyMismatch);
         }
 
+        // A loss the store found since this gate last looked raises the fence now, whoever
+        // found it; the count is read again after the claim.
+        let losses = self.acknowledge_losses(settings, now);
+
         // §4.3 (10): the nonce, when required (policy, route or fence) or when one is sent.
         let required = check.nonce_required || self.fence.is_up(now);
         let mut status = NonceStatus::NotRequired;
@@ -244,6 +262,13 @@ impl Gate {
             .claim_jti(&proof.jkt, &proof.jti, expires_at, now)
             .await
         {
+            // A loss found while this claim ran: the claim may have been made against the
+            // store's new state for a proof used before the loss. Refused as the finder's own
+            // request is: the fence is up, and the client gets a fresh nonce.
+            Ok(Claim::Fresh) if self.store.losses() != losses => {
+                self.acknowledge_losses(settings, now);
+                Err(self.fence_raised(settings, now).await)
+            }
             Ok(Claim::Fresh) => Ok(Admitted {
                 proof,
                 nonce: status,
@@ -272,9 +297,28 @@ impl Gate {
         }
     }
 
+    /// Raises the fence if the store has found a loss this gate has not raised it for;
+    /// returns the store's loss count as read.
+    fn acknowledge_losses(&self, settings: &DpopSettings, now: i64) -> u64 {
+        let losses = self.store.losses();
+        if self.acknowledged_losses.fetch_max(losses, Ordering::AcqRel) < losses {
+            self.raise_fence(
+                now,
+                settings.replay_window.as_secs() as i64,
+                "the store found that it may have lost jti claims",
+            );
+        }
+        losses
+    }
+
     /// The store may have lost claims: raise the fence and ask for a nonce minted now.
     async fn claims_lost(&self, settings: &DpopSettings, now: i64, cause: &str) -> GateError {
         self.raise_fence(now, settings.replay_window.as_secs() as i64, cause);
+        self.fence_raised(settings, now).await
+    }
+
+    /// The answer to a request refused because the fence went up: a nonce minted now.
+    async fn fence_raised(&self, settings: &DpopSettings, now: i64) -> GateError {
         match self.current_nonce(settings, now).await {
             Ok(nonce) => GateError::UseNonce {
                 nonce,
@@ -510,6 +554,118 @@ mod tests {
             admit(&gate, &proof(&key, None), false, None).await,
             Err(GateError::UseNonce { .. })
         ));
+        assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
+            .await
+            .is_ok());
+    }
+
+    /// A store in which another request finds a loss of claims: before this gate's next
+    /// request (`before`), or while its claim runs (`during`), as a Redis restart found
+    /// by a concurrent request is.
+    struct FindsLoss {
+        inner: Arc<dyn SenderStore>,
+        losses: AtomicU64,
+        during_claim: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl SenderStore for FindsLoss {
+        async fn begin_run(&self) -> Result<crate::store::PreviousShutdown, StoreError> {
+            self.inner.begin_run().await
+        }
+        async fn end_run(&self) -> Result<(), StoreError> {
+            self.inner.end_run().await
+        }
+        async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
+            self.inner.put_nonce(nonce, expires_at).await
+        }
+        async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.nonce_is_valid(nonce, now).await
+        }
+        async fn claim_jti(
+            &self,
+            jkt: &str,
+            jti: &str,
+            expires_at: i64,
+            now: i64,
+        ) -> Result<Claim, StoreError> {
+            // The claim itself succeeds: the store already serves its new state.
+            if self.during_claim.swap(false, Ordering::SeqCst) {
+                self.losses.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner.claim_jti(jkt, jti, expires_at, now).await
+        }
+        async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
+            self.inner.put_token(id, record).await
+        }
+        async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.get_token(id).await
+        }
+        async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.revoke_token(id).await
+        }
+        fn losses(&self) -> u64 {
+            self.losses.load(Ordering::SeqCst)
+        }
+        async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
+            self.inner.sweep(now).await
+        }
+        fn size(&self) -> StoreSize {
+            self.inner.size()
+        }
+        async fn probe(&self) -> Result<(), StoreError> {
+            self.inner.probe().await
+        }
+    }
+
+    fn finds_loss(dir: &tempfile::TempDir) -> Arc<FindsLoss> {
+        Arc::new(FindsLoss {
+            inner: sled(dir),
+            losses: AtomicU64::new(0),
+            during_claim: AtomicBool::new(false),
+        })
+    }
+
+    /// The race a Redis `kill -9` showed: another request found the loss and the store
+    /// serves its new state, but the fence is not up yet when this request's claim of a
+    /// used proof (no nonce) succeeds. The claim is refused with a fresh nonce.
+    #[tokio::test]
+    async fn a_loss_found_while_a_claim_runs_refuses_that_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = finds_loss(&dir);
+        let gate = gate(store.clone());
+        let key = ProofKey::es256().unwrap();
+        store.during_claim.store(true, Ordering::SeqCst);
+        let Err(GateError::UseNonce { nonce, status }) =
+            admit(&gate, &proof(&key, None), false, None).await
+        else {
+            panic!("a claim that raced a loss was admitted")
+        };
+        assert_eq!(status, NonceStatus::FenceRaised);
+        assert!(gate.fence().is_up(NOW + 119));
+        assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
+            .await
+            .is_ok());
+    }
+
+    /// A loss another request found (and has not yet raised the fence for) raises it for
+    /// this request before its nonce is judged: a proof without a nonce is refused.
+    #[tokio::test]
+    async fn a_loss_found_by_another_request_raises_the_fence_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = finds_loss(&dir);
+        let gate = gate(store.clone());
+        let key = ProofKey::es256().unwrap();
+        assert!(admit(&gate, &proof(&key, None), false, None).await.is_ok());
+        store.losses.fetch_add(1, Ordering::SeqCst);
+        let Err(GateError::UseNonce { nonce, status }) =
+            admit(&gate, &proof(&key, None), false, None).await
+        else {
+            panic!("a proof without a nonce was admitted after a loss")
+        };
+        assert_eq!(status, NonceStatus::Missing);
+        assert!(gate.fence().is_up(NOW + 119));
+        // Acknowledged once: the next proof with the new nonce is admitted.
         assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
             .await
             .is_ok());

@@ -160,6 +160,15 @@ pub trait SenderStore: Send + Sync {
         ))
     }
 
+    /// How many possible losses of jti claims this store has found since it was opened.
+    /// A backend raises it *before* it serves any claim against its new state (a new
+    /// Redis epoch, a reopened database), so a request that reads it before its claim and
+    /// finds it changed after knows its claim may have raced the loss (the gate refuses
+    /// such a claim; see `core::gate`). The default, for test doubles, never loses.
+    fn losses(&self) -> u64 {
+        0
+    }
+
     /// Removes every expired entry; returns how many were removed.
     async fn sweep(&self, now: i64) -> Result<u64, StoreError>;
     /// Live entry counts (maintained incrementally; exact after a sweep).

@@ -125,6 +125,9 @@ pub struct RedisStore {
     /// The site marker this node works in (`None` before `begin_run`).
     known: Mutex<Option<Marker>>,
     loss: LossReport,
+    /// Losses found at run time ([`SenderStore::losses`]): raised before a new epoch is
+    /// written or adopted.
+    losses: AtomicU64,
     health: HealthTracker,
     nonce_count: AtomicU64,
     jti_count: AtomicU64,
@@ -334,6 +337,7 @@ impl RedisStore {
             witness_sha: redis::Script::new(WITNESS_SCRIPT).get_hash().to_string(),
             known: Mutex::new(None),
             loss: LossReport::default(),
+            losses: AtomicU64::new(0),
             health: HealthTracker::default(),
             nonce_count: AtomicU64::new(0),
             jti_count: AtomicU64::new(0),
@@ -521,7 +525,9 @@ impl RedisStore {
     }
 
     /// The marker Redis holds is not the node's: adopt it, creating one after a flush.
+    /// Run time only: counts a loss ([`SenderStore::losses`]) before anything changes.
     async fn marker_changed(&self, seen: Option<&str>) -> Result<(), StoreError> {
+        self.losses.fetch_add(1, Ordering::AcqRel);
         let marker = match seen.filter(|m| !m.is_empty()) {
             None => self.new_epoch(false).await?,
             Some(text) => Marker::parse(text).ok_or_else(|| {
@@ -759,6 +765,7 @@ impl SenderStore for RedisStore {
                         retried = true;
                         continue;
                     }
+                    self.losses.fetch_add(1, Ordering::AcqRel);
                     self.restart_found().await?;
                     self.found_loss(RESTARTED);
                     return Err(StoreError::ClaimsLost(RESTARTED.into()));
@@ -879,6 +886,7 @@ impl SenderStore for RedisStore {
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
         if self.known().is_some() {
             if !self.witness_present().await? {
+                self.losses.fetch_add(1, Ordering::AcqRel);
                 self.restart_found().await?;
                 self.found_loss(RESTARTED);
                 self.loss.set(RESTARTED);
@@ -894,6 +902,10 @@ impl SenderStore for RedisStore {
         }
         self.refresh_sizes(now).await?;
         Ok(0)
+    }
+
+    fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Live entries per kind as of the last `sweep` (at most one expiry bucket late).

@@ -324,6 +324,8 @@ struct Inner {
     recovery: Mutex<Recovery>,
     /// A loss of claims to report once (set when the database was reopened).
     loss: LossReport,
+    /// Reopenings ([`SenderStore::losses`]), counted before the reopened database serves.
+    losses: AtomicU64,
     health: HealthTracker,
     nonce_count: AtomicU64,
     jti_count: AtomicU64,
@@ -780,6 +782,7 @@ impl Inner {
         self.loss.set(format!(
             "the store was reopened after an I/O error ({since}); jti claims made since its last durable flush may be lost"
         ));
+        self.losses.fetch_add(1, Ordering::AcqRel);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(open));
         lock(&self.recovery).failed_at = None;
         self.health.claims_lost();
@@ -862,6 +865,7 @@ impl SledStore {
             current: RwLock::new(Some(Arc::new(open))),
             recovery: Mutex::default(),
             loss: LossReport::default(),
+            losses: AtomicU64::new(0),
             health: HealthTracker::default(),
             jti_queue: SweepQueue::default(),
             token_queue: SweepQueue::default(),
@@ -1105,6 +1109,10 @@ impl SenderStore for SledStore {
         .await
         .map_err(fail)?;
         Ok(removed)
+    }
+
+    fn losses(&self) -> u64 {
+        self.inner.losses.load(Ordering::Acquire)
     }
 
     fn size(&self) -> StoreSize {
