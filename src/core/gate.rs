@@ -483,65 +483,12 @@ mod tests {
             .is_ok());
     }
 
-    /// A store that reports lost claims once (as a restarted Redis would).
-    struct LosesClaimsOnce {
-        inner: Arc<dyn SenderStore>,
-        lost: AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl SenderStore for LosesClaimsOnce {
-        async fn begin_run(&self) -> Result<crate::store::PreviousShutdown, StoreError> {
-            self.inner.begin_run().await
-        }
-        async fn end_run(&self) -> Result<(), StoreError> {
-            self.inner.end_run().await
-        }
-        async fn put_nonce(&self, nonce: &str, expires_at: i64) -> Result<(), StoreError> {
-            self.inner.put_nonce(nonce, expires_at).await
-        }
-        async fn nonce_is_valid(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
-            self.inner.nonce_is_valid(nonce, now).await
-        }
-        async fn claim_jti(
-            &self,
-            jkt: &str,
-            jti: &str,
-            expires_at: i64,
-            now: i64,
-        ) -> Result<Claim, StoreError> {
-            if !self.lost.swap(true, Ordering::SeqCst) {
-                return Err(StoreError::ClaimsLost("test".into()));
-            }
-            self.inner.claim_jti(jkt, jti, expires_at, now).await
-        }
-        async fn put_token(&self, id: TokenId, record: &TokenRecord) -> Result<(), StoreError> {
-            self.inner.put_token(id, record).await
-        }
-        async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-            self.inner.get_token(id).await
-        }
-        async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
-            self.inner.revoke_token(id).await
-        }
-        async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
-            self.inner.sweep(now).await
-        }
-        fn size(&self) -> StoreSize {
-            self.inner.size()
-        }
-        async fn probe(&self) -> Result<(), StoreError> {
-            self.inner.probe().await
-        }
-    }
-
     #[tokio::test]
     async fn lost_claims_raise_the_fence_and_ask_for_a_nonce() {
         let dir = tempfile::tempdir().unwrap();
-        let gate = gate(Arc::new(LosesClaimsOnce {
-            inner: sled(&dir),
-            lost: AtomicBool::new(false),
-        }));
+        let store = lossy(&dir);
+        store.report_once.store(true, Ordering::SeqCst);
+        let gate = gate(store);
         let key = ProofKey::es256().unwrap();
         let Err(GateError::UseNonce { nonce, status }) =
             admit(&gate, &proof(&key, None), false, None).await
@@ -559,17 +506,18 @@ mod tests {
             .is_ok());
     }
 
-    /// A store in which another request finds a loss of claims: before this gate's next
-    /// request (`before`), or while its claim runs (`during`), as a Redis restart found
-    /// by a concurrent request is.
-    struct FindsLoss {
+    /// A sled store that loses claims on demand, as a restarted Redis does: it reports the
+    /// loss to the next claim (`report_once`), or another request finds one while this
+    /// request's claim runs (`during_claim`) or before this request (raise `losses`).
+    struct Lossy {
         inner: Arc<dyn SenderStore>,
+        report_once: AtomicBool,
         losses: AtomicU64,
         during_claim: AtomicBool,
     }
 
     #[async_trait::async_trait]
-    impl SenderStore for FindsLoss {
+    impl SenderStore for Lossy {
         async fn begin_run(&self) -> Result<crate::store::PreviousShutdown, StoreError> {
             self.inner.begin_run().await
         }
@@ -589,6 +537,9 @@ mod tests {
             expires_at: i64,
             now: i64,
         ) -> Result<Claim, StoreError> {
+            if self.report_once.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::ClaimsLost("test".into()));
+            }
             // The claim itself succeeds: the store already serves its new state.
             if self.during_claim.swap(false, Ordering::SeqCst) {
                 self.losses.fetch_add(1, Ordering::SeqCst);
@@ -618,9 +569,10 @@ mod tests {
         }
     }
 
-    fn finds_loss(dir: &tempfile::TempDir) -> Arc<FindsLoss> {
-        Arc::new(FindsLoss {
+    fn lossy(dir: &tempfile::TempDir) -> Arc<Lossy> {
+        Arc::new(Lossy {
             inner: sled(dir),
+            report_once: AtomicBool::new(false),
             losses: AtomicU64::new(0),
             during_claim: AtomicBool::new(false),
         })
@@ -632,7 +584,7 @@ mod tests {
     #[tokio::test]
     async fn a_loss_found_while_a_claim_runs_refuses_that_claim() {
         let dir = tempfile::tempdir().unwrap();
-        let store = finds_loss(&dir);
+        let store = lossy(&dir);
         let gate = gate(store.clone());
         let key = ProofKey::es256().unwrap();
         store.during_claim.store(true, Ordering::SeqCst);
@@ -653,7 +605,7 @@ mod tests {
     #[tokio::test]
     async fn a_loss_found_by_another_request_raises_the_fence_first() {
         let dir = tempfile::tempdir().unwrap();
-        let store = finds_loss(&dir);
+        let store = lossy(&dir);
         let gate = gate(store.clone());
         let key = ProofKey::es256().unwrap();
         assert!(admit(&gate, &proof(&key, None), false, None).await.is_ok());

@@ -163,16 +163,6 @@ impl Write for &BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        (&*self).write(bytes)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl<'a> MakeWriter<'a> for BatchWriter {
     type Writer = &'a BatchWriter;
 
