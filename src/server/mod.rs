@@ -615,6 +615,7 @@ async fn housekeeping(
 struct PublishedHealth {
     claims_lost: u64,
     reopened: u64,
+    commits: u64,
 }
 
 impl PublishedHealth {
@@ -639,6 +640,10 @@ impl PublishedHealth {
         metrics
             .store_reopened
             .inc_by(health.reopened.saturating_sub(self.reopened));
+        metrics
+            .store_commits
+            .inc_by(health.commits.saturating_sub(self.commits));
+        self.commits = self.commits.max(health.commits);
         self.claims_lost = self.claims_lost.max(health.claims_lost);
         self.reopened = self.reopened.max(health.reopened);
     }

@@ -85,6 +85,9 @@ pub struct StoreHealth {
     pub claims_lost: u64,
     /// How many times the backend reopened itself after an error (sled).
     pub reopened: u64,
+    /// How many durable commits (one `fdatasync` each) the backend made for token
+    /// records and revocations (sled; each carries every writer that joined it).
+    pub commits: u64,
 }
 
 impl StoreHealth {
@@ -96,6 +99,7 @@ impl StoreHealth {
             reason: None,
             claims_lost: 0,
             reopened: 0,
+            commits: 0,
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct HealthTracker {
     outage: Mutex<Option<Outage>>,
     claims_lost: AtomicU64,
     reopened: AtomicU64,
+    commits: AtomicU64,
 }
 
 impl HealthTracker {
@@ -168,6 +173,10 @@ impl HealthTracker {
         self.reopened.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The outage's start and reason, for error messages while it lasts.
     pub fn describe(&self) -> Option<String> {
         let outage = self.outage.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,6 +195,7 @@ impl HealthTracker {
         let mut health = StoreHealth::available();
         health.claims_lost = self.claims_lost.load(Ordering::Relaxed);
         health.reopened = self.reopened.load(Ordering::Relaxed);
+        health.commits = self.commits.load(Ordering::Relaxed);
         if let Some(o) = outage.as_ref() {
             health.state = if o.fatal {
                 StoreState::Fatal

@@ -80,6 +80,13 @@ const RELEASE_GIVE_UP: Duration = Duration::from_secs(60);
 const FULL_BELOW_BYTES: u64 = 1 << 20;
 /// Journal entries of claims waiting for a commit are bounded (about 15,000 claims).
 const PENDING_CLAIMS_MAX: usize = 1 << 20;
+/// How long a commit may wait for more writers to join it, counted from its first
+/// writer's arrival, while writers arrive faster than commits complete. Each commit is an
+/// `fdatasync`, which on a virtual disk costs some 90 µs of CPU (the device notification
+/// traps to the host) whether it carries one token record or twenty; at a few thousand
+/// tokens a second, gathering for a millisecond shares it among several writers
+/// (docs/performance.md, "Session 7"). A writer arriving alone is never held back.
+const COMMIT_GATHER: Duration = Duration::from_millis(1);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,7 +155,33 @@ struct Open {
 struct CommitQueue {
     pending: Vec<u8>,
     waiting: Vec<oneshot::Sender<Result<(), sled::Error>>>,
+    /// When the first of `waiting` joined.
+    first_joined: Option<Instant>,
+    /// How many writers the previous commit answered.
+    last_batch: usize,
     flushing: bool,
+}
+
+impl CommitQueue {
+    /// Until when the next commit waits for more writers: only while writers arrive
+    /// faster than commits complete (the previous commit carried more than one), and
+    /// never past [`COMMIT_GATHER`] after its first writer joined.
+    fn gather_until(&self) -> Option<Instant> {
+        match self.first_joined {
+            Some(first) if self.last_batch > 1 => Some(first + COMMIT_GATHER),
+            _ => None,
+        }
+    }
+
+    /// Takes the writers and the journal entries of the next commit.
+    fn take_batch(&mut self) -> (Vec<oneshot::Sender<Result<(), sled::Error>>>, Vec<u8>) {
+        self.first_joined = None;
+        self.last_batch = self.waiting.len();
+        (
+            std::mem::take(&mut self.waiting),
+            std::mem::take(&mut self.pending),
+        )
+    }
 }
 
 impl Open {
@@ -226,6 +259,8 @@ impl Open {
 /// and once the last batch is answered nothing here keeps sled's file lock.
 struct CommitLeader {
     open: Weak<Open>,
+    /// Counts the commits (`authority_store_commits_total`).
+    health: Weak<Inner>,
     done: bool,
 }
 
@@ -237,6 +272,11 @@ impl CommitLeader {
                 self.done = true;
                 return;
             };
+            let gather_until = lock(&open.commit).gather_until();
+            if let Some(until) = gather_until {
+                // Writers keep joining the queue meanwhile; they wait for this commit.
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            }
             let (waiters, mut batch) = {
                 let mut queue = lock(&open.commit);
                 if queue.waiting.is_empty() {
@@ -244,13 +284,13 @@ impl CommitLeader {
                     self.done = true;
                     return;
                 }
-                (
-                    std::mem::take(&mut queue.waiting),
-                    std::mem::take(&mut queue.pending),
-                )
+                queue.take_batch()
             };
             let result = open.commit_batch(&mut batch);
             drop(open);
+            if let Some(inner) = self.health.upgrade() {
+                inner.health.committed();
+            }
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
@@ -268,6 +308,7 @@ impl Drop for CommitLeader {
         if let Some(open) = self.open.upgrade() {
             let mut queue = lock(&open.commit);
             queue.flushing = false;
+            queue.first_joined = None;
             for waiter in queue.waiting.drain(..) {
                 let _ = waiter.send(Err(sled::Error::ReportableBug(
                     "the store's commit task ended before flushing".into(),
@@ -820,12 +861,14 @@ impl Inner {
         let lead = {
             let mut queue = lock(&open.commit);
             Journal::encode(&mut queue.pending, tree, key, value);
+            queue.first_joined.get_or_insert_with(Instant::now);
             queue.waiting.push(tx);
             !std::mem::replace(&mut queue.flushing, true)
         };
         if lead {
             let mut leader = CommitLeader {
                 open: Arc::downgrade(open),
+                health: Arc::downgrade(self),
                 done: false,
             };
             tokio::task::spawn_blocking(move || leader.run());
@@ -1418,6 +1461,62 @@ mod tests {
     }
 
     /// sled 0.34's flush_async can deadlock when awaited concurrently (spacejam/sled#1308).
+    #[test]
+    fn a_commit_waits_for_more_writers_only_while_they_come_faster_than_commits() {
+        let first = Instant::now();
+        let mut queue = CommitQueue {
+            first_joined: Some(first),
+            last_batch: 1,
+            ..CommitQueue::default()
+        };
+        assert_eq!(
+            queue.gather_until(),
+            None,
+            "a writer alone is not held back"
+        );
+        queue.last_batch = 3;
+        assert_eq!(queue.gather_until(), Some(first + COMMIT_GATHER));
+        queue.waiting = (0..5).map(|_| oneshot::channel().0).collect();
+        let (waiters, _) = queue.take_batch();
+        assert_eq!((waiters.len(), queue.last_batch), (5, 5));
+        assert_eq!(
+            queue.gather_until(),
+            None,
+            "nobody waits: nothing to gather"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_commits_and_a_lone_writer_commits_alone() {
+        let (store, dir) = temp_store();
+        let store = std::sync::Arc::new(store);
+        for i in 0..8 {
+            store
+                .put_token(TokenId::of(&format!("alone{i}")), &record(100))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.health().commits, 8, "one commit per lone writer");
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.put_token(TokenId::of(&format!("t{i}")), &record(100))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let shared = store.health().commits - 8;
+        assert!(
+            (1..=8).contains(&shared),
+            "64 concurrent writers took {shared} commits"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_revocations_finish() {
         let (store, dir) = temp_store();

@@ -90,6 +90,7 @@ pub struct Metrics {
     pub store_down: Family<CauseLabel, Gauge>,
     pub store_claims_lost: Counter,
     pub store_reopened: Counter,
+    pub store_commits: Counter,
     pub bypass_active: Gauge,
     pub client_auth_failures: Family<ReasonLabel, Counter>,
     pub token_requests_refused: Family<ErrorLabel, Counter>,
@@ -135,6 +136,7 @@ impl Metrics {
             store_down: Family::default(),
             store_claims_lost: Counter::default(),
             store_reopened: Counter::default(),
+            store_commits: Counter::default(),
             bypass_active: Gauge::default(),
             logins: Family::default(),
             refresh_reuse: Counter::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "authority_store_reopened",
             "Times the embedded store reopened itself after an I/O error",
             metrics.store_reopened.clone(),
+        );
+        registry.register(
+            "authority_store_commits",
+            "Durable commits of the embedded store (one fdatasync each, shared by every token record and revocation that joined it): tokens issued over commits is the writers per commit",
+            metrics.store_commits.clone(),
         );
         registry.register(
             "authority_dpop_bypass_active",
