@@ -67,6 +67,8 @@ if [ -z "$REDIS_URL" ] && command -v redis-server >/dev/null; then
 fi
 redis_args=()
 [ -n "$REDIS_URL" ] && redis_args=(--redis-url "$REDIS_URL")
+# The store's side of a Redis-backed token: the redis-server started here is measured too.
+[ -n "$REDIS_PID" ] && redis_args+=(--redis-pid "$REDIS_PID")
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$REPEAT"); do
@@ -194,6 +196,22 @@ if floors:
              f"bare ES256 sign {min(x.get('bare_sign_us', 0) for x in floors):.1f}–{max(x.get('bare_sign_us', 0) for x in floors):.1f} µs. "
              f"CLK_TCK {runs[0][0]['clk_tck'] if runs and runs[0] else 'n/a'}"
              f"{' (assumed)' if runs and runs[0] and runs[0][0].get('clk_tck_assumed') else ' (getconf)'}.")
+redis_runs = [r for _, r in by.get("redis", []) if measured(r)]
+if redis_runs:
+    L.append("")
+    parts = []
+    for r in redis_runs:
+        server = (r.get("server") or {}).get("cpu_us_per_request")
+        store = r.get("redis_cpu_us_per_request")
+        if server is None or store is None:
+            parts.append(f"{r['per_second']:,.0f} tokens/s, redis-server CPU not measured")
+            continue
+        both = server + store
+        bare = r.get("bare_floor_us")
+        parts.append(f"{r['per_second']:,.0f} tokens/s: authority {server:.1f} + redis-server {store:.1f} = {both:.1f} µs per token"
+                     + (f" ({both / bare:.2f}× the bare floor)" if bare else ""))
+    L.append("Redis store, CPU on each side (the redis-server this script started, `--save '' --appendonly no`, "
+             "on the same machine): " + "; ".join(parts) + ".")
     L.append("")
 
 L.append("### Against the targets (mean of the runs)")

@@ -74,6 +74,8 @@ pub struct Options {
     pub floor_iterations: u32,
     pub target: Target,
     pub redis_url: Option<String>,
+    /// The redis-server's pid, for its CPU time (the redis scenario).
+    pub redis_pid: Option<u32>,
     /// The most proofs pre-generated for one run.
     pub max_proofs: usize,
     /// Worker threads of the load generator's runtime (for the report only).

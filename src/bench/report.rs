@@ -48,6 +48,9 @@ pub struct Report {
     pub clk_tck_assumed: bool,
     /// The load generator's own CPU per request (it shares the machine).
     pub client_cpu_us_per_request: Option<f64>,
+    /// The redis-server's CPU per request (the redis scenario with `--redis-pid`): the
+    /// store's side of a token, beside the authority's `server.cpu_us_per_request`.
+    pub redis_cpu_us_per_request: Option<f64>,
     pub floor: Option<CryptoFloor>,
     /// Samples taken while the load ran; with 3 or more, `floor` is their median.
     pub floor_samples_during_run: usize,
@@ -104,6 +107,7 @@ impl Report {
             clk_tck: ticks.per_second,
             clk_tck_assumed: !ticks.measured,
             client_cpu_us_per_request: None,
+            redis_cpu_us_per_request: None,
             floor: None,
             floor_samples_during_run: 0,
             floor_method: String::new(),

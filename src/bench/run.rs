@@ -112,6 +112,8 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let server_before = endpoint.pid.and_then(procfs::cpu_ticks);
     let system_before = endpoint.pid.and_then(procfs::system_ticks);
     let client_before = procfs::cpu_ticks(std::process::id());
+    let redis_pid = options.redis_pid.filter(|_| scenario == Scenario::Redis);
+    let redis_before = redis_pid.and_then(procfs::cpu_ticks);
     let sampler = floor::Sampler::start()?;
     let (outcome, connections) =
         load::closed_loop(connections, workload.clone(), first, options.stop).await;
@@ -123,6 +125,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         .map(procfs::cpu_ticks_by_thread)
         .unwrap_or_default();
     let client_after = procfs::cpu_ticks(std::process::id());
+    let redis_after = redis_pid.and_then(procfs::cpu_ticks);
     drop(connections);
     let rss_after = endpoint.pid.and_then(procfs::rss_bytes);
     let threads = endpoint.pid.and_then(procfs::threads);
@@ -195,6 +198,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.clk_tck = ticks.per_second;
     report.clk_tck_assumed = !ticks.measured;
     // The floor sampler ran in this process; its CPU is not the load generator's.
+    report.redis_cpu_us_per_request = per_request(redis_before, redis_after);
     report.client_cpu_us_per_request = per_request(client_before, client_after)
         .map(|us| (us - sampler_cpu_s * 1e6 / ok.max(1) as f64).max(0.0));
     report.floor_samples_during_run = floor_samples;

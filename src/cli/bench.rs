@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// Redis URL for the redis scenario (skipped without it)
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
+    /// The redis-server's process id (on this machine), for its CPU per token in the
+    /// redis scenario: the store's side of the cost
+    #[arg(long, value_name = "PID", requires = "redis_url")]
+    redis_pid: Option<u32>,
     /// Soak: a steady --rate for this long, reporting every --interval
     #[arg(long, value_name = "DURATION")]
     soak: Option<HumanDuration>,
@@ -130,6 +134,7 @@ fn options(args: &BenchArgs, threads: usize) -> anyhow::Result<Options> {
         floor_iterations: args.floor_iterations,
         target,
         redis_url: args.redis_url.clone(),
+        redis_pid: args.redis_pid,
         max_proofs: args.max_proofs,
         client_threads: threads,
         log_level: args.log_level.clone(),
@@ -278,6 +283,17 @@ fn print_report(r: &Report) {
         "  client CPU        {} per request (load generator, same machine)",
         opt(r.client_cpu_us_per_request, 1, " µs")
     );
+    if r.store == "redis" {
+        outln!(
+            "  redis-server CPU  {} per request{}",
+            opt(r.redis_cpu_us_per_request, 1, " µs"),
+            if r.redis_cpu_us_per_request.is_none() {
+                " (no --redis-pid)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(f) = &r.floor {
         outln!(
             "  crypto floor      ES256 verify {:.1} µs, ES256 sign {:.1} µs (josekit, {}, {} iterations, single thread, {})",

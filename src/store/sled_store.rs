@@ -259,8 +259,8 @@ impl Open {
 /// and once the last batch is answered nothing here keeps sled's file lock.
 struct CommitLeader {
     open: Weak<Open>,
-    /// Counts the commits (`authority_store_commits_total`).
-    health: Weak<Inner>,
+    /// The store, to count the commits (`authority_store_commits_total`).
+    store: Weak<Inner>,
     done: bool,
 }
 
@@ -288,8 +288,8 @@ impl CommitLeader {
             };
             let result = open.commit_batch(&mut batch);
             drop(open);
-            if let Some(inner) = self.health.upgrade() {
-                inner.health.committed();
+            if let Some(store) = self.store.upgrade() {
+                store.health.committed();
             }
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -868,7 +868,7 @@ impl Inner {
         if lead {
             let mut leader = CommitLeader {
                 open: Arc::downgrade(open),
-                health: Arc::downgrade(self),
+                store: Arc::downgrade(self),
                 done: false,
             };
             tokio::task::spawn_blocking(move || leader.run());

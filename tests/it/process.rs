@@ -445,7 +445,7 @@ fn drill_run_fails_against_a_misconfigured_authority() {
 
 /// Runs `sealkit bench ARGS --floor-iterations 50 --json`, which must succeed; its JSON
 /// and its text.
-fn bench_json(args: &[&str]) -> (serde_json::Value, String) {
+pub(crate) fn bench_json(args: &[&str]) -> (serde_json::Value, String) {
     let output = Command::new(BIN)
         .arg("bench")
         .args(args)

@@ -1456,3 +1456,40 @@ fn the_storage_block_is_validated() {
         "readable by every user",
     );
 }
+
+/// `sealkit bench --scenario redis` against a redis-server of its own: every token
+/// answered 200, and with `--redis-pid` the report gives the CPU on each side of the store,
+/// the authority's and the redis-server's (issue 19: "CPU per token on each side").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_benchmark_reports_the_cpu_on_each_side() {
+    let redis = RedisServer::start("unused").await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let (json, stdout) = tokio::task::block_in_place(|| {
+        crate::process::bench_json(&[
+            "--scenario",
+            "redis",
+            "--requests",
+            "2000",
+            "--connections",
+            "4",
+            "--warmup",
+            "0s",
+            "--redis-url",
+            &url,
+            "--redis-pid",
+            &pid,
+        ])
+    });
+    let report = &json["reports"][0];
+    assert_eq!(report["store"], "redis", "{stdout}");
+    assert_eq!(report["ok"], 2000, "{report}");
+    assert_eq!(report["non_200"], 0, "{report}");
+    assert!(
+        report["server"]["cpu_us_per_request"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    // 2,000 tokens are some tens of milliseconds of redis-server CPU: several ticks.
+    let store = report["redis_cpu_us_per_request"].as_f64();
+    assert!(store.is_some_and(|us| us > 0.0), "{report}");
+}
