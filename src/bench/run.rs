@@ -197,8 +197,8 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     });
     report.clk_tck = ticks.per_second;
     report.clk_tck_assumed = !ticks.measured;
-    // The floor sampler ran in this process; its CPU is not the load generator's.
     report.redis_cpu_us_per_request = per_request(redis_before, redis_after);
+    // The floor sampler ran in this process; its CPU is not the load generator's.
     report.client_cpu_us_per_request = per_request(client_before, client_after)
         .map(|us| (us - sampler_cpu_s * 1e6 / ok.max(1) as f64).max(0.0));
     report.floor_samples_during_run = floor_samples;

@@ -85,8 +85,9 @@ pub struct StoreHealth {
     pub claims_lost: u64,
     /// How many times the backend reopened itself after an error (sled).
     pub reopened: u64,
-    /// How many durable commits (one `fdatasync` each) the backend made for token
-    /// records and revocations (sled; each carries every writer that joined it).
+    /// How many durable commits (one `fdatasync` each, failed ones not counted) the
+    /// backend made for token records and revocations (sled; each carries every writer
+    /// that joined it).
     pub commits: u64,
 }
 

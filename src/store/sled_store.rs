@@ -85,7 +85,8 @@ const PENDING_CLAIMS_MAX: usize = 1 << 20;
 /// `fdatasync`, which on a virtual disk costs some 90 µs of CPU (the device notification
 /// traps to the host) whether it carries one token record or twenty; at a few thousand
 /// tokens a second, gathering for a millisecond shares it among several writers
-/// (docs/performance.md, "Session 7"). A writer arriving alone is never held back.
+/// (docs/performance.md, "Session 7"). At low rates, where each commit carries one writer,
+/// nobody is held back (only the first commit after a busy spell may wait, once).
 const COMMIT_GATHER: Duration = Duration::from_millis(1);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -288,7 +289,7 @@ impl CommitLeader {
             };
             let result = open.commit_batch(&mut batch);
             drop(open);
-            if let Some(store) = self.store.upgrade() {
+            if let (Ok(()), Some(store)) = (&result, self.store.upgrade()) {
                 store.health.committed();
             }
             for waiter in waiters {
