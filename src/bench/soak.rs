@@ -204,38 +204,30 @@ pub async fn soak(
     let mut cpu_before = endpoint.pid.and_then(procfs::cpu_ticks);
     let data_dir = endpoint.process.as_ref().map(ServerProcess::data_dir);
     let mut next = started + interval;
-    // The histogram as of the start: the soak's own requests only, not the plan's.
-    let mut buckets_before = match (&metrics_url, scenario.endpoint_label()) {
-        (Some(url), Some(label)) => {
-            match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
-                Ok(reply) if reply.status == 200 => {
-                    duration_buckets(&String::from_utf8_lossy(&reply.body), label)
-                }
-                _ => Vec::new(),
+    let scrape = || async {
+        let url = metrics_url.as_deref()?;
+        match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
+            Ok(reply) if reply.status == 200 => {
+                Some(String::from_utf8_lossy(&reply.body).into_owned())
             }
+            _ => None,
         }
+    };
+    let buckets = |scrape: Option<&str>| match (scrape, scenario.endpoint_label()) {
+        (Some(text), Some(label)) => duration_buckets(text, label),
         _ => Vec::new(),
     };
+    // The histogram as of the start: the soak's own requests only, not the plan's.
+    let mut buckets_before = buckets(scrape().await.as_deref());
     while next <= until + Duration::from_millis(500) {
         tokio::time::sleep_until(next.into()).await;
         let mut stats = shared.take();
         let cpu_after = endpoint.pid.and_then(procfs::cpu_ticks);
-        let scrape = match &metrics_url {
-            Some(url) => match crate::client::https::get_url(url, &endpoint.ca_file, &[]).await {
-                Ok(reply) if reply.status == 200 => {
-                    Some(String::from_utf8_lossy(&reply.body).into_owned())
-                }
-                _ => None,
-            },
-            None => None,
-        };
-        let store = scrape.as_deref().map(store_entries).unwrap_or_default();
-        let buckets = match (scrape.as_deref(), scenario.endpoint_label()) {
-            (Some(text), Some(label)) => duration_buckets(text, label),
-            _ => Vec::new(),
-        };
-        let server_p99_ms = quantile_between(&buckets_before, &buckets, 0.99);
-        buckets_before = buckets;
+        let exposition = scrape().await;
+        let store = exposition.as_deref().map(store_entries).unwrap_or_default();
+        let buckets_now = buckets(exposition.as_deref());
+        let server_p99_ms = quantile_between(&buckets_before, &buckets_now, 0.99);
+        buckets_before = buckets_now;
         let cpu = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if stats.ok > 0 => {
                 Some(a.saturating_sub(b) as f64 * 1e6 / ticks.per_second as f64 / stats.ok as f64)

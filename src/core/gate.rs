@@ -406,6 +406,24 @@ mod tests {
         key.proof_at("POST", URL, nonce, None, NOW).unwrap()
     }
 
+    /// A proof without a nonce is refused with `use_dpop_nonce` for `status` (else
+    /// panics with `why`) and the fence is up for the replay window; the nonce handed out.
+    async fn refused_for_a_nonce(
+        gate: &Gate,
+        key: &ProofKey,
+        status: NonceStatus,
+        why: &str,
+    ) -> String {
+        let Err(GateError::UseNonce { nonce, status: got }) =
+            admit(gate, &proof(key, None), false, None).await
+        else {
+            panic!("{why}")
+        };
+        assert_eq!(got, status);
+        assert!(gate.fence().is_up(NOW + 119));
+        nonce
+    }
+
     #[tokio::test]
     async fn a_proof_is_admitted_once_and_its_replay_is_counted() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,13 +508,13 @@ mod tests {
         store.report_once.store(true, Ordering::SeqCst);
         let gate = gate(store);
         let key = ProofKey::es256().unwrap();
-        let Err(GateError::UseNonce { nonce, status }) =
-            admit(&gate, &proof(&key, None), false, None).await
-        else {
-            panic!("lost claims did not stop the request")
-        };
-        assert_eq!(status, NonceStatus::FenceRaised);
-        assert!(gate.fence().is_up(NOW + 119));
+        let nonce = refused_for_a_nonce(
+            &gate,
+            &key,
+            NonceStatus::FenceRaised,
+            "lost claims did not stop the request",
+        )
+        .await;
         assert!(matches!(
             admit(&gate, &proof(&key, None), false, None).await,
             Err(GateError::UseNonce { .. })
@@ -588,13 +606,13 @@ mod tests {
         let gate = gate(store.clone());
         let key = ProofKey::es256().unwrap();
         store.during_claim.store(true, Ordering::SeqCst);
-        let Err(GateError::UseNonce { nonce, status }) =
-            admit(&gate, &proof(&key, None), false, None).await
-        else {
-            panic!("a claim that raced a loss was admitted")
-        };
-        assert_eq!(status, NonceStatus::FenceRaised);
-        assert!(gate.fence().is_up(NOW + 119));
+        let nonce = refused_for_a_nonce(
+            &gate,
+            &key,
+            NonceStatus::FenceRaised,
+            "a claim that raced a loss was admitted",
+        )
+        .await;
         assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
             .await
             .is_ok());
@@ -610,13 +628,13 @@ mod tests {
         let key = ProofKey::es256().unwrap();
         assert!(admit(&gate, &proof(&key, None), false, None).await.is_ok());
         store.losses.fetch_add(1, Ordering::SeqCst);
-        let Err(GateError::UseNonce { nonce, status }) =
-            admit(&gate, &proof(&key, None), false, None).await
-        else {
-            panic!("a proof without a nonce was admitted after a loss")
-        };
-        assert_eq!(status, NonceStatus::Missing);
-        assert!(gate.fence().is_up(NOW + 119));
+        let nonce = refused_for_a_nonce(
+            &gate,
+            &key,
+            NonceStatus::Missing,
+            "a proof without a nonce was admitted after a loss",
+        )
+        .await;
         // Acknowledged once: the next proof with the new nonce is admitted.
         assert!(admit(&gate, &proof(&key, Some(&nonce)), false, None)
             .await

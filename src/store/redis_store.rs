@@ -514,6 +514,15 @@ impl RedisStore {
         );
     }
 
+    /// A restart found while serving: counted as a loss ([`SenderStore::losses`]) before
+    /// the new epoch, then recorded; the caller reports it once.
+    async fn restart_found_at_run_time(&self) -> Result<(), StoreError> {
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        self.restart_found().await?;
+        self.found_loss(RESTARTED);
+        Ok(())
+    }
+
     /// This Redis process was never seen by sealkit: a new epoch first (so no node claims
     /// against the old state once the scripts are back), then the scripts.
     async fn restart_found(&self) -> Result<(), StoreError> {
@@ -765,9 +774,7 @@ impl SenderStore for RedisStore {
                         retried = true;
                         continue;
                     }
-                    self.losses.fetch_add(1, Ordering::AcqRel);
-                    self.restart_found().await?;
-                    self.found_loss(RESTARTED);
+                    self.restart_found_at_run_time().await?;
                     return Err(StoreError::ClaimsLost(RESTARTED.into()));
                 }
                 Err(e) => return Err(self.judge("jti claim", e)),
@@ -886,9 +893,7 @@ impl SenderStore for RedisStore {
     async fn sweep(&self, now: i64) -> Result<u64, StoreError> {
         if self.known().is_some() {
             if !self.witness_present().await? {
-                self.losses.fetch_add(1, Ordering::AcqRel);
-                self.restart_found().await?;
-                self.found_loss(RESTARTED);
+                self.restart_found_at_run_time().await?;
                 self.loss.set(RESTARTED);
             } else {
                 let marker = self.read_marker().await?;
