@@ -23,6 +23,7 @@
 //! of a multi-node site; its module doc says how it notices that Redis lost claims).
 //! [`open_store`] picks the one the configuration names.
 
+pub mod claims;
 pub mod health;
 pub mod journal;
 pub mod redis_store;

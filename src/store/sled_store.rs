@@ -15,12 +15,11 @@
 //!   `sync_file_range`, plus an `fdatasync` of sled's log file, opened a second time for
 //!   that) and starts the journal over. Opening the store replays the journal into sled
 //!   first, so what a crash or a power loss took from sled comes back.
-//! - **jti claims** are journaled too (without waiting): a claim is added to the pending
-//!   batch before the token record of its request, so a `/token` answer of 200 implies a
-//!   durable claim; a claim whose request committed nothing (a refused request,
-//!   `/fresh-auth`) reaches the disk with the next commit and may be lost in a crash,
-//!   which the restart fence covers (`begin_run` reports `Unclean`). **Nonces** are only
-//!   in sled (forgotten at an unclean restart anyway).
+//! - **jti claims** are held in memory ([claims]), not in sled: a crash loses them, and
+//!   the restart fence covers exactly that (`begin_run` reports `Unclean`); a clean end
+//!   writes them to a snapshot file that the next start loads, so a clean restart keeps
+//!   refusing every replay by its claim. **Nonces** are only in sled (forgotten at an
+//!   unclean restart anyway).
 //!
 //! # Recovery from I/O errors
 //! When sled meets an I/O error (disk full, file system turned read-only) it keeps
@@ -31,24 +30,26 @@
 //! tries, on the blocking pool: wait for the calls still using the old database to
 //! finish, drop it (which releases sled's file lock), open the directory again, forget
 //! every nonce and prove a durable write. Once that works it serves again and reports
-//! [`StoreError::ClaimsLost`] once: claims acknowledged since the last durable flush may
-//! be gone. If the database cannot be reopened in this process at all (sled reports
+//! [`StoreError::ClaimsLost`] once, as a precaution (the claims are in memory and kept;
+//! the nonces were forgotten and the reopened database is judged from scratch). If the database cannot be reopened in this process at all (sled reports
 //! corruption or a bug, or the old database is still held after `RELEASE_GIVE_UP`), the
 //! health turns [`StoreState::Fatal`](super::health::StoreState::Fatal) and the server
 //! exits with [`EXIT_STORE_FAILED`](super::health::EXIT_STORE_FAILED) for its supervisor
 //! to start a fresh process.
 //!
 //! # Sweeping
-//! jti claims and token records are also queued in memory, in insertion order, with their
+//! jti claims and token records are queued in memory, in insertion order, with their
 //! expiry. They are written with `now + window`, so insertion order is expiry order and a
 //! sweep reads only the front of the queue: the entries that have expired, not the whole
 //! store (a full scan every few seconds cost more than the requests themselves once the
 //! store held a replay window's worth of claims). The queue is only a list of places to
 //! look: the sweeper still reads each entry's own expiry and removes it with a
 //! compare-and-swap, so a stale, duplicated or missing queue entry can delay a removal,
-//! never make one early. After a restart (or a reopen) the queue knows nothing of what is
-//! on disk, so the first sweep scans everything once and queues what it finds alive.
+//! never make one early. After a restart (or a reopen) the token queue knows nothing of
+//! what is on disk, so the first sweep scans the records once and queues what it finds
+//! alive; claims loaded at the start of a run are queued as they are loaded.
 
+use super::claims::{self, ClaimTable, Snapshot};
 use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
 use super::journal::{self, Journal, Written};
 use super::{
@@ -78,8 +79,6 @@ const RELEASE_GIVE_UP: Duration = Duration::from_secs(60);
 /// Below this much free space a failing file system is reported as full: sled grows its
 /// log by segments of 512 KiB.
 const FULL_BELOW_BYTES: u64 = 1 << 20;
-/// Journal entries of claims waiting for a commit are bounded (about 15,000 claims).
-const PENDING_CLAIMS_MAX: usize = 1 << 20;
 /// How long a commit may wait for more writers to join it, counted from its first
 /// writer's arrival, while writers arrive faster than commits complete. Each commit is an
 /// `fdatasync`, which on a virtual disk costs some 90 µs of CPU (the device notification
@@ -120,8 +119,8 @@ impl SweepQueue {
         due
     }
 
-    /// Puts entries found by a full scan (sorted by expiry) in front of the queue: they
-    /// were written by an earlier run, so they expire no later than anything queued since.
+    /// Puts entries found on disk (sorted by expiry) in front of the queue: they were
+    /// written by an earlier run, so they expire no later than anything queued since.
     fn prepend_sorted(&self, mut found: Vec<(i64, [u8; 32])>) {
         found.sort_unstable_by_key(|&(exp, _)| exp);
         let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -141,7 +140,9 @@ struct Open {
     db: sled::Db,
     meta: sled::Tree,
     nonces: sled::Tree,
-    jtis: sled::Tree,
+    /// jti claims written by versions before claims moved to memory ([claims]); read
+    /// once at the start of a run and emptied.
+    legacy_jtis: sled::Tree,
     tokens: sled::Tree,
     /// sled's log file, opened a second time for `fdatasync`.
     log_file: std::fs::File,
@@ -199,7 +200,7 @@ impl Open {
         let open = Open {
             meta: db.open_tree("meta")?,
             nonces: db.open_tree("nonces")?,
-            jtis: db.open_tree("jti")?,
+            legacy_jtis: db.open_tree("jti")?,
             tokens: db.open_tree("tokens")?,
             db,
             log_file,
@@ -210,7 +211,7 @@ impl Open {
         // written again, unchanged), then a checkpoint makes it durable there.
         for put in &puts {
             let tree = match put.tree {
-                journal::Tree::Jti => &open.jtis,
+                journal::Tree::Jti => &open.legacy_jtis,
                 journal::Tree::Tokens => &open.tokens,
             };
             tree.insert(&put.key[..], &put.value[..])?;
@@ -370,11 +371,12 @@ struct Inner {
     losses: AtomicU64,
     health: HealthTracker,
     nonce_count: AtomicU64,
-    jti_count: AtomicU64,
     token_count: AtomicU64,
+    /// The jti claims; they outlive a reopened database (they are not in it).
+    claims: ClaimTable,
     jti_queue: SweepQueue,
     token_queue: SweepQueue,
-    /// The queues do not know entries written before this process opened the store.
+    /// The token queue does not know records written before this process opened the store.
     needs_full_scan: AtomicBool,
 }
 
@@ -615,33 +617,18 @@ async fn sweep_full(
     Ok(removed)
 }
 
-/// Sweeps what the queue says is due. `bare_expiry`: the tree's values are the expiry
-/// alone (jti claims), so the queued expiry *is* the value written and one
-/// compare-and-swap against it removes exactly that claim and nothing newer.
+/// Sweeps the token records the queue says are due.
 async fn sweep_queued(
     tree: &sled::Tree,
     counter: &AtomicU64,
     queue: &SweepQueue,
     now: i64,
-    bare_expiry: bool,
 ) -> Result<u64, sled::Error> {
     let mut removed = 0;
     loop {
         let due = queue.take_due(now, SWEEP_CHUNK);
-        for (exp, key) in &due {
-            let gone = if bare_expiry {
-                let written = exp.to_be_bytes();
-                let swapped = tree
-                    .compare_and_swap(key, Some(&written[..]), None as Option<&[u8]>)?
-                    .is_ok();
-                if swapped {
-                    counter.fetch_sub(1, Ordering::Relaxed);
-                }
-                swapped
-            } else {
-                remove_if_expired(tree, counter, key, now)?
-            };
-            if gone {
+        for (_, key) in &due {
+            if remove_if_expired(tree, counter, key, now)? {
                 removed += 1;
             }
         }
@@ -815,14 +802,12 @@ impl Inner {
             return;
         }
         self.nonce_count.store(0, Ordering::Relaxed);
-        self.jti_count
-            .store(open.jtis.len() as u64, Ordering::Relaxed);
         self.token_count
             .store(open.tokens.len() as u64, Ordering::Relaxed);
         self.needs_full_scan.store(true, Ordering::Release);
         let since = self.health.describe().unwrap_or_default();
         self.loss.set(format!(
-            "the store was reopened after an I/O error ({since}); jti claims made since its last durable flush may be lost"
+            "the store was reopened after an I/O error ({since}); the fence goes up as a precaution (claims are in memory and kept, nonces were forgotten)"
         ));
         self.losses.fetch_add(1, Ordering::AcqRel);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(open));
@@ -836,15 +821,65 @@ impl Inner {
         );
     }
 
-    /// Adds a put to the journal's pending batch without waiting for it (a jti claim:
-    /// the commit of its request's token record carries it). Claims of requests that
-    /// commit nothing (refused ones, `/fresh-auth`) wait for someone else's commit; past
-    /// `PENDING_CLAIMS_MAX` they are left to sled alone, which the restart fence covers
-    /// as it covers every claim a crash may take.
-    fn journal_put(open: &Open, tree: journal::Tree, key: &[u8], value: &[u8]) {
-        let mut queue = lock(&open.commit);
-        if queue.pending.len() < PENDING_CLAIMS_MAX {
-            Journal::encode(&mut queue.pending, tree, key, value);
+    /// Loads the claims an earlier run left: the snapshot of its clean end, and any
+    /// claims an earlier version kept in sled (that tree is emptied: from now on the
+    /// snapshot carries them). Returns `false` when a snapshot was there but unreadable.
+    async fn load_claims(self: &Arc<Self>, open: &Arc<Open>) -> Result<bool, StoreError> {
+        let dir = self.dir.clone();
+        let snapshot = match tokio::task::spawn_blocking(move || claims::take_snapshot(&dir)).await
+        {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "reading the jti claims snapshot: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "the claims snapshot task ended".into(),
+                ))
+            }
+        };
+        let mut found = match snapshot {
+            Snapshot::Absent => Vec::new(),
+            Snapshot::Read(claims) => claims,
+            Snapshot::Damaged(why) => {
+                tracing::warn!(
+                    event = events::STORE_CLAIMS_SNAPSHOT_DAMAGED,
+                    reason = %why,
+                    "the jti claims snapshot of the last clean shutdown is damaged; the restart fence covers the claims it held"
+                );
+                return Ok(false);
+            }
+        };
+        for entry in open.legacy_jtis.iter() {
+            let (key, value) = entry.map_err(|e| self.fail(open, e))?;
+            if let (Ok(key), Some(exp)) = (<[u8; 32]>::try_from(key.as_ref()), expiry_of(&value)) {
+                found.push((key, exp));
+            }
+        }
+        open.legacy_jtis.clear().map_err(|e| self.fail(open, e))?;
+        self.jti_queue
+            .prepend_sorted(found.iter().map(|&(key, exp)| (exp, key)).collect());
+        self.claims.load(found);
+        Ok(true)
+    }
+
+    /// Removes the claims the queue says are due (and only those still expired: a key
+    /// claimed again after its first expiry keeps its new claim).
+    async fn sweep_claims(&self, now: i64) -> u64 {
+        let mut removed = 0;
+        loop {
+            let due = self.jti_queue.take_due(now, SWEEP_CHUNK * 16);
+            for (_, key) in &due {
+                if self.claims.remove_if_expired(key, now) {
+                    removed += 1;
+                }
+            }
+            if due.len() < SWEEP_CHUNK * 16 {
+                return removed;
+            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -904,13 +939,13 @@ impl SledStore {
         let inner = Inner {
             dir: dir.to_path_buf(),
             nonce_count: AtomicU64::new(open.nonces.len() as u64),
-            jti_count: AtomicU64::new(open.jtis.len() as u64),
             token_count: AtomicU64::new(open.tokens.len() as u64),
             current: RwLock::new(Some(Arc::new(open))),
             recovery: Mutex::default(),
             loss: LossReport::default(),
             losses: AtomicU64::new(0),
             health: HealthTracker::default(),
+            claims: ClaimTable::default(),
             jti_queue: SweepQueue::default(),
             token_queue: SweepQueue::default(),
             needs_full_scan: AtomicBool::new(true),
@@ -942,11 +977,15 @@ impl SenderStore for SledStore {
         let inner = &self.inner;
         let open = inner.current()?;
         let fail = |e| inner.fail(&open, e);
-        let previous = match open.meta.get("state").map_err(fail)? {
+        let mut previous = match open.meta.get("state").map_err(fail)? {
             None => PreviousShutdown::FirstStart,
             Some(v) if v.as_ref() == RUNNING_MARKER => PreviousShutdown::Unclean,
             Some(_) => PreviousShutdown::Clean,
         };
+        if !inner.load_claims(&open).await? {
+            // A clean end whose claims cannot be read is, for replay protection, a crash.
+            previous = PreviousShutdown::Unclean;
+        }
         if previous == PreviousShutdown::Unclean {
             open.nonces.clear().map_err(fail)?;
             inner.nonce_count.store(0, Ordering::Relaxed);
@@ -961,6 +1000,20 @@ impl SenderStore for SledStore {
         let open = inner.current()?;
         // Everything first, then the marker: a crash between the two is an unclean end.
         inner.checkpoint(&open).await?;
+        let (dir, held) = (inner.dir.clone(), inner.claims.all());
+        match tokio::task::spawn_blocking(move || claims::write_snapshot(&dir, &held)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "writing the jti claims snapshot: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "the claims snapshot task ended".into(),
+                ))
+            }
+        }
         open.meta
             .insert("state", &b"clean"[..])
             .map_err(|e| inner.fail(&open, e))?;
@@ -999,34 +1052,15 @@ impl SenderStore for SledStore {
     ) -> Result<Claim, StoreError> {
         let inner = &self.inner;
         inner.loss.take()?;
-        let open = inner.current()?;
+        // The claims are in memory, but a failed store still refuses: no token could be
+        // filed for the request anyway, and the caller fails closed the same way.
+        inner.current()?;
         let key = jti_key(jkt, jti);
-        let value = expires_at.to_be_bytes();
-        let mut expected: Option<sled::IVec> = None;
-        // Insert-if-absent; an expired leftover the sweeper has not reached yet is replaced
-        // with the same compare-and-swap, so two racing claims still yield one winner.
-        loop {
-            match open
-                .jtis
-                .compare_and_swap(key, expected.as_ref(), Some(&value[..]))
-                .map_err(|e| inner.fail(&open, e))?
-            {
-                Ok(()) => {
-                    if expected.is_none() {
-                        inner.jti_count.fetch_add(1, Ordering::Relaxed);
-                    }
-                    inner.jti_queue.push(expires_at, key);
-                    Inner::journal_put(&open, journal::Tree::Jti, &key, &value);
-                    return Ok(Claim::Fresh);
-                }
-                Err(conflict) => match conflict.current {
-                    Some(current) if expiry_of(&current).is_some_and(|exp| exp > now) => {
-                        return Ok(Claim::Replayed)
-                    }
-                    current => expected = current,
-                },
-            }
+        let claim = inner.claims.claim(key, expires_at, now);
+        if claim == Claim::Fresh {
+            inner.jti_queue.push(expires_at, key);
         }
+        Ok(claim)
     }
 
     /// Durable before it returns (group commit), so a token answered 200 survives a crash.
@@ -1128,9 +1162,6 @@ impl SenderStore for SledStore {
             .await
             .map_err(fail)?;
         if inner.needs_full_scan.swap(false, Ordering::AcqRel) {
-            removed += sweep_full(&open.jtis, &inner.jti_count, Some(&inner.jti_queue), now)
-                .await
-                .map_err(fail)?;
             removed += sweep_full(
                 &open.tokens,
                 &inner.token_count,
@@ -1140,18 +1171,10 @@ impl SenderStore for SledStore {
             .await
             .map_err(fail)?;
         }
-        removed += sweep_queued(&open.jtis, &inner.jti_count, &inner.jti_queue, now, true)
+        removed += inner.sweep_claims(now).await;
+        removed += sweep_queued(&open.tokens, &inner.token_count, &inner.token_queue, now)
             .await
             .map_err(fail)?;
-        removed += sweep_queued(
-            &open.tokens,
-            &inner.token_count,
-            &inner.token_queue,
-            now,
-            false,
-        )
-        .await
-        .map_err(fail)?;
         Ok(removed)
     }
 
@@ -1162,7 +1185,7 @@ impl SenderStore for SledStore {
     fn size(&self) -> StoreSize {
         StoreSize {
             nonces: self.inner.nonce_count.load(Ordering::Relaxed),
-            jti_claims: self.inner.jti_count.load(Ordering::Relaxed),
+            jti_claims: self.inner.claims.len() as u64,
             tokens: self.inner.token_count.load(Ordering::Relaxed),
         }
     }
@@ -1313,8 +1336,8 @@ mod tests {
     }
 
     /// A power loss leaves sled's files as of its last checkpoint and the journal as its
-    /// last commit flushed it: opening the store puts back every answered token, claim and
-    /// revocation made since the checkpoint.
+    /// last commit flushed it: opening the store puts back every answered token and
+    /// revocation made since the checkpoint (claims are not in sled: see `claims`).
     #[tokio::test]
     async fn the_journal_restores_what_sled_had_not_made_durable() {
         let (store, dir) = temp_store();
@@ -1329,10 +1352,6 @@ mod tests {
 
         let store = SledStore::open(&dir).unwrap();
         store.begin_run().await.unwrap();
-        assert_eq!(
-            store.claim_jti("k", "j1", 100, 0).await.unwrap(),
-            Claim::Fresh
-        );
         let late = TokenId::of("late");
         store.put_token(late, &record(100)).await.unwrap();
         assert!(store.revoke_token(early).await.unwrap().is_some());
@@ -1347,10 +1366,6 @@ mod tests {
         let store = SledStore::open(&after_power_loss).unwrap();
         assert_eq!(store.get_token(late).await.unwrap(), Some(record(100)));
         assert!(store.get_token(early).await.unwrap().unwrap().revoked);
-        assert_eq!(
-            store.claim_jti("k", "j1", 100, 10).await.unwrap(),
-            Claim::Replayed
-        );
         assert_eq!(store.size().tokens, 2);
         drop(store);
         // Replayed once: the checkpoint after the replay emptied the journal.
@@ -1546,8 +1561,9 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
-    /// Entries written by an earlier process are not in this one's queue: the first sweep
-    /// after opening scans them, removes the expired ones and queues the rest.
+    /// Token records written by an earlier process are not in this one's queue: the first
+    /// sweep after opening scans them, removes the expired ones and queues the rest. Claims
+    /// come back from the clean end's snapshot, queued as they are loaded.
     #[tokio::test]
     async fn entries_from_an_earlier_run_are_swept_too() {
         let (store, dir) = temp_store();
@@ -1561,8 +1577,11 @@ mod tests {
         store.end_run().await.unwrap();
         drop(store);
         let store = SledStore::open(&dir).unwrap();
-        store.begin_run().await.unwrap();
-        assert_eq!(store.queued(), 0);
+        assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
+        // The claims came back from the snapshot, queued; the token records wait for
+        // the first sweep's scan.
+        assert_eq!(store.size().jti_claims, 2);
+        assert_eq!(store.queued(), 2);
         assert_eq!(store.sweep(200).await.unwrap(), 2);
         assert_eq!(store.size().jti_claims, 1);
         assert_eq!(store.size().tokens, 0);
@@ -1573,6 +1592,57 @@ mod tests {
         );
         assert_eq!(store.sweep(500).await.unwrap(), 1);
         assert_eq!(store.size().jti_claims, 0);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A clean end whose claims snapshot is damaged counts as an unclean one (the fence
+    /// covers the claims it held), and nonces go as after a crash.
+    #[tokio::test]
+    async fn a_damaged_claims_snapshot_raises_the_fence() {
+        let (store, dir) = temp_store();
+        store.begin_run().await.unwrap();
+        store.claim_jti("k", "j", i64::MAX, 0).await.unwrap();
+        store.put_nonce("n", i64::MAX).await.unwrap();
+        store.end_run().await.unwrap();
+        drop(store);
+        let snapshot = dir.join(claims::FILE_NAME);
+        let mut bytes = std::fs::read(&snapshot).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&snapshot, bytes).unwrap();
+
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Unclean);
+        assert!(!store.nonce_is_valid("n", 10).await.unwrap());
+        assert_eq!(store.size().jti_claims, 0);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Claims an earlier version kept in sled are loaded into memory at the start of a run
+    /// and leave sled; the clean end after it carries them in the snapshot.
+    #[tokio::test]
+    async fn claims_kept_in_sled_by_an_earlier_version_are_carried_over() {
+        let (store, dir) = temp_store();
+        let key = jti_key("k", "old-version");
+        store
+            .open_db()
+            .legacy_jtis
+            .insert(key, &500i64.to_be_bytes()[..])
+            .unwrap();
+        store.begin_run().await.unwrap();
+        assert!(store.open_db().legacy_jtis.is_empty());
+        assert_eq!(
+            store.claim_jti("k", "old-version", 900, 100).await.unwrap(),
+            Claim::Replayed
+        );
+        store.end_run().await.unwrap();
+        drop(store);
+        let store = SledStore::open(&dir).unwrap();
+        assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
+        assert_eq!(
+            store.claim_jti("k", "old-version", 900, 200).await.unwrap(),
+            Claim::Replayed
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

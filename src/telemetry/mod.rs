@@ -43,6 +43,8 @@ pub mod events {
     pub const STORE_REOPENED: &str = "authority.store.reopened";
     /// Opening the sled store put back what its journal held (after a crash or power loss).
     pub const STORE_JOURNAL_REPLAYED: &str = "authority.store.journalReplayed";
+    /// The jti claims snapshot of the last clean shutdown could not be read (fence raised).
+    pub const STORE_CLAIMS_SNAPSHOT_DAMAGED: &str = "authority.store.claimsSnapshotDamaged";
     /// Log lines were dropped because the log file could not keep up (field `count`).
     pub const LOG_DROPPED: &str = "authority.log.dropped";
     /// The store found it may have lost acknowledged jti claims (restart fence raised).

@@ -1,0 +1,272 @@
+//! The sled store's jti claims, held in memory: a sharded hash table of `key → expiry`,
+//! and the file that carries them across a clean restart. Owns the atomic
+//! "claim if absent or expired" and the snapshot format; not when claims are swept (the
+//! sled store's sweep queue says which keys are due) nor the restart fence (a crash loses
+//! what is only here, and the fence covers exactly that: docs/crash-safety.md).
+//!
+//! # Why not sled
+//! A claim lives for one replay window and is read only by the next claim of the same key.
+//! In sled it was a compare-and-swap on the request path (about 7% of a DPoP token's
+//! server CPU, docs/performance.md "Session 8") and a second one when swept; here it is a
+//! hash and a short lock. What sled gave besides, durability across a crash, was already
+//! covered by the restart fence: after an unclean end every proof needs a nonce minted by
+//! the new run until the replay window has passed, so a proof accepted before the crash is
+//! refused whether or not its claim survived.
+//!
+//! # Snapshot
+//! A clean end of a run writes the claims it holds to [`FILE_NAME`] (written to a temporary
+//! file, `fdatasync`ed, renamed); the next start loads them (its sweep removes those that
+//! have expired since) and removes the file, so a restart without a crash needs no fence and refuses every replay by its
+//! claim. Format: `magic (8) | count u64 LE | count × (key 32 | expiry i64 LE) | crc32 u32
+//! LE` over everything before it. A file that is torn or fails its CRC is reported and
+//! ignored (the caller raises the fence, as after a crash).
+
+use super::Claim;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+/// The snapshot's file name in the store directory (sled leaves unknown files alone).
+pub const FILE_NAME: &str = "sealkit-claims";
+const MAGIC: &[u8; 8] = b"SKCLAIM1";
+const ENTRY: usize = 40;
+/// Shards of the table: requests on two cores rarely meet on one lock.
+const SHARDS: usize = 16;
+
+type Shard = HashMap<[u8; 32], i64>;
+
+/// Live jti claims by key (the SHA-256 of the proof key and the jti, `super::jti_key`).
+/// The maps use std's randomly keyed SipHash: the keys are hashes of values a client
+/// chooses, and a client grinding jti values must not be able to pile them into one bucket.
+pub struct ClaimTable {
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Default for ClaimTable {
+    fn default() -> ClaimTable {
+        ClaimTable {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl ClaimTable {
+    fn shard(&self, key: &[u8; 32]) -> MutexGuard<'_, Shard> {
+        // The key is a SHA-256 output: its first byte spreads keys evenly over the shards.
+        let shard = &self.shards[usize::from(key[0]) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `key` until `expires_at` if it is unclaimed or its claim expired by `now`;
+    /// one atomic step under the shard's lock, so two racing claims have one winner.
+    pub fn claim(&self, key: [u8; 32], expires_at: i64, now: i64) -> Claim {
+        let mut shard = self.shard(&key);
+        match shard.get_mut(&key) {
+            Some(exp) if *exp > now => Claim::Replayed,
+            Some(exp) => {
+                *exp = expires_at;
+                Claim::Fresh
+            }
+            None => {
+                shard.insert(key, expires_at);
+                Claim::Fresh
+            }
+        }
+    }
+
+    /// Removes the claim of `key` if it has expired by `now` (a newer claim of the same
+    /// key stays). Returns whether one was removed.
+    pub fn remove_if_expired(&self, key: &[u8; 32], now: i64) -> bool {
+        let mut shard = self.shard(key);
+        match shard.get(key) {
+            Some(&exp) if exp <= now => {
+                shard.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many claims are held (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every claim held, sorted by expiry (what a snapshot writes; the next run's sweep
+    /// removes those that have expired by then).
+    pub fn all(&self) -> Vec<([u8; 32], i64)> {
+        let mut all = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().map(|(key, &exp)| (*key, exp)));
+        }
+        all.sort_unstable_by_key(|&(_, exp)| exp);
+        all
+    }
+
+    /// Adds claims found on disk (a snapshot, a store written by an earlier version),
+    /// keeping the later expiry where a key is already held.
+    pub fn load(&self, claims: impl IntoIterator<Item = ([u8; 32], i64)>) {
+        for (key, exp) in claims {
+            let mut shard = self.shard(&key);
+            let held = shard.entry(key).or_insert(exp);
+            *held = (*held).max(exp);
+        }
+    }
+}
+
+/// Writes `claims` to the snapshot in `dir`, durably (temporary file, `fdatasync`,
+/// rename, directory `fsync`).
+pub fn write_snapshot(dir: &Path, claims: &[([u8; 32], i64)]) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(16 + claims.len() * ENTRY + 4);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&(claims.len() as u64).to_le_bytes());
+    for (key, exp) in claims {
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(&exp.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let temporary = dir.join(format!("{FILE_NAME}.tmp"));
+    let mut file = File::create(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_data()?;
+    drop(file);
+    std::fs::rename(&temporary, dir.join(FILE_NAME))?;
+    File::open(dir)?.sync_all()
+}
+
+/// What a start found in the snapshot.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Snapshot {
+    /// No snapshot: a first start, or the previous run did not end cleanly.
+    Absent,
+    Read(Vec<([u8; 32], i64)>),
+    /// A file that is not a whole snapshot (torn, damaged): its claims are not trusted.
+    Damaged(String),
+}
+
+/// Reads the snapshot in `dir` and removes it (it describes one clean end; a later
+/// crash must not bring back claims the run that follows has seen expire and re-claimed).
+pub fn take_snapshot(dir: &Path) -> io::Result<Snapshot> {
+    let path = dir.join(FILE_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::Absent),
+        Err(e) => return Err(e),
+    };
+    let read = decode(&bytes);
+    std::fs::remove_file(&path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(match read {
+        Ok(claims) => Snapshot::Read(claims),
+        Err(why) => Snapshot::Damaged(why),
+    })
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<([u8; 32], i64)>, String> {
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err("not a claims snapshot".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err("its checksum does not match".into());
+    }
+    let count = le_u64(&body[8..16]);
+    let entries = &body[16..];
+    if entries.len() % ENTRY != 0 || (entries.len() / ENTRY) as u64 != count {
+        return Err(format!(
+            "it announces {count} claims and holds {} bytes of them",
+            entries.len()
+        ));
+    }
+    Ok(entries
+        .chunks_exact(ENTRY)
+        .map(|entry| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&entry[..32]);
+            (key, le_u64(&entry[32..]) as i64)
+        })
+        .collect())
+}
+
+/// The first 8 bytes of `bytes` (the callers hand exactly 8) as a little-endian u64.
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    #[test]
+    fn a_key_is_claimed_once_until_its_claim_expires() {
+        let table = ClaimTable::default();
+        assert_eq!(table.claim(key(1), 100, 0), Claim::Fresh);
+        assert_eq!(table.claim(key(1), 150, 99), Claim::Replayed);
+        assert_eq!(table.claim(key(2), 100, 99), Claim::Fresh);
+        // Expired at 100: claimable again, and the new claim is not swept as the old one.
+        assert_eq!(table.claim(key(1), 300, 100), Claim::Fresh);
+        assert!(!table.remove_if_expired(&key(1), 200));
+        assert_eq!(table.claim(key(1), 400, 200), Claim::Replayed);
+        assert!(table.remove_if_expired(&key(1), 300));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn racing_claims_of_one_key_have_one_winner() {
+        let table = std::sync::Arc::new(ClaimTable::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let table = table.clone();
+                std::thread::spawn(move || table.claim(key(7), 100, 0))
+            })
+            .collect();
+        let fresh = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|c| *c == Claim::Fresh)
+            .count();
+        assert_eq!(fresh, 1);
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_once_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let claims = vec![(key(1), 10), (key(2), 20)];
+        write_snapshot(dir.path(), &claims).unwrap();
+        assert_eq!(take_snapshot(dir.path()).unwrap(), Snapshot::Read(claims));
+        // Taken: a second start (after a crash) finds nothing.
+        assert_eq!(take_snapshot(dir.path()).unwrap(), Snapshot::Absent);
+
+        write_snapshot(dir.path(), &[(key(3), 30)]).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            take_snapshot(dir.path()).unwrap(),
+            Snapshot::Damaged(why) if why.contains("checksum")
+        ));
+        std::fs::write(&path, &bytes[..30]).unwrap();
+        assert!(matches!(
+            take_snapshot(dir.path()).unwrap(),
+            Snapshot::Damaged(_)
+        ));
+    }
+}
