@@ -16,8 +16,8 @@
 //! # Snapshot
 //! A clean end of a run writes the claims it holds to [`FILE_NAME`] (written to a temporary
 //! file, `fdatasync`ed, renamed); the next start loads them (its sweep removes those that
-//! have expired since) and removes the file, so a restart without a crash needs no fence and refuses every replay by its
-//! claim. Format: `magic (8) | count u64 LE | count × (key 32 | expiry i64 LE) | crc32 u32
+//! have expired since) and removes the file once the new run is marked as running, so a
+//! restart without a crash needs no fence and refuses every replay by its claim. Format: `magic (8) | count u64 LE | count × (key 32 | expiry i64 LE) | crc32 u32
 //! LE` over everything before it. A file that is torn or fails its CRC is reported and
 //! ignored (the caller raises the fence, as after a crash).
 
@@ -155,22 +155,28 @@ pub enum Snapshot {
     Damaged(String),
 }
 
-/// Reads the snapshot in `dir` and removes it (it describes one clean end; a later
-/// crash must not bring back claims the run that follows has seen expire and re-claimed).
-pub fn take_snapshot(dir: &Path) -> io::Result<Snapshot> {
-    let path = dir.join(FILE_NAME);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Snapshot::Absent),
-        Err(e) => return Err(e),
-    };
-    let read = decode(&bytes);
-    std::fs::remove_file(&path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(match read {
-        Ok(claims) => Snapshot::Read(claims),
-        Err(why) => Snapshot::Damaged(why),
-    })
+/// Reads the snapshot in `dir`, leaving it in place: the caller removes it
+/// ([`remove_snapshot`]) only once the new run is durably marked as running, so a crash
+/// in between still finds either the snapshot or an unclean end, never a clean end
+/// without its claims.
+pub fn read_snapshot(dir: &Path) -> io::Result<Snapshot> {
+    match std::fs::read(dir.join(FILE_NAME)) {
+        Ok(bytes) => Ok(match decode(&bytes) {
+            Ok(claims) => Snapshot::Read(claims),
+            Err(why) => Snapshot::Damaged(why),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Snapshot::Absent),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the snapshot in `dir` (durably), if there is one.
+pub fn remove_snapshot(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(FILE_NAME)) {
+        Ok(()) => File::open(dir)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<Vec<([u8; 32], i64)>, String> {
@@ -250,9 +256,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let claims = vec![(key(1), 10), (key(2), 20)];
         write_snapshot(dir.path(), &claims).unwrap();
-        assert_eq!(take_snapshot(dir.path()).unwrap(), Snapshot::Read(claims));
-        // Taken: a second start (after a crash) finds nothing.
-        assert_eq!(take_snapshot(dir.path()).unwrap(), Snapshot::Absent);
+        assert_eq!(read_snapshot(dir.path()).unwrap(), Snapshot::Read(claims));
+        remove_snapshot(dir.path()).unwrap();
+        assert_eq!(read_snapshot(dir.path()).unwrap(), Snapshot::Absent);
+        remove_snapshot(dir.path()).unwrap();
 
         write_snapshot(dir.path(), &[(key(3), 30)]).unwrap();
         let path = dir.path().join(FILE_NAME);
@@ -260,12 +267,12 @@ mod tests {
         bytes[20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(
-            take_snapshot(dir.path()).unwrap(),
+            read_snapshot(dir.path()).unwrap(),
             Snapshot::Damaged(why) if why.contains("checksum")
         ));
         std::fs::write(&path, &bytes[..30]).unwrap();
         assert!(matches!(
-            take_snapshot(dir.path()).unwrap(),
+            read_snapshot(dir.path()).unwrap(),
             Snapshot::Damaged(_)
         ));
     }

@@ -31,8 +31,8 @@
 //! finish, drop it (which releases sled's file lock), open the directory again, forget
 //! every nonce and prove a durable write. Once that works it serves again and reports
 //! [`StoreError::ClaimsLost`] once, as a precaution (the claims are in memory and kept;
-//! the nonces were forgotten and the reopened database is judged from scratch). If the database cannot be reopened in this process at all (sled reports
-//! corruption or a bug, or the old database is still held after `RELEASE_GIVE_UP`), the
+//! the nonces were forgotten and the reopened database is judged from scratch). If the
+//! database cannot be reopened in this process at all (sled reports corruption or a bug, or the old database is still held after `RELEASE_GIVE_UP`), the
 //! health turns [`StoreState::Fatal`](super::health::StoreState::Fatal) and the server
 //! exits with [`EXIT_STORE_FAILED`](super::health::EXIT_STORE_FAILED) for its supervisor
 //! to start a fresh process.
@@ -826,30 +826,21 @@ impl Inner {
     /// snapshot carries them). Returns `false` when a snapshot was there but unreadable.
     async fn load_claims(self: &Arc<Self>, open: &Arc<Open>) -> Result<bool, StoreError> {
         let dir = self.dir.clone();
-        let snapshot = match tokio::task::spawn_blocking(move || claims::take_snapshot(&dir)).await
-        {
-            Ok(Ok(snapshot)) => snapshot,
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "reading the jti claims snapshot: {e}"
-                )))
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(
-                    "the claims snapshot task ended".into(),
-                ))
-            }
-        };
-        let mut found = match snapshot {
-            Snapshot::Absent => Vec::new(),
-            Snapshot::Read(claims) => claims,
+        let snapshot = self
+            .blocking("reading the jti claims snapshot", move || {
+                claims::read_snapshot(&dir)
+            })
+            .await?;
+        let (mut found, readable) = match snapshot {
+            Snapshot::Absent => (Vec::new(), true),
+            Snapshot::Read(claims) => (claims, true),
             Snapshot::Damaged(why) => {
                 tracing::warn!(
                     event = events::STORE_CLAIMS_SNAPSHOT_DAMAGED,
                     reason = %why,
                     "the jti claims snapshot of the last clean shutdown is damaged; the restart fence covers the claims it held"
                 );
-                return Ok(false);
+                (Vec::new(), false)
             }
         };
         for entry in open.legacy_jtis.iter() {
@@ -862,7 +853,21 @@ impl Inner {
         self.jti_queue
             .prepend_sorted(found.iter().map(|&(key, exp)| (exp, key)).collect());
         self.claims.load(found);
-        Ok(true)
+        Ok(readable)
+    }
+
+    /// Runs file work of the claims snapshot on the blocking pool; `what` names it in the
+    /// error.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(StoreError::Unavailable(format!("{what}: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(format!("{what}: the task ended"))),
+        }
     }
 
     /// Removes the claims the queue says are due (and only those still expired: a key
@@ -992,6 +997,13 @@ impl SenderStore for SledStore {
         }
         open.meta.insert("state", RUNNING_MARKER).map_err(fail)?;
         inner.checkpoint(&open).await?;
+        // Only now: until the marker is durable, a crash must still find the snapshot.
+        let dir = inner.dir.clone();
+        inner
+            .blocking("removing the jti claims snapshot", move || {
+                claims::remove_snapshot(&dir)
+            })
+            .await?;
         Ok(previous)
     }
 
@@ -1001,19 +1013,11 @@ impl SenderStore for SledStore {
         // Everything first, then the marker: a crash between the two is an unclean end.
         inner.checkpoint(&open).await?;
         let (dir, held) = (inner.dir.clone(), inner.claims.all());
-        match tokio::task::spawn_blocking(move || claims::write_snapshot(&dir, &held)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "writing the jti claims snapshot: {e}"
-                )))
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(
-                    "the claims snapshot task ended".into(),
-                ))
-            }
-        }
+        inner
+            .blocking("writing the jti claims snapshot", move || {
+                claims::write_snapshot(&dir, &held)
+            })
+            .await?;
         open.meta
             .insert("state", &b"clean"[..])
             .map_err(|e| inner.fail(&open, e))?;
@@ -1578,6 +1582,8 @@ mod tests {
         drop(store);
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
+        // Removed once the run is marked running: a crash from now on is an unclean end.
+        assert!(!dir.join(claims::FILE_NAME).exists());
         // The claims came back from the snapshot, queued; the token records wait for
         // the first sweep's scan.
         assert_eq!(store.size().jti_claims, 2);
