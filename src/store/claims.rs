@@ -23,7 +23,8 @@
 //! over everything before it. A file that is torn or fails its CRC is reported and
 //! ignored (the caller raises the fence, as after a crash).
 
-use super::Claim;
+use super::journal::le_u64;
+use super::{lock, Claim};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -57,8 +58,7 @@ impl Default for ClaimTable {
 impl ClaimTable {
     fn shard(&self, key: &[u8; 32]) -> MutexGuard<'_, Shard> {
         // The key is a SHA-256 output: its first byte spreads keys evenly over the shards.
-        let shard = &self.shards[usize::from(key[0]) % SHARDS];
-        shard.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shards[usize::from(key[0]) % SHARDS])
     }
 
     /// Claims `key` until `expires_at` if it is unclaimed or its claim expired by `now`;
@@ -93,10 +93,7 @@ impl ClaimTable {
 
     /// How many claims are held (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,7 +105,7 @@ impl ClaimTable {
     pub fn all(&self) -> Vec<([u8; 32], i64)> {
         let mut all = Vec::new();
         for shard in &self.shards {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let shard = lock(shard);
             all.extend(shard.iter().map(|(key, &exp)| (*key, exp)));
         }
         all.sort_unstable_by_key(|&(_, exp)| exp);
@@ -189,7 +186,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<([u8; 32], i64)>, String> {
     if crc32fast::hash(body).to_le_bytes() != crc {
         return Err("its checksum does not match".into());
     }
-    let count = le_u64(&body[8..16]);
+    let count = le_u64(body, 8);
     let entries = &body[16..];
     if entries.len() % ENTRY != 0 || (entries.len() / ENTRY) as u64 != count {
         return Err(format!(
@@ -202,16 +199,9 @@ fn decode(bytes: &[u8]) -> Result<Vec<([u8; 32], i64)>, String> {
         .map(|entry| {
             let mut key = [0u8; 32];
             key.copy_from_slice(&entry[..32]);
-            (key, le_u64(&entry[32..]) as i64)
+            (key, le_u64(entry, 32) as i64)
         })
         .collect())
-}
-
-/// The first 8 bytes of `bytes` (the callers hand exactly 8) as a little-endian u64.
-fn le_u64(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[..8]);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

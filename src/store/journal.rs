@@ -37,14 +37,16 @@ use std::path::Path;
 
 /// The journal's file name in the store directory (sled leaves unknown files alone).
 pub const FILE_NAME: &str = "sealkit-journal";
-/// The journal's size: written once with zeros at creation, never grown. About 20,000
-/// DPoP tokens (a record and a claim each) fit between two checkpoints.
+/// The journal's size: written once with zeros at creation, never grown. About 30,000
+/// DPoP tokens (a record each; claims are not journaled) fit between two checkpoints.
 pub const CAPACITY: u64 = 8 << 20;
 const HEADER: usize = 16;
 
 /// The sled tree an entry puts into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
+    /// jti claims, journaled by versions before claims moved to memory (`super::claims`):
+    /// still replayed from a journal such a version left.
     Jti = 1,
     Tokens = 2,
 }
@@ -181,7 +183,8 @@ fn le_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(word)
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
+/// The little-endian u64 at `at` (also read by the claims snapshot).
+pub(super) fn le_u64(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)

@@ -192,6 +192,12 @@ pub trait SenderStore: Send + Sync {
     }
 }
 
+/// Locks `mutex`, taking it over from a thread that panicked while holding it (every
+/// structure the store keeps under a lock stays valid between its single-step updates).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one
 /// client's jti values cannot collide with (or block) another's, and keys stay 32 bytes
 /// whatever the client sends.
