@@ -159,21 +159,22 @@ L.append(f"`sealkit bench --scenario … --connections {env('P_CONNECTIONS')} --
          f"{env('P_REPEAT')} runs; 1 s untimed warm-up per run; 16 DPoP keys; proofs signed before the run; "
          f"the authority is a separate `sealkit serve` process on a fresh demo site per scenario, the load "
          f"generator runs on the same machine. Crypto floors: ES256 verify and sign on one thread of the load generator, "
-         f"through josekit and bare (SHA-256 + ECDSA on keys prepared once, as `openssl speed ecdsap256` plus the hash), timed in thread CPU time: "
+         f"three ways: through josekit; bare, the server's own ES256 (ring) on keys prepared once; and OpenSSL bare (SHA-256 + ECDSA on OpenSSL keys prepared once, "
+         f"as `openssl speed ecdsap256` plus the hash: issue 19's \"bare floor\", which the server ran until it moved to ring), timed in thread CPU time: "
          f"the median of samples of 50 iterations taken every 0.5 s while the load runs (the CPU of a shared "
          f"machine changes speed from minute to minute, so a floor measured before or after a run can be off by 20%).")
 L.append("")
 L.append("### Figures")
 L.append("")
-L.append("| scenario | run | req/s | p50 ms | p90 ms | p99 ms | max ms | non-200 | server CPU µs/req | floor µs (josekit) | CPU / floor | bare floor µs | CPU / bare floor | client CPU µs/req | start-up ms | idle RSS MB | RSS after MB |")
-L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+L.append("| scenario | run | req/s | p50 ms | p90 ms | p99 ms | max ms | non-200 | server CPU µs/req | floor µs (josekit) | CPU / floor | bare floor µs | CPU / bare floor | OpenSSL floor µs | CPU / OpenSSL floor | client CPU µs/req | start-up ms | idle RSS MB | RSS after MB |")
+L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name, entries in by.items():
     for run, r in entries:
         if r.get("skipped"):
-            L.append(f"| {name} | {run} | skipped: {r['skipped']} |" + " |" * 14)
+            L.append(f"| {name} | {run} | skipped: {r['skipped']} |" + " |" * 16)
             continue
         if r.get("error"):
-            L.append(f"| {name} | {run} | failed: {r['error']} |" + " |" * 14)
+            L.append(f"| {name} | {run} | failed: {r['error']} |" + " |" * 16)
             continue
         s = r.get("server") or {}
         lat = r["latency"]
@@ -182,10 +183,11 @@ for name, entries in by.items():
             f"{lat['p99_ms']:.2f} | {lat['max_ms']:.2f} | {r['non_200'] + r['transport_errors']} | "
             f"{f(s.get('cpu_us_per_request'), 1)} | {f(r.get('floor_us'), 1)} ({r['floor_kind']}) | "
             f"{f(r.get('cpu_over_floor'), 2, '×')} | {f(r.get('bare_floor_us'), 1)} | "
-            f"{f(r.get('cpu_over_bare_floor'), 2, '×')} | {f(r.get('client_cpu_us_per_request'), 1)} | "
+            f"{f(r.get('cpu_over_bare_floor'), 2, '×')} | {f(r.get('openssl_floor_us'), 1)} | "
+            f"{f(r.get('cpu_over_openssl_floor'), 2, '×')} | {f(r.get('client_cpu_us_per_request'), 1)} | "
             f"{f(s.get('startup_ms'))} | {f(s.get('idle_rss_mb'), 1)} | {f(s.get('rss_after_mb'), 1)} |")
         if r.get("first_error"):
-            L.append(f"| | | first error: `{r['first_error'][:200]}` |" + " |" * 14)
+            L.append(f"| | | first error: `{r['first_error'][:200]}` |" + " |" * 16)
 L.append("")
 floors = [r["floor"] for reports in runs for r in reports if measured(r) and r.get("floor")]
 if floors:
@@ -193,7 +195,9 @@ if floors:
              f"{max(x['es256_verify_us'] for x in floors):.1f} µs, ES256 sign "
              f"{min(x['es256_sign_us'] for x in floors):.1f}–{max(x['es256_sign_us'] for x in floors):.1f} µs (josekit); "
              f"bare ES256 verify {min(x.get('bare_verify_us', 0) for x in floors):.1f}–{max(x.get('bare_verify_us', 0) for x in floors):.1f} µs, "
-             f"bare ES256 sign {min(x.get('bare_sign_us', 0) for x in floors):.1f}–{max(x.get('bare_sign_us', 0) for x in floors):.1f} µs. "
+             f"bare ES256 sign {min(x.get('bare_sign_us', 0) for x in floors):.1f}–{max(x.get('bare_sign_us', 0) for x in floors):.1f} µs (ring, as the server runs it); "
+             f"OpenSSL bare ES256 verify {min(x.get('openssl_verify_us', 0) for x in floors):.1f}–{max(x.get('openssl_verify_us', 0) for x in floors):.1f} µs, "
+             f"sign {min(x.get('openssl_sign_us', 0) for x in floors):.1f}–{max(x.get('openssl_sign_us', 0) for x in floors):.1f} µs. "
              f"CLK_TCK {runs[0][0]['clk_tck'] if runs and runs[0] else 'n/a'}"
              f"{' (assumed)' if runs and runs[0] and runs[0][0].get('clk_tck_assumed') else ' (getconf)'}.")
 redis_runs = [r for _, r in by.get("redis", []) if measured(r)]
@@ -221,13 +225,18 @@ L.append("|---|---|---|")
 def row(label, value, ok, text):
     verdict = "n/a" if value is None else ("met" if ok(value) else "**missed**")
     L.append(f"| {label} | {text(value) if value is not None else 'n/a'} | {verdict} |")
-row("server CPU per DPoP token ≤ 1.5 × bare crypto floor", mean("dpop", lambda r: r.get("cpu_over_bare_floor")),
+def run_by_run(label, key):
+    ratios = [r.get(key) for _, r in by.get("dpop", []) if measured(r) and r.get(key)]
+    if ratios:
+        within = sum(1 for v in ratios if v <= 1.5)
+        L.append(f"| {label} | {within} of {len(ratios)} runs "
+                 f"({', '.join(f'{v:.2f}×' for v in ratios)}) | {'met' if len(ratios) >= 3 and within * 3 >= 2 * len(ratios) else '**missed**'} |")
+row("server CPU per DPoP token ≤ 1.5 × bare crypto floor (the server's own ES256)", mean("dpop", lambda r: r.get("cpu_over_bare_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
-dpop_ratios = [r.get("cpu_over_bare_floor") for _, r in by.get("dpop", []) if measured(r) and r.get("cpu_over_bare_floor")]
-if dpop_ratios:
-    within = sum(1 for v in dpop_ratios if v <= 1.5)
-    L.append(f"| the same, run by run (issue 19: in at least two of three) | {within} of {len(dpop_ratios)} runs "
-             f"({', '.join(f'{v:.2f}×' for v in dpop_ratios)}) | {'met' if len(dpop_ratios) >= 3 and within * 3 >= 2 * len(dpop_ratios) else '**missed**'} |")
+run_by_run("the same, run by run (in at least two of three)", "cpu_over_bare_floor")
+row("server CPU per DPoP token ≤ 1.5 × OpenSSL bare floor (issue 19's definition)", mean("dpop", lambda r: r.get("cpu_over_openssl_floor")),
+    lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
+run_by_run("the same, run by run (issue 19: in at least two of three)", "cpu_over_openssl_floor")
 row("guard: CPU per request ≤ 1.5 × its bare floor (one ES256 verification)", mean("guard", lambda r: r.get("cpu_over_bare_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
 row("(the same against the josekit floor, for comparison with earlier rounds)", mean("dpop", lambda r: r.get("cpu_over_floor")),

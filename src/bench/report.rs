@@ -65,6 +65,9 @@ pub struct Report {
     /// The same request's bare floor (`bench::floor`), and the server's CPU over it.
     pub bare_floor_us: Option<f64>,
     pub cpu_over_bare_floor: Option<f64>,
+    /// Its OpenSSL bare floor (`bench::floor`), and the server's CPU over it.
+    pub openssl_floor_us: Option<f64>,
+    pub cpu_over_openssl_floor: Option<f64>,
     /// Requests prepared before the run (DPoP proofs signed ahead), and how long that took.
     pub prepared: usize,
     pub preparation_s: f64,
@@ -117,6 +120,8 @@ impl Report {
             cpu_over_floor: None,
             bare_floor_us: None,
             cpu_over_bare_floor: None,
+            openssl_floor_us: None,
+            cpu_over_openssl_floor: None,
             prepared: 0,
             preparation_s: 0.0,
             exhausted: false,

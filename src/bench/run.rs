@@ -164,7 +164,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
         ),
         _ => None,
     };
-    let (floor_kind, floor_us, bare_floor_us) = scenario.floor_us(&floor);
+    let request_floor = scenario.floor_us(&floor);
     report.elapsed_s = elapsed.as_secs_f64();
     report.ok = ok;
     report.non_200 = non_ok;
@@ -205,14 +205,16 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.floor_method = floor_method;
     report.floor = Some(floor);
     report.floor_before_after_us = Some((
-        scenario.floor_us(&floor_before).1,
-        scenario.floor_us(&floor_after).1,
+        scenario.floor_us(&floor_before).josekit_us,
+        scenario.floor_us(&floor_after).josekit_us,
     ));
-    report.floor_kind = floor_kind;
-    report.floor_us = Some(floor_us);
-    report.cpu_over_floor = server_cpu.map(|c| c / floor_us);
-    report.bare_floor_us = Some(bare_floor_us);
-    report.cpu_over_bare_floor = server_cpu.map(|c| c / bare_floor_us);
+    report.floor_kind = request_floor.kind;
+    report.floor_us = Some(request_floor.josekit_us);
+    report.cpu_over_floor = server_cpu.map(|c| c / request_floor.josekit_us);
+    report.bare_floor_us = Some(request_floor.bare_us);
+    report.cpu_over_bare_floor = server_cpu.map(|c| c / request_floor.bare_us);
+    report.openssl_floor_us = Some(request_floor.openssl_us);
+    report.cpu_over_openssl_floor = server_cpu.map(|c| c / request_floor.openssl_us);
     report.exhausted = exhausted;
     if exhausted {
         report.notes.push(format!(

@@ -49,21 +49,34 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == text)
     }
 
-    /// The cryptography one request needs at the least: its name, its cost through josekit
-    /// and its bare cost.
-    pub(super) fn floor_us(self, floor: &CryptoFloor) -> (&'static str, f64, f64) {
-        match self {
+    /// The cryptography one request needs at the least, priced the three ways
+    /// `bench::floor` measures.
+    pub(super) fn floor_us(self, floor: &CryptoFloor) -> RequestFloor {
+        let (kind, josekit_us, bare_us, openssl_us) = match self {
             Scenario::Dpop | Scenario::DpopNonce | Scenario::Redis => (
                 "ES256 verify + sign",
                 floor.dpop_token_us(),
                 floor.bare_dpop_token_us(),
+                floor.openssl_dpop_token_us(),
             ),
-            Scenario::Bearer | Scenario::Mtls => {
-                ("ES256 sign", floor.es256_sign_us, floor.bare_sign_us)
-            }
-            Scenario::Introspect | Scenario::Guard => {
-                ("ES256 verify", floor.es256_verify_us, floor.bare_verify_us)
-            }
+            Scenario::Bearer | Scenario::Mtls => (
+                "ES256 sign",
+                floor.es256_sign_us,
+                floor.bare_sign_us,
+                floor.openssl_sign_us,
+            ),
+            Scenario::Introspect | Scenario::Guard => (
+                "ES256 verify",
+                floor.es256_verify_us,
+                floor.bare_verify_us,
+                floor.openssl_verify_us,
+            ),
+        };
+        RequestFloor {
+            kind,
+            josekit_us,
+            bare_us,
+            openssl_us,
         }
     }
 
@@ -84,4 +97,13 @@ impl Scenario {
             _ => "tokens",
         }
     }
+}
+
+/// One request's crypto floor: which operations, and their cost through josekit, bare
+/// (the server's own ES256) and bare on OpenSSL.
+pub(super) struct RequestFloor {
+    pub kind: &'static str,
+    pub josekit_us: f64,
+    pub bare_us: f64,
+    pub openssl_us: f64,
 }

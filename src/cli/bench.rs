@@ -300,13 +300,19 @@ fn print_report(r: &Report) {
             f.es256_verify_us, f.es256_sign_us, r.floor_method, f.iterations, f.clock
         );
         outln!(
-            "  bare floor        ES256 verify {:.1} µs, ES256 sign {:.1} µs (SHA-256 + ECDSA on prepared keys, as `openssl speed ecdsap256` plus the hash)",
+            "  bare floor        ES256 verify {:.1} µs, ES256 sign {:.1} µs (the server's own ES256, ring, on prepared keys)",
             f.bare_verify_us, f.bare_sign_us
         );
         outln!(
-            "  CPU / bare floor  {} (bare floor for this request: {})",
+            "  OpenSSL floor     ES256 verify {:.1} µs, ES256 sign {:.1} µs (SHA-256 + ECDSA on prepared OpenSSL keys, as `openssl speed ecdsap256` plus the hash)",
+            f.openssl_verify_us, f.openssl_sign_us
+        );
+        outln!(
+            "  CPU / bare floor  {} (bare floor for this request: {}); against the OpenSSL floor {} ({})",
             opt(r.cpu_over_bare_floor, 2, "×"),
             opt(r.bare_floor_us, 1, " µs"),
+            opt(r.cpu_over_openssl_floor, 2, "×"),
+            opt(r.openssl_floor_us, 1, " µs"),
         );
         outln!(
             "  CPU / floor       {} (floor for this request: {} = {}; {} before the run, {} after)",
