@@ -250,45 +250,22 @@ impl Probe {
         self.bare_sign()?;
         self.openssl_verify()?;
         self.openssl_sign()?;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.verify()?;
-        }
-        let verify = thread_cpu_seconds() - started;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.sign()?;
-        }
-        let sign = thread_cpu_seconds() - started;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.bare_verify()?;
-        }
-        let bare_verify = thread_cpu_seconds() - started;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.bare_sign()?;
-        }
-        let bare_sign = thread_cpu_seconds() - started;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.openssl_verify()?;
-        }
-        let openssl_verify = thread_cpu_seconds() - started;
-        let started = thread_cpu_seconds();
-        for _ in 0..iterations {
-            self.openssl_sign()?;
-        }
-        let openssl_sign = thread_cpu_seconds() - started;
-        let per_call = |seconds: f64| seconds * 1e6 / f64::from(iterations);
+        // Microseconds of this thread's CPU per call of `operation`, over `iterations` calls.
+        let per_call = |operation: fn(&Probe) -> Result<(), BenchError>| {
+            let started = thread_cpu_seconds();
+            for _ in 0..iterations {
+                operation(self)?;
+            }
+            Ok::<f64, BenchError>((thread_cpu_seconds() - started) * 1e6 / f64::from(iterations))
+        };
         Ok(CryptoFloor {
             iterations,
-            es256_verify_us: per_call(verify),
-            es256_sign_us: per_call(sign),
-            bare_verify_us: per_call(bare_verify),
-            bare_sign_us: per_call(bare_sign),
-            openssl_verify_us: per_call(openssl_verify),
-            openssl_sign_us: per_call(openssl_sign),
+            es256_verify_us: per_call(Probe::verify)?,
+            es256_sign_us: per_call(Probe::sign)?,
+            bare_verify_us: per_call(Probe::bare_verify)?,
+            bare_sign_us: per_call(Probe::bare_sign)?,
+            openssl_verify_us: per_call(Probe::openssl_verify)?,
+            openssl_sign_us: per_call(Probe::openssl_sign)?,
             clock: CLOCK_NAME,
         })
     }
