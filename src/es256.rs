@@ -5,7 +5,7 @@
 //!
 //! The arithmetic is ring's (already in the binary for rustls): it verifies and signs the
 //! JWS form (`r || s`) directly. Measured on the same machine, alternated, the server
-//! spent 13–14% less CPU per DPoP token with ring than with OpenSSL's `ECDSA_do_verify` /
+//! spent 14–21% less CPU per DPoP token with ring than with OpenSSL's `ECDSA_do_verify` /
 //! `ECDSA_do_sign` on keys prepared once (docs/performance.md, "Session 9"), which in
 //! turn had replaced josekit's verifier (an OpenSSL `EVP_PKEY_CTX` per call, the
 //! signature converted to DER and back). OpenSSL keeps two jobs here, both once per key:
