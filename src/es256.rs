@@ -68,8 +68,9 @@ impl Es256PublicKey {
         Ok(Es256PublicKey { point })
     }
 
-    /// The affine coordinates (`x`, `y`), 32 bytes each.
-    pub fn coordinates(&self) -> (&[u8], &[u8]) {
+    /// The affine coordinates (`x`, `y`), 32 bytes each (tests build JWKs from them).
+    #[cfg(test)]
+    fn coordinates(&self) -> (&[u8], &[u8]) {
         self.point[1..].split_at(FIELD_BYTES)
     }
 
