@@ -741,10 +741,14 @@ async fn a_full_disk_fails_closed_and_the_store_recovers_without_a_restart() {
 async fn a_store_that_cannot_be_reopened_ends_the_process_with_status_75() {
     let site = Site::new();
     let (mut server, seen) = serve_on_tmpfs(&site);
+    // Not UTF-8: sled refuses to open the database ("created by a sled before 0.29"). sled
+    // reads `conf` only when it opens, so the running store does not notice; every reopening
+    // does. Written before the disk fills: the filler leaves up to one chunk free, and a
+    // recovery that fitted its probe into it reopened the store before a `conf` written
+    // after the 503 could stop it (seen once: the process then served on and never exited).
+    std::fs::write(seen.join("conf"), [0xffu8; 16]).unwrap();
     let filler = fill(&seen);
     until_status(&site, 503, Duration::from_secs(30)).await;
-    // Not UTF-8: sled refuses to open the database ("created by a sled before 0.29").
-    std::fs::write(seen.join("conf"), [0xffu8; 16]).unwrap();
     std::fs::remove_file(&filler).unwrap();
     let started = Instant::now();
     // Usually within a second; a recovery that finds the failed database still held waits
