@@ -146,5 +146,7 @@ fn main() {
     let mut legacy = stored[..8].to_vec(); // the expiry prefix, then the JSON of earlier versions
     legacy.extend_from_slice(record.to_string().as_bytes());
     write(&out, "token_record", "record-sled-json", &with_mode(0, &legacy));
+    let batch = sealkit::store::token_batches::encode(&[([1; 32], stored.clone()), ([2; 32], legacy)]);
+    write(&out, "token_record", "record-batch", &with_mode(2, &batch));
     println!("seeds written to {}", out.display());
 }

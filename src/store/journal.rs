@@ -38,7 +38,8 @@ use std::path::Path;
 /// The journal's file name in the store directory (sled leaves unknown files alone).
 pub const FILE_NAME: &str = "sealkit-journal";
 /// The journal's size: written once with zeros at creation, never grown. About 30,000
-/// DPoP tokens (a record each; claims are not journaled) fit between two checkpoints.
+/// DPoP tokens (their records, in batches; claims are not journaled) fit between two
+/// checkpoints.
 pub const CAPACITY: u64 = 8 << 20;
 const HEADER: usize = 16;
 
@@ -48,7 +49,12 @@ pub enum Tree {
     /// jti claims, journaled by versions before claims moved to memory (`super::claims`):
     /// still replayed from a journal such a version left.
     Jti = 1,
+    /// Token records one at a time (versions before `super::token_batches`), and the
+    /// revocations of such records.
     Tokens = 2,
+    /// A batch of token records, whole (`super::token_batches`): a commit's new records,
+    /// or a batch rewritten by a revocation.
+    Batches = 3,
 }
 
 impl Tree {
@@ -56,6 +62,7 @@ impl Tree {
         match byte {
             1 => Some(Tree::Jti),
             2 => Some(Tree::Tokens),
+            3 => Some(Tree::Batches),
             _ => None,
         }
     }

@@ -6,15 +6,18 @@
 //!
 //! # Durability (docs/crash-safety.md)
 //! - **Token records and revocations are group-committed to the [journal]**: `put_token`
-//!   and `revoke_token` write to sled, add the same put to the journal's pending batch and
-//!   return once the batch holding it has been written to the journal file *and*
-//!   `fdatasync`ed. One commit serves every write that arrived while the previous one ran,
-//!   so concurrent requests share it instead of paying one each. The journal covers what
-//!   sled has not made durable; when it is full, and at the start and the clean end of a
-//!   run, a *checkpoint* makes sled itself durable (`Db::flush`, which only calls
-//!   `sync_file_range`, plus an `fdatasync` of sled's log file, opened a second time for
-//!   that) and starts the journal over. Opening the store replays the journal into sled
-//!   first, so what a crash or a power loss took from sled comes back.
+//!   queues its record for the next commit, which files every record it carries as one
+//!   sled value ([token_batches]: one sled insert per commit instead of one per token)
+//!   and journals that value; `revoke_token` rewrites the batch holding the record (or,
+//!   for a record an earlier version filed on its own, that record) in sled and journals
+//!   it. Both return once the commit holding their write has been written to the journal
+//!   file *and* `fdatasync`ed. One commit serves every write that arrived while the
+//!   previous one ran, so concurrent requests share it instead of paying one each. The
+//!   journal covers what sled has not made durable; when it is full, and at the start and
+//!   the clean end of a run, a *checkpoint* makes sled itself durable (`Db::flush`, which
+//!   only calls `sync_file_range`, plus an `fdatasync` of sled's log file, opened a second
+//!   time for that) and starts the journal over. Opening the store replays the journal
+//!   into sled first, so what a crash or a power loss took from sled comes back.
 //! - **jti claims** are held in memory ([claims]), not in sled: a crash loses them, and
 //!   the restart fence covers exactly that (`begin_run` reports `Unclean`); a clean end
 //!   writes them to a snapshot file that the next start loads, so a clean restart keeps
@@ -32,13 +35,16 @@
 //! every nonce and prove a durable write. Once that works it serves again and reports
 //! [`StoreError::ClaimsLost`] once, as a precaution (the claims are in memory and kept;
 //! the nonces were forgotten and the reopened database is judged from scratch). If the
-//! database cannot be reopened in this process at all (sled reports corruption or a bug, or the old database is still held after `RELEASE_GIVE_UP`), the
-//! health turns [`StoreState::Fatal`](super::health::StoreState::Fatal) and the server
-//! exits with [`EXIT_STORE_FAILED`](super::health::EXIT_STORE_FAILED) for its supervisor
-//! to start a fresh process.
+//! database cannot be reopened in this process at all (sled reports corruption or a bug,
+//! or the old database is still held after `RELEASE_GIVE_UP`), the health turns
+//! [`StoreState::Fatal`](super::health::StoreState::Fatal) and the server exits with
+//! [`EXIT_STORE_FAILED`](super::health::EXIT_STORE_FAILED) for its supervisor to start a
+//! fresh process.
 //!
 //! # Sweeping
-//! jti claims and token records are queued in memory, in insertion order, with their
+//! Token batches are queued by [token_batches]'s index, each with the expiry of its
+//! longest-lived record, and removed whole once that has passed. jti claims and token
+//! records filed one by one are queued in memory, in insertion order, with their
 //! expiry. They are written with `now + window`, so insertion order is expiry order and a
 //! sweep reads only the front of the queue: the entries that have expired, not the whole
 //! store (a full scan every few seconds cost more than the requests themselves once the
@@ -52,6 +58,7 @@
 use super::claims::{self, ClaimTable, Snapshot};
 use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
 use super::journal::{self, Journal, Written};
+use super::token_batches::{self, BatchIndex};
 use super::{
     jti_key, lock, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId,
     TokenRecord,
@@ -143,7 +150,16 @@ struct Open {
     /// jti claims written by versions before claims moved to memory ([claims]); read
     /// once at the start of a run and emptied.
     legacy_jtis: sled::Tree,
+    /// Token records filed one by one: by versions before [token_batches], and their
+    /// revocations. Read until it empties (its records expire like any other).
     tokens: sled::Tree,
+    /// Token records filed a commit at a time ([token_batches]).
+    batches: sled::Tree,
+    /// Which batch holds each token, and the batches in sweeping order.
+    index: BatchIndex,
+    /// Held while a batch is rewritten (a revocation) or removed (the sweeper), so that
+    /// the journal receives a batch's versions in the order sled did.
+    batch_writes: Mutex<()>,
     /// sled's log file, opened a second time for `fdatasync`.
     log_file: std::fs::File,
     /// Held by whoever writes the journal or checkpoints (one at a time).
@@ -155,7 +171,10 @@ struct Open {
 /// whether a commit task is running.
 #[derive(Default)]
 struct CommitQueue {
+    /// Journal entries already encoded (revocations).
     pending: Vec<u8>,
+    /// New token records, filed as batches by the commit.
+    records: Vec<token_batches::Pending>,
     waiting: Vec<oneshot::Sender<Result<(), sled::Error>>>,
     /// When the first of `waiting` joined.
     first_joined: Option<Instant>,
@@ -175,15 +194,31 @@ impl CommitQueue {
         }
     }
 
-    /// Takes the writers and the journal entries of the next commit.
-    fn take_batch(&mut self) -> (Vec<oneshot::Sender<Result<(), sled::Error>>>, Vec<u8>) {
+    /// Takes the writers, the journal entries and the new records of the next commit.
+    fn take_batch(&mut self) -> Taken {
         self.first_joined = None;
         self.last_batch = self.waiting.len();
-        (
-            std::mem::take(&mut self.waiting),
-            std::mem::take(&mut self.pending),
-        )
+        Taken {
+            waiters: std::mem::take(&mut self.waiting),
+            journal: std::mem::take(&mut self.pending),
+            records: std::mem::take(&mut self.records),
+        }
     }
+}
+
+/// What one commit writes and whom it answers.
+struct Taken {
+    waiters: Vec<oneshot::Sender<Result<(), sled::Error>>>,
+    journal: Vec<u8>,
+    records: Vec<token_batches::Pending>,
+}
+
+/// One entry for the next commit.
+enum Entry<'a> {
+    /// A put already made in sled, to journal.
+    Put(journal::Tree, &'a [u8], &'a [u8]),
+    /// A new token record: the commit files it in a batch (sled and journal).
+    Record([u8; 32], Vec<u8>),
 }
 
 impl Open {
@@ -197,22 +232,18 @@ impl Open {
         // A database created just now must keep its directory entries across power loss.
         std::fs::File::open(dir)?.sync_all()?;
         let (journal, puts) = Journal::open(dir)?;
-        let open = Open {
-            meta: db.open_tree("meta")?,
-            nonces: db.open_tree("nonces")?,
-            legacy_jtis: db.open_tree("jti")?,
-            tokens: db.open_tree("tokens")?,
-            db,
-            log_file,
-            journal: Mutex::new(journal),
-            commit: Mutex::default(),
-        };
+        let (legacy_jtis, tokens, batches) = (
+            db.open_tree("jti")?,
+            db.open_tree("tokens")?,
+            db.open_tree(token_batches::TREE)?,
+        );
         // What the last run journaled goes back into sled (a put sled kept already is
         // written again, unchanged), then a checkpoint makes it durable there.
         for put in &puts {
             let tree = match put.tree {
-                journal::Tree::Jti => &open.legacy_jtis,
-                journal::Tree::Tokens => &open.tokens,
+                journal::Tree::Jti => &legacy_jtis,
+                journal::Tree::Tokens => &tokens,
+                journal::Tree::Batches => &batches,
             };
             tree.insert(&put.key[..], &put.value[..])?;
         }
@@ -223,6 +254,19 @@ impl Open {
                 "the store replayed its journal"
             );
         }
+        let open = Open {
+            meta: db.open_tree("meta")?,
+            nonces: db.open_tree("nonces")?,
+            legacy_jtis,
+            tokens,
+            index: BatchIndex::load(&batches)?,
+            batches,
+            batch_writes: Mutex::default(),
+            db,
+            log_file,
+            journal: Mutex::new(journal),
+            commit: Mutex::default(),
+        };
         open.checkpoint()?;
         Ok(open)
     }
@@ -237,14 +281,56 @@ impl Open {
         Ok(())
     }
 
-    /// Writes `batch` to the journal, or checkpoints when it does not fit.
-    fn commit_batch(&self, batch: &mut [u8]) -> Result<(), sled::Error> {
-        let written = lock(&self.journal).write(batch)?;
+    /// Files `records` as batches in sled, then writes them and the other entries of
+    /// `journal` to the journal (or checkpoints when they do not fit); once that is
+    /// durable, the index learns where the records are.
+    fn commit_batch(
+        &self,
+        mut journal: Vec<u8>,
+        records: &[token_batches::Pending],
+    ) -> Result<(), sled::Error> {
+        let mut filed = Vec::new();
+        for chunk in records.chunks(token_batches::MAX_RECORDS) {
+            let seq = self.index.next_seq();
+            let key = token_batches::key(seq);
+            let batch = token_batches::encode(chunk);
+            Journal::encode(&mut journal, journal::Tree::Batches, &key, &batch);
+            filed.push((seq, expiry_of(&batch).unwrap_or(i64::MAX), chunk));
+            self.batches.insert(key, batch)?;
+        }
+        let written = lock(&self.journal).write(&mut journal)?;
         if written == Written::Full {
-            // Every put of the batch went into sled before it joined the batch.
+            // Every put of the commit went into sled before it was journaled.
             self.checkpoint()?;
         }
+        for (seq, max_exp, chunk) in filed {
+            self.index
+                .filed(seq, max_exp, chunk.iter().map(|(id, _)| *id));
+        }
         Ok(())
+    }
+
+    /// Removes batch `seq` if its last record has expired at `now`; returns how many
+    /// records went with it.
+    fn drop_batch_if_expired(&self, seq: u64, now: i64) -> Result<u64, sled::Error> {
+        let _serial = lock(&self.batch_writes);
+        let key = token_batches::key(seq);
+        let Some(batch) = self.batches.get(key)? else {
+            return Ok(0);
+        };
+        match expiry_of(&batch) {
+            Some(max_exp) if max_exp > now => {
+                self.index.requeue(max_exp, seq);
+                return Ok(0);
+            }
+            _ => {}
+        }
+        let ids: Vec<[u8; 32]> = token_batches::entries(&batch)
+            .map(|entries| entries.into_iter().map(|(id, _)| id).collect())
+            .unwrap_or_default();
+        self.batches.remove(key)?;
+        self.index.dropped(seq, ids.iter().copied());
+        Ok(ids.len() as u64)
     }
 
     /// Writes sled's log and `fdatasync`s it: every write made before this call is on
@@ -279,7 +365,11 @@ impl CommitLeader {
                 // Writers keep joining the queue meanwhile; they wait for this commit.
                 std::thread::sleep(until.saturating_duration_since(Instant::now()));
             }
-            let (waiters, mut batch) = {
+            let Taken {
+                waiters,
+                journal,
+                records,
+            } = {
                 let mut queue = lock(&open.commit);
                 if queue.waiting.is_empty() {
                     queue.flushing = false;
@@ -288,7 +378,7 @@ impl CommitLeader {
                 }
                 queue.take_batch()
             };
-            let result = open.commit_batch(&mut batch);
+            let result = open.commit_batch(journal, &records);
             drop(open);
             if let (Ok(()), Some(store)) = (&result, self.store.upgrade()) {
                 store.health.committed();
@@ -639,7 +729,57 @@ async fn sweep_queued(
     }
 }
 
+/// Removes the batches the index says are due (whole: every record of one has expired).
+async fn sweep_batches(open: &Open, now: i64) -> Result<u64, sled::Error> {
+    let mut removed = 0;
+    loop {
+        let due = open.index.take_due(now, SWEEP_CHUNK);
+        for seq in &due {
+            removed += open.drop_batch_if_expired(*seq, now)?;
+        }
+        if due.len() < SWEEP_CHUNK {
+            return Ok(removed);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 impl Inner {
+    /// Revokes a record kept in batch `seq`: the batch is rewritten with the record
+    /// revoked, in sled and in the journal, durably before this returns.
+    async fn revoke_in_batch(
+        self: &Arc<Self>,
+        open: &Arc<Open>,
+        seq: u64,
+        id: TokenId,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let fail = |e| self.fail(open, e);
+        let (before, queued) = {
+            // Sled and the journal must see this batch's versions in the same order.
+            let _serial = lock(&open.batch_writes);
+            let key = token_batches::key(seq);
+            let Some(batch) = open.batches.get(key).map_err(fail)? else {
+                return Ok(None); // swept meanwhile: it had expired
+            };
+            let Some(old) = token_batches::find(&batch, &id.0)? else {
+                return Ok(None);
+            };
+            let mut record = decode_record(old)?;
+            let before = record.clone();
+            record.revoked = true;
+            let Some(rewritten) = token_batches::replace(&batch, &id.0, &encode_record(&record)?)?
+            else {
+                return Ok(None);
+            };
+            open.batches.insert(key, &rewritten[..]).map_err(fail)?;
+            let queued = self.enqueue(open, Entry::Put(journal::Tree::Batches, &key, &rewritten));
+            (before, queued)
+        };
+        // Durable before the caller answers: a revoked token stays revoked after a crash.
+        self.durable(open, queued).await?;
+        Ok(Some(before))
+    }
+
     /// The open database, or `Unavailable` (naming the cause and since when) while failed;
     /// a failed store also tries to reopen itself from here when an attempt is due.
     fn current(self: &Arc<Self>) -> Result<Arc<Open>, StoreError> {
@@ -888,20 +1028,34 @@ impl Inner {
         }
     }
 
-    /// Journals a put and waits until the batch holding it (and every put journaled
+    /// Journals an entry and waits until the commit holding it (and every entry queued
     /// before it) is durable (group commit: one write and `fdatasync` for all writers that
     /// queued while the previous commit ran).
     async fn commit(
         self: &Arc<Self>,
         open: &Arc<Open>,
-        tree: journal::Tree,
-        key: &[u8],
-        value: &[u8],
+        entry: Entry<'_>,
     ) -> Result<(), StoreError> {
+        let queued = self.enqueue(open, entry);
+        self.durable(open, queued).await
+    }
+
+    /// Queues an entry for the next commit (starting a commit task if none runs); the
+    /// receiver answers once it is durable. Never waits: callable under a lock.
+    fn enqueue(
+        self: &Arc<Self>,
+        open: &Arc<Open>,
+        entry: Entry<'_>,
+    ) -> oneshot::Receiver<Result<(), sled::Error>> {
         let (tx, rx) = oneshot::channel();
         let lead = {
             let mut queue = lock(&open.commit);
-            Journal::encode(&mut queue.pending, tree, key, value);
+            match entry {
+                Entry::Put(tree, key, value) => {
+                    Journal::encode(&mut queue.pending, tree, key, value)
+                }
+                Entry::Record(id, record) => queue.records.push((id, record)),
+            }
             queue.first_joined.get_or_insert_with(Instant::now);
             queue.waiting.push(tx);
             !std::mem::replace(&mut queue.flushing, true)
@@ -914,7 +1068,16 @@ impl Inner {
             };
             tokio::task::spawn_blocking(move || leader.run());
         }
-        match rx.await {
+        rx
+    }
+
+    /// Waits for the commit that carries an [`Inner::enqueue`]d entry.
+    async fn durable(
+        self: &Arc<Self>,
+        open: &Arc<Open>,
+        queued: oneshot::Receiver<Result<(), sled::Error>>,
+    ) -> Result<(), StoreError> {
+        match queued.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.fail(open, e)),
             Err(_) => Err(StoreError::Unavailable(
@@ -960,9 +1123,21 @@ impl SledStore {
         })
     }
 
-    /// Entries waiting in the sweep queues (for tests and diagnostics).
+    /// Entries waiting in the sweep queues (for tests and diagnostics): claims, records
+    /// filed one by one, and batches.
     pub fn queued(&self) -> usize {
-        self.inner.jti_queue.len() + self.inner.token_queue.len()
+        self.inner.jti_queue.len()
+            + self.inner.token_queue.len()
+            + self.open_now().map_or(0, |open| open.index.queued())
+    }
+
+    /// The open database, if the store is not failed (no recovery attempt from here).
+    fn open_now(&self) -> Option<Arc<Open>> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     #[cfg(test)]
@@ -1072,21 +1247,26 @@ impl SenderStore for SledStore {
         let inner = &self.inner;
         let open = inner.current()?;
         let value = encode_record(record)?;
-        let previous = open
-            .tokens
-            .insert(id.0, &value[..])
-            .map_err(|e| inner.fail(&open, e))?;
-        if previous.is_none() {
-            inner.token_count.fetch_add(1, Ordering::Relaxed);
-        }
-        inner.token_queue.push(record.exp, id.0);
-        inner
-            .commit(&open, journal::Tree::Tokens, &id.0, &value)
-            .await
+        // The commit files it in sled, in a batch with the records of the same commit.
+        inner.commit(&open, Entry::Record(id.0, value)).await
     }
 
     async fn get_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let open = self.inner.current()?;
+        if let Some(seq) = open.index.batch_of(&id.0) {
+            let batch = open
+                .batches
+                .get(token_batches::key(seq))
+                .map_err(|e| self.inner.fail(&open, e))?;
+            if let Some(record) = batch
+                .as_deref()
+                .map(|batch| token_batches::find(batch, &id.0))
+                .transpose()?
+                .flatten()
+            {
+                return decode_record(record).map(Some);
+            }
+        }
         match open
             .tokens
             .get(id.0)
@@ -1100,6 +1280,10 @@ impl SenderStore for SledStore {
     async fn revoke_token(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let inner = &self.inner;
         let open = inner.current()?;
+        if let Some(seq) = open.index.batch_of(&id.0) {
+            return inner.revoke_in_batch(&open, seq, id).await;
+        }
+        // A record filed one by one (by an earlier version).
         let mut before = None;
         let mut after = None;
         let mut failure = None;
@@ -1134,7 +1318,7 @@ impl SenderStore for SledStore {
         // Durable before the caller answers: a revoked token stays revoked after a crash.
         if let Some(value) = after {
             inner
-                .commit(&open, journal::Tree::Tokens, &id.0, &value)
+                .commit(&open, Entry::Put(journal::Tree::Tokens, &id.0, &value))
                 .await?;
         }
         Ok(before)
@@ -1143,6 +1327,23 @@ impl SenderStore for SledStore {
     async fn live_tokens(&self, now: i64) -> Result<Vec<(TokenId, TokenRecord)>, StoreError> {
         let open = self.inner.current()?;
         let mut live = Vec::new();
+        for entry in open.batches.iter() {
+            let (key, batch) = entry.map_err(|e| self.inner.fail(&open, e))?;
+            let seq = key.as_ref().try_into().ok().map(u64::from_be_bytes);
+            let Ok(records) = token_batches::entries(&batch) else {
+                continue; // logged when the index was loaded; its tokens are unknown
+            };
+            for (id, record) in records {
+                // The batch the index names is the one that counts for an id.
+                if seq.is_none() || open.index.batch_of(&id) != seq {
+                    continue;
+                }
+                let record = decode_record(record)?;
+                if record.exp > now {
+                    live.push((TokenId(id), record));
+                }
+            }
+        }
         for entry in open.tokens.iter() {
             let (key, value) = entry.map_err(|e| self.inner.fail(&open, e))?;
             let Ok(id) = <[u8; 32]>::try_from(key.as_ref()) else {
@@ -1179,6 +1380,7 @@ impl SenderStore for SledStore {
         removed += sweep_queued(&open.tokens, &inner.token_count, &inner.token_queue, now)
             .await
             .map_err(fail)?;
+        removed += sweep_batches(&open, now).await.map_err(fail)?;
         Ok(removed)
     }
 
@@ -1190,7 +1392,8 @@ impl SenderStore for SledStore {
         StoreSize {
             nonces: self.inner.nonce_count.load(Ordering::Relaxed),
             jti_claims: self.inner.claims.len() as u64,
-            tokens: self.inner.token_count.load(Ordering::Relaxed),
+            tokens: self.inner.token_count.load(Ordering::Relaxed)
+                + self.open_now().map_or(0, |open| open.index.tokens() as u64),
         }
     }
 
@@ -1323,6 +1526,99 @@ mod tests {
             store.revoke_token(TokenId::of("unknown")).await.unwrap(),
             None
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Tokens issued concurrently share batches; revoking some of them, concurrently,
+    /// leaves the others as they were, and after a power loss (sled's writes since the
+    /// last checkpoint gone, the journal kept) every revocation is still there: the
+    /// journal got each batch's versions in the order sled did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn revocations_in_shared_batches_survive_a_power_loss() {
+        let (store, dir) = temp_store();
+        let store = Arc::new(store);
+        store.begin_run().await.unwrap();
+        let ids: Vec<TokenId> = (0..64).map(|i| TokenId::of(&format!("t{i}"))).collect();
+        let puts: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let s = store.clone();
+                tokio::spawn(async move { s.put_token(id, &record(100)).await })
+            })
+            .collect();
+        for put in puts {
+            put.await.unwrap().unwrap();
+        }
+        let db = store.open_db();
+        assert!(
+            db.batches.len() < ids.len(),
+            "concurrent writers share batches ({} batches for {} records)",
+            db.batches.len(),
+            ids.len()
+        );
+        drop(db);
+        store.end_run().await.unwrap();
+        let after_power_loss = dir.with_extension("after-power-loss");
+        copy_dir(&dir, &after_power_loss);
+
+        // Every other token revoked, all at once.
+        let revocations: Vec<_> = ids
+            .iter()
+            .step_by(2)
+            .map(|&id| {
+                let s = store.clone();
+                tokio::spawn(async move { s.revoke_token(id).await })
+            })
+            .collect();
+        for revocation in revocations {
+            assert_eq!(revocation.await.unwrap().unwrap(), Some(record(100)));
+        }
+        drop(store);
+        std::fs::copy(
+            dir.join(journal::FILE_NAME),
+            after_power_loss.join(journal::FILE_NAME),
+        )
+        .unwrap();
+
+        for opened in [&dir, &after_power_loss] {
+            let store = SledStore::open(opened).unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let got = store.get_token(*id).await.unwrap().expect("still known");
+                assert_eq!(got.revoked, i % 2 == 0, "token {i} in {}", opened.display());
+            }
+            assert_eq!(store.size().tokens, ids.len() as u64);
+            assert_eq!(store.live_tokens(0).await.unwrap().len(), ids.len());
+        }
+        std::fs::remove_dir_all(dir).ok();
+        std::fs::remove_dir_all(after_power_loss).ok();
+    }
+
+    /// A batch goes when its last record has expired, not before: a short-lived record
+    /// that shares it with a longer-lived one is still readable (callers judge `exp`).
+    #[tokio::test]
+    async fn a_batch_is_swept_when_its_last_record_has_expired() {
+        let (store, dir) = temp_store();
+        let db = store.open_db();
+        let seq = db.index.next_seq();
+        let short = (TokenId::of("short").0, encode_record(&record(100)).unwrap());
+        let long = (TokenId::of("long").0, encode_record(&record(300)).unwrap());
+        db.batches
+            .insert(
+                token_batches::key(seq),
+                token_batches::encode(&[short.clone(), long.clone()]),
+            )
+            .unwrap();
+        db.index.filed(seq, 300, [short.0, long.0].into_iter());
+        drop(db);
+        assert_eq!(store.sweep(200).await.unwrap(), 0);
+        assert_eq!(
+            store.get_token(TokenId(short.0)).await.unwrap(),
+            Some(record(100))
+        );
+        assert_eq!(store.sweep(300).await.unwrap(), 2);
+        assert!(store.get_token(TokenId(long.0)).await.unwrap().is_none());
+        assert_eq!(store.size().tokens, 0);
+        assert_eq!(store.open_db().batches.len(), 0);
         std::fs::remove_dir_all(dir).ok();
     }
 
@@ -1497,7 +1793,7 @@ mod tests {
         queue.last_batch = 3;
         assert_eq!(queue.gather_until(), Some(first + COMMIT_GATHER));
         queue.waiting = (0..5).map(|_| oneshot::channel().0).collect();
-        let (waiters, _) = queue.take_batch();
+        let waiters = queue.take_batch().waiters;
         assert_eq!((waiters.len(), queue.last_batch), (5, 5));
         assert_eq!(
             queue.gather_until(),
@@ -1565,9 +1861,10 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
-    /// Token records written by an earlier process are not in this one's queue: the first
-    /// sweep after opening scans them, removes the expired ones and queues the rest. Claims
-    /// come back from the clean end's snapshot, queued as they are loaded.
+    /// What an earlier process left is swept too: batches are queued as the index is
+    /// loaded; records filed one by one (by an earlier version) are not in any queue, so
+    /// the first sweep after opening scans them, removes the expired ones and queues the
+    /// rest. Claims come back from the clean end's snapshot, queued as they are loaded.
     #[tokio::test]
     async fn entries_from_an_earlier_run_are_swept_too() {
         let (store, dir) = temp_store();
@@ -1578,26 +1875,45 @@ mod tests {
             .put_token(TokenId::of("t-old"), &record(100))
             .await
             .unwrap();
+        for (token, exp) in [("legacy-old", 100), ("legacy-live", 500)] {
+            store
+                .open_db()
+                .tokens
+                .insert(TokenId::of(token).0, encode_record(&record(exp)).unwrap())
+                .unwrap();
+        }
         store.end_run().await.unwrap();
         drop(store);
         let store = SledStore::open(&dir).unwrap();
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
         // Removed once the run is marked running: a crash from now on is an unclean end.
         assert!(!dir.join(claims::FILE_NAME).exists());
-        // The claims came back from the snapshot, queued; the token records wait for
-        // the first sweep's scan.
+        // The claims came back from the snapshot, queued, and the batch with the index;
+        // the records filed one by one wait for the first sweep's scan.
         assert_eq!(store.size().jti_claims, 2);
-        assert_eq!(store.queued(), 2);
-        assert_eq!(store.sweep(200).await.unwrap(), 2);
+        assert_eq!(store.size().tokens, 3);
+        assert_eq!(store.queued(), 3);
+        assert_eq!(store.sweep(200).await.unwrap(), 3);
         assert_eq!(store.size().jti_claims, 1);
-        assert_eq!(store.size().tokens, 0);
-        assert_eq!(store.queued(), 1);
+        assert_eq!(store.size().tokens, 1);
+        assert!(store
+            .get_token(TokenId::of("t-old"))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .get_token(TokenId::of("legacy-live"))
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(store.queued(), 2);
         assert_eq!(
             store.claim_jti("k", "live", 900, 200).await.unwrap(),
             Claim::Replayed
         );
-        assert_eq!(store.sweep(500).await.unwrap(), 1);
+        assert_eq!(store.sweep(500).await.unwrap(), 2);
         assert_eq!(store.size().jti_claims, 0);
+        assert_eq!(store.size().tokens, 0);
         std::fs::remove_dir_all(dir).ok();
     }
 
