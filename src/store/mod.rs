@@ -28,6 +28,7 @@ pub mod health;
 pub mod journal;
 pub mod redis_store;
 pub mod sled_store;
+pub mod sweep_queue;
 pub mod token_batches;
 
 pub use health::{StoreHealth, StoreState};

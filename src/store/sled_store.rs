@@ -44,20 +44,20 @@
 //! # Sweeping
 //! Token batches are queued by [token_batches]'s index, each with the expiry of its
 //! longest-lived record, and removed whole once that has passed. jti claims and token
-//! records filed one by one are queued in memory, in insertion order, with their
-//! expiry. They are written with `now + window`, so insertion order is expiry order and a
-//! sweep reads only the front of the queue: the entries that have expired, not the whole
-//! store (a full scan every few seconds cost more than the requests themselves once the
-//! store held a replay window's worth of claims). The queue is only a list of places to
-//! look: the sweeper still reads each entry's own expiry and removes it with a
-//! compare-and-swap, so a stale, duplicated or missing queue entry can delay a removal,
-//! never make one early. After a restart (or a reopen) the token queue knows nothing of
+//! records filed one by one are queued in memory with their expiry ([sweep_queue], in
+//! expiry order), so a sweep reads only what has expired, not the whole store (a full
+//! scan every few seconds cost more than the requests themselves once the store held a
+//! replay window's worth of claims). The queue is only a list of places to look: the
+//! sweeper still reads each entry's own expiry and removes it with a compare-and-swap,
+//! so a stale, duplicated or missing queue entry can delay a removal, never make one
+//! early. After a restart (or a reopen) the token queue knows nothing of
 //! what is on disk, so the first sweep scans the records once and queues what it finds
 //! alive; claims loaded at the start of a run are queued as they are loaded.
 
 use super::claims::{self, ClaimTable, Snapshot};
 use super::health::{Cause, HealthTracker, LossReport, StoreHealth};
 use super::journal::{self, Journal, Written};
+use super::sweep_queue::SweepQueue;
 use super::token_batches::{self, BatchIndex};
 use super::{
     jti_key, lock, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId,
@@ -65,7 +65,6 @@ use super::{
 };
 use crate::telemetry::events;
 use async_trait::async_trait;
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -98,48 +97,6 @@ const FULL_BELOW_BYTES: u64 = 1 << 20;
 /// (docs/performance.md, "Session 7"). At low rates, where each commit carries one writer,
 /// nobody is held back (only the first commit after a busy spell may wait, once).
 const COMMIT_GATHER: Duration = Duration::from_millis(1);
-
-/// Where to look when sweeping one tree: `(expires_at, key)` in insertion order.
-#[derive(Default)]
-struct SweepQueue(Mutex<VecDeque<(i64, [u8; 32])>>);
-
-impl SweepQueue {
-    fn push(&self, expires_at: i64, key: [u8; 32]) {
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push_back((expires_at, key));
-    }
-
-    /// Takes up to `max` entries due at `now` from the front.
-    fn take_due(&self, now: i64, max: usize) -> Vec<(i64, [u8; 32])> {
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut due = Vec::new();
-        while due.len() < max {
-            match queue.front() {
-                Some(&(exp, _)) if exp <= now => {
-                    if let Some(entry) = queue.pop_front() {
-                        due.push(entry);
-                    }
-                }
-                _ => break,
-            }
-        }
-        due
-    }
-
-    /// Puts entries found on disk (sorted by expiry) in front of the queue: they were
-    /// written by an earlier run, so they expire no later than anything queued since.
-    fn prepend_sorted(&self, mut found: Vec<(i64, [u8; 32])>) {
-        found.sort_unstable_by_key(|&(exp, _)| exp);
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let queued = std::mem::take(&mut *queue);
-        queue.extend(found);
-        queue.extend(queued);
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().map(|q| q.len()).unwrap_or(0)
-    }
-}
 
 /// One opened database. Calls hold an `Arc` of it for their duration; recovery waits for
 /// those to end before dropping it (sled keeps an exclusive lock on its file until then).
@@ -287,10 +244,10 @@ impl Open {
     fn commit_batch(
         &self,
         mut journal: Vec<u8>,
-        records: &[token_batches::Pending],
+        mut records: Vec<token_batches::Pending>,
     ) -> Result<(), sled::Error> {
         let mut filed = Vec::new();
-        for chunk in records.chunks(token_batches::MAX_RECORDS) {
+        for chunk in token_batches::split(&mut records) {
             let seq = self.index.next_seq();
             let key = token_batches::key(seq);
             let batch = token_batches::encode(chunk);
@@ -378,7 +335,7 @@ impl CommitLeader {
                 }
                 queue.take_batch()
             };
-            let result = open.commit_batch(journal, &records);
+            let result = open.commit_batch(journal, records);
             drop(open);
             if let (Ok(()), Some(store)) = (&result, self.store.upgrade()) {
                 store.health.committed();
@@ -464,8 +421,8 @@ struct Inner {
     token_count: AtomicU64,
     /// The jti claims; they outlive a reopened database (they are not in it).
     claims: ClaimTable,
-    jti_queue: SweepQueue,
-    token_queue: SweepQueue,
+    jti_queue: SweepQueue<[u8; 32]>,
+    token_queue: SweepQueue<[u8; 32]>,
     /// The token queue does not know records written before this process opened the store.
     needs_full_scan: AtomicBool,
 }
@@ -662,7 +619,7 @@ fn remove_if_expired(
 async fn sweep_full(
     tree: &sled::Tree,
     counter: &AtomicU64,
-    queue: Option<&SweepQueue>,
+    queue: Option<&SweepQueue<[u8; 32]>>,
     now: i64,
 ) -> Result<u64, sled::Error> {
     let mut removed = 0;
@@ -702,7 +659,7 @@ async fn sweep_full(
         tokio::task::yield_now().await;
     }
     if let Some(queue) = queue {
-        queue.prepend_sorted(live);
+        queue.extend(live);
     }
     Ok(removed)
 }
@@ -711,7 +668,7 @@ async fn sweep_full(
 async fn sweep_queued(
     tree: &sled::Tree,
     counter: &AtomicU64,
-    queue: &SweepQueue,
+    queue: &SweepQueue<[u8; 32]>,
     now: i64,
 ) -> Result<u64, sled::Error> {
     let mut removed = 0;
@@ -734,7 +691,7 @@ async fn sweep_batches(open: &Open, now: i64) -> Result<u64, sled::Error> {
     let mut removed = 0;
     loop {
         let due = open.index.take_due(now, SWEEP_CHUNK);
-        for seq in &due {
+        for (_, seq) in &due {
             removed += open.drop_batch_if_expired(*seq, now)?;
         }
         if due.len() < SWEEP_CHUNK {
@@ -991,7 +948,7 @@ impl Inner {
         }
         open.legacy_jtis.clear().map_err(|e| self.fail(open, e))?;
         self.jti_queue
-            .prepend_sorted(found.iter().map(|&(key, exp)| (exp, key)).collect());
+            .extend(found.iter().map(|&(key, exp)| (exp, key)));
         self.claims.load(found);
         Ok(readable)
     }
@@ -1591,6 +1548,39 @@ mod tests {
         }
         std::fs::remove_dir_all(dir).ok();
         std::fs::remove_dir_all(after_power_loss).ok();
+    }
+
+    /// A long-lived record (a refresh-token family) issued in the same commit as short-lived
+    /// tokens does not keep them: the commit files them in separate batches by expiry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn short_lived_records_are_not_kept_by_a_long_lived_one() {
+        let (store, dir) = temp_store();
+        let store = Arc::new(store);
+        let puts: Vec<_> = (0..40)
+            .map(|i| {
+                let s = store.clone();
+                let exp = if i % 10 == 0 { 1_000_000 } else { 100 };
+                tokio::spawn(async move {
+                    s.put_token(TokenId::of(&format!("t{i}")), &record(exp))
+                        .await
+                })
+            })
+            .collect();
+        for put in puts {
+            put.await.unwrap().unwrap();
+        }
+        assert_eq!(store.size().tokens, 40);
+        assert_eq!(
+            store
+                .sweep(100 + token_batches::EXPIRY_SPREAD)
+                .await
+                .unwrap(),
+            36
+        );
+        assert_eq!(store.size().tokens, 4);
+        assert!(store.get_token(TokenId::of("t10")).await.unwrap().is_some());
+        assert!(store.get_token(TokenId::of("t11")).await.unwrap().is_none());
+        std::fs::remove_dir_all(dir).ok();
     }
 
     /// A batch goes when its last record has expired, not before: a short-lived record

@@ -27,17 +27,24 @@
 //! SHA-256 digests of tokens this authority issued, so a lookup by an unknown id (a
 //! made-up token) answers from memory without touching sled.
 
+use super::sweep_queue::SweepQueue;
 use super::StoreError;
 use crate::telemetry::events;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 /// The sled tree the batches are kept in.
 pub const TREE: &str = "token_batches";
 /// The most records one batch holds: a commit that carries more writes several batches,
 /// so that a revocation never rewrites more than ~30 KB.
 pub const MAX_RECORDS: usize = 128;
+/// How far apart (seconds) the expiries of one batch's records may be. A batch is removed
+/// only once its longest-lived record has expired, so a refresh-token family that lives
+/// for days must not share a batch with access tokens that live for minutes: a commit's
+/// records are grouped by expiry first, and a record is kept at most this long past its
+/// own expiry.
+pub const EXPIRY_SPREAD: i64 = 60;
 const BATCH_V1: u8 = 1;
 const HEAD: usize = 8 + 1 + 4;
 
@@ -65,6 +72,27 @@ fn record_expiry(record: &[u8]) -> i64 {
         .and_then(|b| b.try_into().ok())
         .map(i64::from_be_bytes)
         .unwrap_or(i64::MAX)
+}
+
+/// Splits a commit's records into batches: sorted by expiry, a new batch whenever a
+/// record expires more than [`EXPIRY_SPREAD`] after the first of the current one, or
+/// that one is full ([`MAX_RECORDS`]). Records of equal expiry keep their order.
+pub fn split(records: &mut [Pending]) -> Vec<&[Pending]> {
+    records.sort_by_key(|(_, record)| record_expiry(record));
+    let mut batches = Vec::new();
+    let mut rest: &[Pending] = records;
+    while let Some((_, first)) = rest.first() {
+        let limit = record_expiry(first).saturating_add(EXPIRY_SPREAD);
+        let len = rest
+            .iter()
+            .take(MAX_RECORDS)
+            .take_while(|(_, record)| record_expiry(record) <= limit)
+            .count();
+        let (batch, tail) = rest.split_at(len);
+        batches.push(batch);
+        rest = tail;
+    }
+    batches
 }
 
 /// Encodes `records` as one batch value (the store gives it at most [`MAX_RECORDS`]).
@@ -152,9 +180,8 @@ type Shard = RwLock<HashMap<[u8; 32], u64>>;
 pub struct BatchIndex {
     by_id: Box<[Shard]>,
     next_seq: AtomicU64,
-    /// `(max_exp, seq)` in commit order: committed with `now + ttl`, so roughly expiry
-    /// order; a batch behind a longer-lived one is dropped late, never early.
-    sweep: Mutex<VecDeque<(i64, u64)>>,
+    /// `(max_exp, seq)`, earliest first.
+    sweep: SweepQueue<u64>,
 }
 
 impl BatchIndex {
@@ -187,12 +214,13 @@ impl BatchIndex {
                 ),
             }
         }
-        sweep.sort_unstable();
-        Ok(BatchIndex {
+        let index = BatchIndex {
             by_id: by_id.into_iter().map(RwLock::new).collect(),
             next_seq: AtomicU64::new(next_seq),
-            sweep: Mutex::new(sweep.into()),
-        })
+            sweep: SweepQueue::default(),
+        };
+        index.sweep.extend(sweep);
+        Ok(index)
     }
 
     /// A sequence number no batch has used.
@@ -217,10 +245,7 @@ impl BatchIndex {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, seq);
         }
-        self.sweep
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((max_exp, seq));
+        self.sweep.push(max_exp, seq);
     }
 
     /// Forgets batch `seq` (removed by the sweeper) for the `ids` it held; an id since
@@ -238,29 +263,14 @@ impl BatchIndex {
         &self.by_id[shard_of(id)]
     }
 
-    /// Takes up to `max` batches whose `max_exp` has passed at `now`, from the front.
-    pub fn take_due(&self, now: i64, max: usize) -> Vec<u64> {
-        let mut queue = self.sweep.lock().unwrap_or_else(|e| e.into_inner());
-        let mut due = Vec::new();
-        while due.len() < max {
-            match queue.front() {
-                Some(&(exp, _)) if exp <= now => {
-                    if let Some((_, seq)) = queue.pop_front() {
-                        due.push(seq);
-                    }
-                }
-                _ => break,
-            }
-        }
-        due
+    /// Takes up to `max` batches (`(max_exp, seq)`) whose `max_exp` has passed at `now`.
+    pub fn take_due(&self, now: i64, max: usize) -> Vec<(i64, u64)> {
+        self.sweep.take_due(now, max)
     }
 
-    /// Puts back a batch the sweeper found still alive (rewritten meanwhile).
+    /// Puts back a batch the sweeper found still alive.
     pub fn requeue(&self, max_exp: i64, seq: u64) {
-        self.sweep
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((max_exp, seq));
+        self.sweep.push(max_exp, seq);
     }
 
     /// How many tokens the index knows (`StoreSize::tokens`).
@@ -273,7 +283,7 @@ impl BatchIndex {
 
     /// How many batches wait in the sweep queue.
     pub fn queued(&self) -> usize {
-        self.sweep.lock().map(|q| q.len()).unwrap_or(0)
+        self.sweep.len()
     }
 }
 
@@ -303,6 +313,27 @@ mod tests {
         }
         assert_eq!(find(&batch, &[2; 32]).unwrap(), Some(&records[1].1[..]));
         assert_eq!(find(&batch, &[9; 32]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_is_split_by_expiry_and_size() {
+        let mut records: Vec<Pending> = vec![
+            ([1; 32], record(100_000, b"family, days")),
+            ([2; 32], record(300, b"")),
+            ([3; 32], record(310, b"")),
+            ([4; 32], record(360, b"at the spread's edge")),
+            ([5; 32], record(361, b"just past it")),
+        ];
+        let ids = |batch: &[Pending]| batch.iter().map(|(id, _)| id[0]).collect::<Vec<_>>();
+        let batches = split(&mut records);
+        assert_eq!(
+            batches.iter().map(|b| ids(b)).collect::<Vec<_>>(),
+            vec![vec![2, 3, 4], vec![5], vec![1]]
+        );
+        let mut many: Vec<Pending> = (0..300).map(|i| ([i as u8; 32], record(50, b""))).collect();
+        let sizes: Vec<usize> = split(&mut many).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![MAX_RECORDS, MAX_RECORDS, 300 - 2 * MAX_RECORDS]);
+        assert!(split(&mut []).is_empty());
     }
 
     #[test]
@@ -347,11 +378,11 @@ mod tests {
         index.filed(a, 100, [[1; 32], [2; 32]].into_iter());
         index.filed(b, 200, [[2; 32]].into_iter());
         assert_eq!(index.batch_of(&[2; 32]), Some(b));
-        assert_eq!(index.take_due(150, 10), vec![a]);
+        assert_eq!(index.take_due(150, 10), vec![(100, a)]);
         index.dropped(a, [[1; 32], [2; 32]].into_iter());
         assert_eq!(index.batch_of(&[1; 32]), None);
         assert_eq!(index.batch_of(&[2; 32]), Some(b));
-        assert_eq!(index.take_due(150, 10), Vec::<u64>::new());
+        assert!(index.take_due(150, 10).is_empty());
     }
 
     #[test]
@@ -371,12 +402,12 @@ mod tests {
         assert_eq!(index.batch_of(&[2; 32]), Some(9));
         assert_eq!(index.tokens(), 2);
         assert_eq!(index.next_seq(), 10);
-        assert_eq!(index.take_due(600, 10), vec![4]);
+        assert_eq!(index.take_due(600, 10), vec![(500, 4)]);
         // A damaged batch is left out (its tokens unknown), not fatal, and still swept.
         tree.insert(key(10), [0u8; 8].to_vec()).unwrap();
         let index = BatchIndex::load(&tree).unwrap();
         assert_eq!(index.tokens(), 2);
         assert_eq!(index.next_seq(), 11);
-        assert_eq!(index.take_due(600, 10), vec![10, 4]);
+        assert_eq!(index.take_due(600, 10), vec![(0, 10), (500, 4)]);
     }
 }
