@@ -159,6 +159,8 @@ struct CallArgs {
 #[derive(clap::Args)]
 struct TokenOperand {
     /// The access token (`-` reads it from standard input)
+    // Opaque tokens are random base64url and may start with '-': a value, not a flag.
+    #[arg(allow_hyphen_values = true)]
     token: String,
     #[command(flatten)]
     who: ClientArgs,

@@ -1,8 +1,9 @@
 //! Token records filed a group commit at a time: the sled store writes the records of one
 //! commit as **one sled value** (a *batch*) instead of one value per token, and keeps an
-//! in-memory index from token id to batch. Owns the batch format, the index and the queue
-//! the sweeper reads; not when a batch is written or made durable (the sled store's
-//! commit and its [journal](super::journal)).
+//! in-memory index from token id to batch. Owns the batch format, how a commit's records
+//! are split into batches, the index and the order in which the sweeper visits batches;
+//! not when a batch is written or made durable (the sled store's commit and its
+//! [journal](super::journal)).
 //!
 //! # Why
 //! A sled insert costs 10–20 µs whatever the value's size (it rewrites the leaf that holds
@@ -22,8 +23,8 @@
 //!
 //! # The index
 //! Built when the database is opened, by reading every batch in key order (a later
-//! batch's record of the same id wins, as it would have in sled), so it costs ~50 bytes
-//! of memory per live token and one pass over the batches at start-up. Token ids are
+//! batch's record of the same id wins, as it would have in sled), so it costs ~50–100
+//! bytes of memory per live token and one pass over the batches at start-up. Token ids are
 //! SHA-256 digests of tokens this authority issued, so a lookup by an unknown id (a
 //! made-up token) answers from memory without touching sled.
 
