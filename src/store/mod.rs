@@ -200,6 +200,15 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The expiry a stored value starts with (8 bytes, big-endian: nonces, claims, token
+/// records and batches of records alike), so the sweeper can judge a value unread.
+pub(crate) fn expiry_of(value: &[u8]) -> Option<i64> {
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+}
+
 /// The key a jti claim is filed under: SHA-256 over the proof key and the jti, so one
 /// client's jti values cannot collide with (or block) another's, and keys stay 32 bytes
 /// whatever the client sends.

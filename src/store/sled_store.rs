@@ -60,7 +60,7 @@ use super::journal::{self, Journal, Written};
 use super::sweep_queue::SweepQueue;
 use super::token_batches::{self, BatchIndex};
 use super::{
-    jti_key, lock, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId,
+    expiry_of, jti_key, lock, Claim, PreviousShutdown, SenderStore, StoreError, StoreSize, TokenId,
     TokenRecord,
 };
 use crate::telemetry::events;
@@ -425,13 +425,6 @@ struct Inner {
     token_queue: SweepQueue<[u8; 32]>,
     /// The token queue does not know records written before this process opened the store.
     needs_full_scan: AtomicBool,
-}
-
-fn expiry_of(value: &[u8]) -> Option<i64> {
-    value
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(i64::from_be_bytes)
 }
 
 /// `expires_at ‖ body`: how earlier versions stored a token record (JSON body).

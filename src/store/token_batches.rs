@@ -67,12 +67,9 @@ fn shard_of(id: &[u8; 32]) -> usize {
     usize::from(id[0]) % SHARDS
 }
 
+/// A record's (or a batch's) expiry; one too short to have any is kept, never dropped.
 fn record_expiry(record: &[u8]) -> i64 {
-    record
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(i64::from_be_bytes)
-        .unwrap_or(i64::MAX)
+    super::expiry_of(record).unwrap_or(i64::MAX)
 }
 
 /// Splits a commit's records into batches: sorted by expiry, a new batch whenever a
