@@ -1374,6 +1374,27 @@ mod tests {
         (SledStore::open(&dir).unwrap(), dir)
     }
 
+    /// Opens a store this test dropped a moment ago. sled releases its file lock when
+    /// the last handle of the dropped database goes, which under a loaded test run was
+    /// seen to lag the `drop` ("could not acquire lock", 2 runs in ~15); a restarted
+    /// process never meets this, so the test waits for the lock as a supervisor's
+    /// restart would, up to 10 s.
+    fn reopen(dir: &Path) -> SledStore {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match SledStore::open(dir) {
+                Ok(store) => return store,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("reopening {}: {e}", dir.display()),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_jti_is_claimed_once_until_it_expires() {
         let (store, dir) = temp_store();
@@ -1435,12 +1456,12 @@ mod tests {
         assert!(!store.nonce_is_valid("unknown", 10).await.unwrap());
         store.open_db().db.flush().unwrap();
         drop(store); // no end_run: as if killed
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Unclean);
         assert!(!store.nonce_is_valid("n1", 10).await.unwrap());
         store.end_run().await.unwrap();
         drop(store);
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
         std::fs::remove_dir_all(dir).ok();
     }
@@ -1531,7 +1552,7 @@ mod tests {
         .unwrap();
 
         for opened in [&dir, &after_power_loss] {
-            let store = SledStore::open(opened).unwrap();
+            let store = reopen(opened);
             for (i, id) in ids.iter().enumerate() {
                 let got = store.get_token(*id).await.unwrap().expect("still known");
                 assert_eq!(got.revoked, i % 2 == 0, "token {i} in {}", opened.display());
@@ -1633,7 +1654,7 @@ mod tests {
         let after_power_loss = dir.with_extension("after-power-loss");
         copy_dir(&dir, &after_power_loss);
 
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         store.begin_run().await.unwrap();
         let late = TokenId::of("late");
         store.put_token(late, &record(100)).await.unwrap();
@@ -1646,7 +1667,7 @@ mod tests {
         )
         .unwrap();
 
-        let store = SledStore::open(&after_power_loss).unwrap();
+        let store = reopen(&after_power_loss);
         assert_eq!(store.get_token(late).await.unwrap(), Some(record(100)));
         assert!(store.get_token(early).await.unwrap().unwrap().revoked);
         assert_eq!(store.size().tokens, 2);
@@ -1867,7 +1888,7 @@ mod tests {
         }
         store.end_run().await.unwrap();
         drop(store);
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
         // Removed once the run is marked running: a crash from now on is an unclean end.
         assert!(!dir.join(claims::FILE_NAME).exists());
@@ -1916,7 +1937,7 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&snapshot, bytes).unwrap();
 
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Unclean);
         assert!(!store.nonce_is_valid("n", 10).await.unwrap());
         assert_eq!(store.size().jti_claims, 0);
@@ -1942,7 +1963,7 @@ mod tests {
         );
         store.end_run().await.unwrap();
         drop(store);
-        let store = SledStore::open(&dir).unwrap();
+        let store = reopen(&dir);
         assert_eq!(store.begin_run().await.unwrap(), PreviousShutdown::Clean);
         assert_eq!(
             store.claim_jti("k", "old-version", 900, 200).await.unwrap(),
