@@ -1,5 +1,6 @@
-//! What the benchmark reads about the server process from `/proc`: CPU time
-//! (`utime` + `stime`, all threads, in clock ticks) and resident memory (`VmRSS`).
+//! What the benchmark reads from `/proc`: the server process's CPU time (`utime` +
+//! `stime`, all threads, in clock ticks) and resident memory (`VmRSS`), and the machine's
+//! stolen time (a virtual machine's CPUs lent to other guests by the host).
 
 use std::path::PathBuf;
 
@@ -117,6 +118,32 @@ pub fn threads(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The machine's CPU ticks since boot as `(stolen, all)`, from the first line of
+/// `/proc/stat` (`cpu  user nice system idle iowait irq softirq steal …`).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    (fields.len() == 8).then(|| (fields[7], fields.iter().sum()))
+}
+
+/// The share (percent) of the machine's CPU time between two `machine_ticks` readings
+/// that the host gave to someone else: the noise a shared virtual machine adds to every
+/// figure of the run.
+pub fn steal_percent(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((steal_0, all_0), (steal_1, all_1)) = (before?, after?);
+    let all = all_1.checked_sub(all_0).filter(|&all| all > 0)?;
+    Some(steal_1.saturating_sub(steal_0) as f64 * 100.0 / all as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +160,18 @@ mod tests {
         let status = "Name:\tsealkit\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t5\n";
         assert_eq!(parse_rss(status), Some(12345 * 1024));
         assert_eq!(parse_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn stolen_time_is_the_eighth_field_of_the_cpu_line() {
+        let stat = "cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n";
+        assert_eq!(parse_machine_ticks(stat), Some((35, 1000)));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None, "too few fields");
+        let share = steal_percent(Some((35, 1000)), Some((85, 2000))).unwrap();
+        assert!((share - 5.0).abs() < 1e-9, "{share}");
+        assert_eq!(steal_percent(Some((35, 1000)), Some((35, 1000))), None);
+        assert!(machine_ticks().is_some(), "this machine's /proc/stat");
     }
 
     #[test]

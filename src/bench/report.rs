@@ -68,6 +68,9 @@ pub struct Report {
     /// Its OpenSSL bare floor (`bench::floor`), and the server's CPU over it.
     pub openssl_floor_us: Option<f64>,
     pub cpu_over_openssl_floor: Option<f64>,
+    /// The machine's stolen time during the run, in percent of its CPU time (`steal` in
+    /// `/proc/stat`): on a shared virtual machine, how much the host took away.
+    pub machine_steal_percent: Option<f64>,
     /// Requests prepared before the run (DPoP proofs signed ahead), and how long that took.
     pub prepared: usize,
     pub preparation_s: f64,
@@ -122,6 +125,7 @@ impl Report {
             cpu_over_bare_floor: None,
             openssl_floor_us: None,
             cpu_over_openssl_floor: None,
+            machine_steal_percent: None,
             prepared: 0,
             preparation_s: 0.0,
             exhausted: false,

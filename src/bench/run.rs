@@ -114,9 +114,11 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     let client_before = procfs::cpu_ticks(std::process::id());
     let redis_pid = options.redis_pid.filter(|_| scenario == Scenario::Redis);
     let redis_before = redis_pid.and_then(procfs::cpu_ticks);
+    let machine_before = procfs::machine_ticks();
     let sampler = floor::Sampler::start()?;
     let (outcome, connections) =
         load::closed_loop(connections, workload.clone(), first, options.stop).await;
+    let machine_after = procfs::machine_ticks();
     let (floor_during, floor_samples, sampler_cpu_s) = sampler.finish()?;
     let server_after = endpoint.pid.and_then(procfs::cpu_ticks);
     let system_after = endpoint.pid.and_then(procfs::system_ticks);
@@ -215,6 +217,7 @@ pub async fn run(scenario: Scenario, options: &Options) -> Result<Report, BenchE
     report.cpu_over_bare_floor = server_cpu.map(|c| c / request_floor.bare_us);
     report.openssl_floor_us = Some(request_floor.openssl_us);
     report.cpu_over_openssl_floor = server_cpu.map(|c| c / request_floor.openssl_us);
+    report.machine_steal_percent = procfs::steal_percent(machine_before, machine_after);
     report.exhausted = exhausted;
     if exhausted {
         report.notes.push(format!(

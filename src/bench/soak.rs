@@ -22,6 +22,8 @@ pub struct SoakInterval {
     pub server_p99_ms: Option<f64>,
     pub rss_mb: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
+    /// The machine's stolen time in this interval, in percent (`procfs::steal_percent`).
+    pub machine_steal_percent: Option<f64>,
     /// Size of the server's data directory (store files), when the benchmark started it.
     pub data_dir_mb: Option<f64>,
     /// Requests due but not yet sent when the interval ended.
@@ -202,6 +204,7 @@ pub async fn soak(
     ));
     let mut intervals = Vec::new();
     let mut cpu_before = endpoint.pid.and_then(procfs::cpu_ticks);
+    let mut machine_before = procfs::machine_ticks();
     let data_dir = endpoint.process.as_ref().map(ServerProcess::data_dir);
     let mut next = started + interval;
     let scrape = || async {
@@ -235,6 +238,9 @@ pub async fn soak(
             _ => None,
         };
         cpu_before = cpu_after;
+        let machine_after = procfs::machine_ticks();
+        let machine_steal_percent = procfs::steal_percent(machine_before, machine_after);
+        machine_before = machine_after;
         let point = SoakInterval {
             t_s: started.elapsed().as_secs_f64(),
             ok: stats.ok,
@@ -246,6 +252,7 @@ pub async fn soak(
             server_p99_ms,
             rss_mb: mb(endpoint.pid.and_then(procfs::rss_bytes)),
             cpu_us_per_request: cpu,
+            machine_steal_percent,
             data_dir_mb: data_dir
                 .as_deref()
                 .map(|d| server::disk_usage(d) as f64 / (1024.0 * 1024.0)),

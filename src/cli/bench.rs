@@ -283,6 +283,10 @@ fn print_report(r: &Report) {
         "  client CPU        {} per request (load generator, same machine)",
         opt(r.client_cpu_us_per_request, 1, " µs")
     );
+    outln!(
+        "  machine           {} of its CPU time stolen by the host during the run",
+        opt(r.machine_steal_percent, 1, "%")
+    );
     if r.store == "redis" {
         outln!(
             "  redis-server CPU  {} per request{}",
@@ -335,7 +339,7 @@ fn print_interval(p: &SoakInterval) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     outln!(
-        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  non-200 {}  backlog {}",
+        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  non-200 {}  backlog {}",
         p.t_s,
         p.rate,
         p.latency.p99_ms,
@@ -345,6 +349,7 @@ fn print_interval(p: &SoakInterval) {
         opt(p.rss_mb, 1, " MB"),
         opt(p.data_dir_mb, 1, " MB"),
         opt(p.cpu_us_per_request, 0, " µs/req"),
+        opt(p.machine_steal_percent, 1, "%"),
         p.non_200 + p.transport_errors,
         p.backlog,
     );
