@@ -267,6 +267,10 @@ pub struct IntervalStats {
     /// From the instant each request was *due*, so a stalled server shows up as latency
     /// rather than as requests quietly not sent (coordinated omission).
     pub latencies_us: Vec<u32>,
+    /// From the instant each request was due to the instant a connection took it up to
+    /// send it: the load generator's own lateness (its dispatcher thread or connection
+    /// tasks not running in time, or every connection busy), part of `latencies_us`.
+    pub pickup_us: Vec<u32>,
 }
 
 /// Shared between the open-loop tasks and the reporter.
@@ -319,6 +323,7 @@ pub async fn open_loop(
             loop {
                 let item = work_rx.lock().await.recv().await;
                 let Some((due, request)) = item else { break };
+                let pickup = micros(due.elapsed());
                 shared.backlog.fetch_sub(1, Ordering::Relaxed);
                 let result = send(&mut connection, request).await;
                 let latency = micros(due.elapsed());
@@ -328,6 +333,7 @@ pub async fn open_loop(
                 match result {
                     Ok(reply) => {
                         stats.latencies_us.push(latency);
+                        stats.pickup_us.push(pickup);
                         if reply.status == http::StatusCode::OK {
                             stats.ok += 1;
                         } else {

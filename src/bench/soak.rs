@@ -20,6 +20,9 @@ pub struct SoakInterval {
     /// Prometheus's `histogram_quantile` does), to tell a stall in the server from one in
     /// the network stack, TLS or the load generator.
     pub server_p99_ms: Option<f64>,
+    /// The 99th percentile of the load generator's own lateness in the interval (from a
+    /// request's due instant until a connection took it up; `IntervalStats::pickup_us`).
+    pub pickup_p99_ms: Option<f64>,
     pub rss_mb: Option<f64>,
     pub cpu_us_per_request: Option<f64>,
     /// The machine's stolen time in this interval, in percent (`procfs::steal_percent`).
@@ -248,6 +251,8 @@ pub async fn soak(
             transport_errors: stats.errors,
             rate: stats.ok as f64 / interval.as_secs_f64(),
             latency: stats::latency(&mut stats.latencies_us),
+            pickup_p99_ms: (!stats.pickup_us.is_empty())
+                .then(|| stats::latency(&mut stats.pickup_us).p99_ms),
             store_entries: store,
             server_p99_ms,
             rss_mb: mb(endpoint.pid.and_then(procfs::rss_bytes)),

@@ -339,11 +339,12 @@ fn print_interval(p: &SoakInterval) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     outln!(
-        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  non-200 {}  backlog {}",
+        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {}, generator {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  non-200 {}  backlog {}",
         p.t_s,
         p.rate,
         p.latency.p99_ms,
         opt(p.server_p99_ms, 2, " ms"),
+        opt(p.pickup_p99_ms, 2, " ms"),
         p.latency.p50_ms,
         if store.is_empty() { "n/a".into() } else { store.join(" ") },
         opt(p.rss_mb, 1, " MB"),
