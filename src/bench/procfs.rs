@@ -124,6 +124,8 @@ pub fn machine_ticks() -> Option<(u64, u64)> {
     parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
+/// Parses the text of `/proc/stat` for [`machine_ticks`]: `None` unless its first line is
+/// the machine's `cpu` line with at least eight numbers.
 pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     // guest and guest_nice (fields 9 and 10) are already counted in user and nice.
