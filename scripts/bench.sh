@@ -11,10 +11,15 @@
 #   BENCH_SOAK_RATE [half the mean DPoP tokens/s of the runs, rounded to 100; 2000 if
 #   the runs measured no DPoP rate]: issue 19 asks for p99 ≤ 5 ms at 50% of the maximum
 #   BENCH_SOAK_TMPFS [/dev/shm; empty to skip the second soak]: where the second soak keeps its data
+#   BENCH_MAX_STEAL [5]: a DPoP run during which the host took more than this percentage of
+#   the machine's CPU (`steal`) measured the host as much as sealkit; it is kept in the
+#   table, and the DPoP scenario is run again (up to BENCH_EXTRA_RUNS [3] more times) until
+#   REPEAT runs were left alone. The targets are judged on those, and over all runs beside.
 #   BENCH_REDIS_URL (default: a redis-server started here on a free port, if installed)
 #   STATIC_BIN [target/x86_64-unknown-linux-musl/release/sealkit]  BENCH_OUT [docs/performance.md]
 #   BENCH_BIN: the binary to measure (default: STATIC_BIN if built, else target/release/sealkit)
 #   BENCH_SKIP_BUILD=1 to use target/release/sealkit as it is
+#   BENCH_KEEP_RESULTS=1 keeps the runs' JSON (its directory is printed at the end)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +31,8 @@ SOAK_RATE=${BENCH_SOAK_RATE:-}
 SOAK_TMPFS=${BENCH_SOAK_TMPFS-/dev/shm}
 [ -n "$SOAK_TMPFS" ] && [ ! -w "$SOAK_TMPFS" ] && SOAK_TMPFS=
 SCENARIOS=${BENCH_SCENARIOS:-dpop,dpop-nonce,bearer,introspect,mtls,redis,guard}
+MAX_STEAL=${BENCH_MAX_STEAL:-5}
+EXTRA_RUNS=${BENCH_EXTRA_RUNS:-3}
 OUT=${BENCH_OUT:-docs/performance.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 STATIC_BIN=${STATIC_BIN:-$TARGET_DIR/x86_64-unknown-linux-musl/release/sealkit}
@@ -53,7 +60,11 @@ RESULTS=$(mktemp -d "${TMPDIR:-/tmp}/sealkit-bench-results.XXXXXX")
 REDIS_PID=
 cleanup() {
     if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
-    rm -rf "$RESULTS"
+    if [ -n "${BENCH_KEEP_RESULTS:-}" ]; then
+        echo "bench.sh: the runs' JSON is kept in $RESULTS"
+    else
+        rm -rf "$RESULTS"
+    fi
 }
 trap cleanup EXIT
 
@@ -74,16 +85,43 @@ redis_args=()
 # The store's side of a Redis-backed token: the redis-server started here is measured too.
 [ -n "$REDIS_PID" ] && redis_args+=(--redis-pid "$REDIS_PID")
 
+scenarios_has_dpop=
+[[ ",$SCENARIOS," == *,dpop,* ]] && scenarios_has_dpop=yes
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$REPEAT"); do
     echo "== run $run/$REPEAT: $SCENARIOS, $CONNECTIONS connections, $DURATION each"
     "$BIN" bench --scenario "$SCENARIOS" --connections "$CONNECTIONS" --duration "$DURATION" \
         "${redis_args[@]}" --json >"$RESULTS/run$run.json" || echo "   (run $run reported failures; see $OUT)"
 done
+# How many DPoP runs so far had at most MAX_STEAL% of the machine stolen by the host.
+undisturbed_dpop_runs() {
+    python3 - "$RESULTS" "$MAX_STEAL" <<'PY'
+import glob, json, sys
+n = 0
+for path in glob.glob(sys.argv[1] + "/*run*.json"):
+    try:
+        reports = json.load(open(path))["reports"]
+    except Exception:
+        continue
+    for r in reports:
+        steal = r.get("machine_steal_percent")
+        if r.get("scenario") == "dpop" and not r.get("error") and not r.get("skipped") \
+                and steal is not None and steal <= float(sys.argv[2]):
+            n += 1
+print(n)
+PY
+}
+extra=0
+while [[ $scenarios_has_dpop ]] && [ "$(undisturbed_dpop_runs)" -lt "$REPEAT" ] && [ "$extra" -lt "$EXTRA_RUNS" ]; do
+    extra=$((extra + 1))
+    echo "== extra DPoP run $extra/$EXTRA_RUNS: fewer than $REPEAT runs had ≤ $MAX_STEAL% stolen by the host"
+    "$BIN" bench --scenario dpop --connections "$CONNECTIONS" --duration "$DURATION" \
+        --json >"$RESULTS/xrun$extra.json" || echo "   (extra run $extra reported failures; see $OUT)"
+done
 if [ -z "$SOAK_RATE" ]; then
     SOAK_RATE=$(python3 - "$RESULTS" <<'PY'
 import glob, json, sys
-rates = [r["per_second"] for f in glob.glob(sys.argv[1] + "/run*.json")
+rates = [r["per_second"] for f in glob.glob(sys.argv[1] + "/*run*.json")
          for r in json.load(open(f)).get("reports", [])
          if r.get("scenario") == "dpop" and not r.get("error") and r.get("per_second")]
 print(max(100, round(sum(rates) / len(rates) / 2 / 100) * 100) if rates else 2000)
@@ -117,18 +155,27 @@ MACHINE_DATE=$(date -u +%Y-%m-%dT%H:%MZ) \
 LOAD_BEFORE=$load_before LOAD_AFTER=$load_after \
 BENCH_BIN_PATH=$BIN BENCH_BIN_SIZE=$(stat -c %s "$BIN") STATIC_SIZE=$static_size STATIC_PATH=$STATIC_BIN \
 P_CONNECTIONS=$CONNECTIONS P_DURATION=$DURATION P_REPEAT=$REPEAT P_SOAK=$SOAK P_SOAK_RATE=$SOAK_RATE \
-P_REDIS=${REDIS_URL:+yes} P_SOAK_TMPFS=$SOAK_TMPFS \
+P_REDIS=${REDIS_URL:+yes} P_SOAK_TMPFS=$SOAK_TMPFS P_MAX_STEAL=$MAX_STEAL P_EXTRA_RUNS=$EXTRA_RUNS \
 python3 - "$RESULTS" "$OUT" <<'PY'
 import json, os, sys, glob, statistics
 
 results, out = sys.argv[1], sys.argv[2]
 env = os.environ.get
+max_steal = float(env("P_MAX_STEAL"))
+# (label, reports): the REPEAT runs of every scenario as 1, 2, 3…, then the extra DPoP runs
+# (made because the host disturbed some of those) as x1, x2…
+def run_number(path):
+    return int("".join(c for c in os.path.basename(path) if c.isdigit()) or 0)
+run_files = sorted(glob.glob(os.path.join(results, "run*.json")), key=run_number)
+extra_files = sorted(glob.glob(os.path.join(results, "xrun*.json")), key=run_number)
 runs = []
-for path in sorted(glob.glob(os.path.join(results, "run*.json"))):
-    try:
-        runs.append(json.load(open(path))["reports"])
-    except Exception as e:  # a run that crashed leaves no JSON
-        runs.append([])
+for label_prefix, paths in (("", run_files), ("x", extra_files)):
+    for path in paths:
+        label = f"{label_prefix}{run_number(path)}"
+        try:
+            runs.append((label, json.load(open(path))["reports"]))
+        except Exception as e:  # a run that crashed leaves no JSON
+            runs.append((label, []))
 def load_soak(name):
     try:
         return json.load(open(os.path.join(results, name)))["soak"]
@@ -141,12 +188,17 @@ def f(v, digits=0, unit=""):
     return "n/a" if v is None else f"{v:,.{digits}f}{unit}"
 
 by = {}
-for i, reports in enumerate(runs):
+for label, reports in runs:
     for r in reports:
-        by.setdefault(r["scenario"], []).append((i + 1, r))
+        by.setdefault(r["scenario"], []).append((label, r))
 
 def measured(r):
     return r.get("skipped") is None and r.get("error") is None
+
+def left_alone(r):
+    """The host took at most max_steal% of the machine during the run."""
+    steal = r.get("machine_steal_percent")
+    return steal is not None and steal <= max_steal
 
 def mean(name, key):
     vals = [key(r) for _, r in by.get(name, []) if measured(r) and key(r) is not None]
@@ -179,6 +231,11 @@ L.append(f"`sealkit bench --scenario … --connections {env('P_CONNECTIONS')} --
          f"the median of samples of 50 iterations taken every 0.5 s while the load runs (the CPU of a shared "
          f"machine changes speed from minute to minute, so a floor measured before or after a run can be off by 20%).")
 L.append("")
+L.append(f"A DPoP run during which the host took more than {max_steal:g}% of the machine's CPU (stolen time, "
+         f"below) measured the host as much as sealkit. It stays in the table, and the DPoP scenario is run "
+         f"again (runs x1, x2…, up to {env('P_EXTRA_RUNS')}) until {env('P_REPEAT')} runs had at most that; the "
+         f"run-by-run targets are judged on those, and shown over every run beside.")
+L.append("")
 L.append("### Figures")
 L.append("")
 L.append("| scenario | run | req/s | p50 ms | p90 ms | p99 ms | max ms | non-200 | server CPU µs/req | floor µs (josekit) | CPU / floor | bare floor µs | CPU / bare floor | OpenSSL floor µs | CPU / OpenSSL floor | client CPU µs/req | start-up ms | idle RSS MB | RSS after MB | stolen % |")
@@ -209,7 +266,7 @@ L.append("Stolen % is the machine's CPU time the host gave to other guests durin
          "`/proc/stat`): a run with more than a few percent measured a machine shared with someone else, and "
          "its latency (and, through caches, its CPU figures) with it.")
 L.append("")
-floors = [r["floor"] for reports in runs for r in reports if measured(r) and r.get("floor")]
+floors = [r["floor"] for _, reports in runs for r in reports if measured(r) and r.get("floor")]
 if floors:
     L.append(f"Crypto floor over all runs: ES256 verify {min(x['es256_verify_us'] for x in floors):.1f}–"
              f"{max(x['es256_verify_us'] for x in floors):.1f} µs, ES256 sign "
@@ -218,8 +275,8 @@ if floors:
              f"bare ES256 sign {min(x.get('bare_sign_us', 0) for x in floors):.1f}–{max(x.get('bare_sign_us', 0) for x in floors):.1f} µs (ring, as the server runs it); "
              f"OpenSSL bare ES256 verify {min(x.get('openssl_verify_us', 0) for x in floors):.1f}–{max(x.get('openssl_verify_us', 0) for x in floors):.1f} µs, "
              f"sign {min(x.get('openssl_sign_us', 0) for x in floors):.1f}–{max(x.get('openssl_sign_us', 0) for x in floors):.1f} µs. "
-             f"CLK_TCK {runs[0][0]['clk_tck'] if runs and runs[0] else 'n/a'}"
-             f"{' (assumed)' if runs and runs[0] and runs[0][0].get('clk_tck_assumed') else ' (getconf)'}.")
+             f"CLK_TCK {runs[0][1][0]['clk_tck'] if runs and runs[0][1] else 'n/a'}"
+             f"{' (assumed)' if runs and runs[0][1] and runs[0][1][0].get('clk_tck_assumed') else ' (getconf)'}.")
 redis_runs = [r for _, r in by.get("redis", []) if measured(r)]
 if redis_runs:
     L.append("")
@@ -245,18 +302,28 @@ L.append("|---|---|---|")
 def row(label, value, ok, text):
     verdict = "n/a" if value is None else ("met" if ok(value) else "**missed**")
     L.append(f"| {label} | {text(value) if value is not None else 'n/a'} | {verdict} |")
-def run_by_run(label, key):
-    ratios = [r.get(key) for _, r in by.get("dpop", []) if measured(r) and r.get(key)]
-    if ratios:
-        within = sum(1 for v in ratios if v <= 1.5)
-        L.append(f"| {label} | {within} of {len(ratios)} runs "
-                 f"({', '.join(f'{v:.2f}×' for v in ratios)}) | {'met' if len(ratios) >= 3 and within * 3 >= 2 * len(ratios) else '**missed**'} |")
+def run_by_run(label, key, limit, unit):
+    """The target in at least two of three runs: judged on the first three runs the host
+    left alone (extra runs were made for those it disturbed), and shown over all runs."""
+    entries = [(run, r) for run, r in by.get("dpop", []) if measured(r) and key(r) is not None]
+    if not entries:
+        return
+    def listing(chosen):
+        return ", ".join(f"{key(r):.2f}{unit} (run {run}, {f(r.get('machine_steal_percent'), 1)}% stolen)" for run, r in chosen)
+    calm = [(run, r) for run, r in entries if left_alone(r)][:3]
+    within = sum(1 for _, r in calm if key(r) <= limit)
+    verdict = "met" if len(calm) == 3 and within >= 2 else "**missed**"
+    if len(calm) < 3:
+        verdict += f" (only {len(calm)} runs with ≤ {max_steal:g}% stolen)"
+    L.append(f"| {label} | {within} of the {len(calm)} runs with ≤ {max_steal:g}% stolen: {listing(calm)} | {verdict} |")
+    all_within = sum(1 for _, r in entries if key(r) <= limit)
+    L.append(f"| (the same over every run, disturbed or not) | {all_within} of {len(entries)}: {listing(entries)} | |")
 row("server CPU per DPoP token ≤ 1.5 × bare crypto floor (the server's own ES256)", mean("dpop", lambda r: r.get("cpu_over_bare_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
-run_by_run("the same, run by run (in at least two of three)", "cpu_over_bare_floor")
+run_by_run("the same, run by run (in at least two of three)", lambda r: r.get("cpu_over_bare_floor"), 1.5, "×")
 row("server CPU per DPoP token ≤ 1.5 × OpenSSL bare floor (issue 19's definition)", mean("dpop", lambda r: r.get("cpu_over_openssl_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
-run_by_run("the same, run by run (issue 19: in at least two of three)", "cpu_over_openssl_floor")
+run_by_run("the same, run by run (issue 19: in at least two of three)", lambda r: r.get("cpu_over_openssl_floor"), 1.5, "×")
 row("guard: CPU per request ≤ 1.5 × its bare floor (one ES256 verification)", mean("guard", lambda r: r.get("cpu_over_bare_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
 row("(the same against the josekit floor, for comparison with earlier rounds)", mean("dpop", lambda r: r.get("cpu_over_floor")),
@@ -265,6 +332,7 @@ row("≥ 6,000 DPoP tokens/s at 16 connections", mean("dpop", lambda r: r["per_s
     lambda v: v >= 6000, lambda v: f"{v:,.0f}/s")
 row("DPoP p99 ≤ 5 ms at 16 connections", mean("dpop", lambda r: r["latency"]["p99_ms"]),
     lambda v: v <= 5, lambda v: f"{v:.2f} ms")
+run_by_run("the same, run by run (in at least two of three)", lambda r: r["latency"]["p99_ms"], 5, " ms")
 row("introspection ≥ 20,000/s", mean("introspect", lambda r: r["per_second"]),
     lambda v: v >= 20000, lambda v: f"{v:,.0f}/s")
 row("Bearer ≥ 15,000 tokens/s", mean("bearer", lambda r: r["per_second"]),
@@ -281,6 +349,12 @@ def soak_row(label, soak):
     L.append(f"| {label}: p99 ≤ 5 ms in every interval | "
              f"{within} of {len(p99s)} intervals, p99 {min(p99s):.2f}–{max(p99s):.2f} ms | "
              f"{'met' if within == len(p99s) else '**missed**'} |")
+    calm = [p["latency"]["p99_ms"] for p in soak["intervals"] if left_alone(p)]
+    if calm:
+        calm_within = sum(1 for v in calm if v <= 5)
+        L.append(f"| (the same, in the intervals with ≤ {max_steal:g}% stolen) | "
+                 f"{calm_within} of {len(calm)} intervals, p99 {min(calm):.2f}–{max(calm):.2f} ms | "
+                 f"{'met' if calm_within == len(calm) else '**missed**'} |")
 soak_row(f"soak at {env('P_SOAK_RATE')}/s (half the DPoP rate), data on disk", soak)
 soak_row(f"the same soak, data on tmpfs (`{env('P_SOAK_TMPFS')}`)", soak_tmpfs)
 static = env("STATIC_SIZE")

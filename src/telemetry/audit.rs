@@ -259,10 +259,11 @@ impl AuditLayer {
     }
 }
 
-/// Finds the `event` name of an event, whether it carries `operator` fields, and `audit`.
+/// Finds whether an event's `event` name is audited, whether it carries `operator` fields, and `audit`.
 #[derive(Default)]
 struct Probe {
-    name: Option<String>,
+    /// The `event` name is one of the audited ones.
+    audited_name: bool,
     has_operator: bool,
     has_operator_uid: bool,
     audit_flag: bool,
@@ -271,7 +272,7 @@ struct Probe {
 impl Visit for Probe {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
-            "event" => self.name = Some(value.to_string()),
+            "event" => self.audited_name = is_audit_event(value),
             "operator" => self.has_operator = true,
             _ => {}
         }
@@ -298,7 +299,7 @@ impl Visit for Probe {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         match field.name() {
             // `event = %name` arrives as Debug of its Display.
-            "event" => self.name = Some(format!("{value:?}")),
+            "event" => self.audited_name = is_audit_event(&format!("{value:?}")),
             "operator" => self.has_operator = true,
             "operator_uid" => self.has_operator_uid = true,
             _ => {}
@@ -308,18 +309,20 @@ impl Visit for Probe {
 
 impl<S: Subscriber> Layer<S> for AuditLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        // Taken for every event, audited or not, so the slot never holds a stale line.
+        let formatted = super::json_lines::take_formatted(event);
         if event.metadata().fields().field("event").is_none() {
             return;
         }
         let mut probe = Probe::default();
         event.record(&mut probe);
-        let audited = probe.audit_flag || probe.name.as_deref().is_some_and(is_audit_event);
+        let audited = probe.audit_flag || probe.audited_name;
         if !audited {
             return;
         }
         match &self.sink {
             Sink::Writer(writer) => {
-                let line = super::json_lines::line(event, &[]);
+                let line = formatted.unwrap_or_else(|| super::json_lines::line(event, &[]));
                 let _ = (&*writer).write_all(line.as_bytes());
             }
             Sink::CommandFiles(operator) => {

@@ -4,6 +4,7 @@
 //! straight into one string: a token costs two log lines, and the generic formatter (a
 //! serde map per event) was about 3% of a DPoP token's server CPU.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -25,8 +26,35 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        writer.write_str(&line(event, &[]))
+        let line = line(event, &[]);
+        let written = writer.write_str(&line);
+        FORMATTED.with(|last| *last.borrow_mut() = Some((event_key(event), line)));
+        written
     }
+}
+
+thread_local! {
+    /// The line a log layer formatted for the event being dispatched on this thread, so
+    /// that the audit layer, which sees the same event right after the log layers, writes
+    /// the same bytes instead of formatting the event a second time (`authority.token.issued`
+    /// goes to both files on every token). Keyed by the event's address, which is only
+    /// unique while the event is being dispatched: [`take_formatted`] empties it on every
+    /// event, so a line never outlives the dispatch of its own event.
+    static FORMATTED: RefCell<Option<(usize, String)>> = const { RefCell::new(None) };
+}
+
+fn event_key(event: &Event<'_>) -> usize {
+    std::ptr::from_ref(event) as usize
+}
+
+/// The line a log layer formatted for `event` (same shape as `line(event, &[])`), if one
+/// did during this dispatch; empties the slot either way. Call once per event, from a
+/// layer that runs after the log layers.
+pub(crate) fn take_formatted(event: &Event<'_>) -> Option<String> {
+    let key = event_key(event);
+    FORMATTED
+        .with(|last| last.borrow_mut().take())
+        .and_then(|(formatted_for, line)| (formatted_for == key).then_some(line))
 }
 
 /// One event as a JSON line (with its `\n`); `extra` fields (name, JSON text of the value)
