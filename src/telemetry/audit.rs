@@ -454,6 +454,51 @@ mod tests {
         *COMMAND_FILES.lock().unwrap() = (Vec::new(), Vec::new());
     }
 
+    /// `serve`'s layers: an audited event's line in audit.log is the very line of the log
+    /// file (formatted once), and an audited event the log file's level filters out is
+    /// formatted for the audit file itself, never confused with the previous event's line.
+    #[test]
+    fn the_audit_file_gets_the_log_files_line_or_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("sealkit.log");
+        let (log_writer, log_guard) = batching(
+            std::fs::File::create(&log_path).unwrap(),
+            "test-log",
+        )
+        .unwrap();
+        let (audit_layer, audit_guard) = AuditLayer::writer(dir.path()).unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(super::super::json_lines::JsonLines)
+                    .with_writer(log_writer)
+                    .with_filter(tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with(audit_layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(event = "authority.token.issued", jti = "first");
+            tracing::info!(event = "authority.dpop.request", result = "accepted");
+            tracing::debug!(event = "authority.ca.revoked", serial = "4a:1f");
+            tracing::info!(event = "authority.token.issued", jti = "second");
+        });
+        drop((log_guard, audit_guard));
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let audit = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        let log_lines: Vec<&str> = log.lines().collect();
+        let audit_lines: Vec<&str> = audit.lines().collect();
+        assert_eq!(log_lines.len(), 3, "{log}");
+        assert_eq!(audit_lines.len(), 3, "{audit}");
+        // Byte for byte, timestamp included: the same line.
+        assert_eq!(audit_lines[0], log_lines[0]);
+        assert_eq!(audit_lines[2], log_lines[2]);
+        let revoked: serde_json::Value = serde_json::from_str(audit_lines[1]).unwrap();
+        assert_eq!(revoked["event"], "authority.ca.revoked");
+        assert_eq!(revoked["serial"], "4a:1f");
+        assert_eq!(revoked["level"], "DEBUG");
+        let second: serde_json::Value = serde_json::from_str(audit_lines[2]).unwrap();
+        assert_eq!(second["jti"], "second");
+    }
+
     #[test]
     fn the_log_directory_comes_from_the_configuration() {
         let dir = tempfile::tempdir().unwrap();
