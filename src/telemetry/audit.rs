@@ -461,11 +461,8 @@ mod tests {
     fn the_audit_file_gets_the_log_files_line_or_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("sealkit.log");
-        let (log_writer, log_guard) = batching(
-            std::fs::File::create(&log_path).unwrap(),
-            "test-log",
-        )
-        .unwrap();
+        let (log_writer, log_guard) =
+            batching(std::fs::File::create(&log_path).unwrap(), "test-log").unwrap();
         let (audit_layer, audit_guard) = AuditLayer::writer(dir.path()).unwrap();
         let subscriber = tracing_subscriber::registry()
             .with(
