@@ -28,7 +28,9 @@ where
     ) -> std::fmt::Result {
         let line = line(event, &[]);
         let written = writer.write_str(&line);
-        FORMATTED.with(|last| *last.borrow_mut() = Some((event_key(event), line)));
+        // `try_with`: an event logged while this thread's locals are being torn down is
+        // written all the same, only not remembered (`with` would panic there).
+        let _ = FORMATTED.try_with(|last| *last.borrow_mut() = Some((event_key(event), line)));
         written
     }
 }
@@ -53,7 +55,9 @@ fn event_key(event: &Event<'_>) -> usize {
 pub(crate) fn take_formatted(event: &Event<'_>) -> Option<String> {
     let key = event_key(event);
     FORMATTED
-        .with(|last| last.borrow_mut().take())
+        .try_with(|last| last.borrow_mut().take())
+        .ok()
+        .flatten()
         .and_then(|(formatted_for, line)| (formatted_for == key).then_some(line))
 }
 
