@@ -302,18 +302,19 @@ L.append("|---|---|---|")
 def row(label, value, ok, text):
     verdict = "n/a" if value is None else ("met" if ok(value) else "**missed**")
     L.append(f"| {label} | {text(value) if value is not None else 'n/a'} | {verdict} |")
+repeat = int(env("P_REPEAT"))
 def run_by_run(label, key, limit, unit):
-    """The target in at least two of three runs: judged on the first three runs the host
-    left alone (extra runs were made for those it disturbed), and shown over all runs."""
+    """The target in at least two thirds of the runs: judged on the first REPEAT runs the
+    host left alone (extra runs were made for those it disturbed), and shown over all runs."""
     entries = [(run, r) for run, r in by.get("dpop", []) if measured(r) and key(r) is not None]
     if not entries:
         return
     def listing(chosen):
         return ", ".join(f"{key(r):.2f}{unit} (run {run}, {f(r.get('machine_steal_percent'), 1)}% stolen)" for run, r in chosen)
-    calm = [(run, r) for run, r in entries if left_alone(r)][:3]
+    calm = [(run, r) for run, r in entries if left_alone(r)][:repeat]
     within = sum(1 for _, r in calm if key(r) <= limit)
-    verdict = "met" if len(calm) == 3 and within >= 2 else "**missed**"
-    if len(calm) < 3:
+    verdict = "met" if len(calm) == repeat and within * 3 >= 2 * repeat else "**missed**"
+    if len(calm) < repeat:
         verdict += f" (only {len(calm)} runs with ≤ {max_steal:g}% stolen)"
     L.append(f"| {label} | {within} of the {len(calm)} runs with ≤ {max_steal:g}% stolen: {listing(calm)} | {verdict} |")
     all_within = sum(1 for _, r in entries if key(r) <= limit)
