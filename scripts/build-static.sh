@@ -114,6 +114,13 @@ if ldd "$BIN" >/dev/null 2>&1 && ! ldd "$BIN" 2>&1 | grep -q "statically linked\
     ldd "$BIN" >&2
     exit 1
 fi
+# The binary must copy memory with sealkit's SSE2 memcpy (src/memmove.rs), not musl's; a
+# link that took musl's instead would run correctly and slower, so it is refused here.
+if ! "$BIN" --version --verbose | grep -q "^memcpy: *sealkit's SSE2 copy$"; then
+    echo "build-static: $BIN does not run sealkit's memcpy (src/memmove.rs):" >&2
+    "$BIN" --version --verbose >&2
+    exit 1
+fi
 version=$("$BIN" --version)
 size=$(stat -c %s "$BIN")
 echo "build-static: $BIN ($version, $((size / 1024 / 1024)) MiB, $description)"

@@ -29,6 +29,9 @@ pub struct BuildInfo {
     pub cargo_lock_sha256: String,
     /// SHA-256 (hex) of the CycloneDX SBOM generated for this build.
     pub sbom_sha256: Option<&'static str>,
+    /// Whether `memcpy` and `memmove` are sealkit's SSE2 copy ([`crate::memmove`]), as in
+    /// the static x86-64 build, rather than the C library's.
+    pub own_memcpy: bool,
 }
 
 impl BuildInfo {
@@ -59,6 +62,7 @@ pub fn current() -> BuildInfo {
             .and_then(|s| s.parse().ok()),
         cargo_lock_sha256: crate::bundle::sha256_hex(CARGO_LOCK),
         sbom_sha256: option_env!("SEALKIT_BUILT_SEALKIT_SBOM_SHA256"),
+        own_memcpy: crate::memmove::memcpy_is_sealkits(),
     }
 }
 

@@ -45,6 +45,14 @@ fn render(info: &BuildInfo, verbose: bool) -> String {
                 .map(|d| format!("sha256:{d}"))
                 .unwrap_or_else(unknown),
         ),
+        (
+            "memcpy",
+            if info.own_memcpy {
+                "sealkit's SSE2 copy".to_string()
+            } else {
+                "the C library's".to_string()
+            },
+        ),
     ];
     for (name, value) in rows {
         out.push_str(&format!("{:<12} {value}\n", format!("{name}:")));
@@ -66,6 +74,7 @@ mod tests {
             source_date_epoch: None,
             cargo_lock_sha256: "ab".repeat(32),
             sbom_sha256: None,
+            own_memcpy: false,
         };
         assert_eq!(
             render(&info, false),
@@ -80,12 +89,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("SBOM:        unknown\n"), "{text}");
+        assert!(text.contains("memcpy:      the C library's\n"), "{text}");
 
         let built = BuildInfo {
             commit: Some("5baca33f00000000000000000000000000000000"),
             static_crt: true,
             source_date_epoch: Some(1_764_547_200),
             sbom_sha256: Some("cd0000000000000000000000000000000000000000000000000000000000000c"),
+            own_memcpy: true,
             ..info
         };
         let text = render(&built, true);
@@ -94,6 +105,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("linkage:     static\n"), "{text}");
+        assert!(
+            text.contains("memcpy:      sealkit's SSE2 copy\n"),
+            "{text}"
+        );
         assert!(
             text.contains("source date: 2025-12-01T00:00:00Z (SOURCE_DATE_EPOCH=1764547200)\n"),
             "{text}"
