@@ -380,21 +380,28 @@ def soak_table(title, soak):
     kinds = sorted({k for p in soak["intervals"] for k in p["store_entries"]})
     L.append("The server's p99 is its own histogram's (`authority_request_duration_seconds`, reading the request "
              "to its answer, interpolated within buckets that double from 50 µs): the part of the latency spent in the handler. "
+             "Its slowest is the upper bound of the bucket of the interval's slowest request: with "
+             f"{env('P_CONNECTIONS')} connections only {env('P_CONNECTIONS')} requests are in the server at once, so a stall of the server shows there and not in its p99, while every "
+             "request that fell due meanwhile waits for a connection (the generator's p99). "
              "The generator's p99 is the load generator's own lateness (a request's due instant until a connection took it "
              "up to send it), also part of the latency. "
              "Stolen % is the machine's CPU time the host gave to other guests in the interval (`steal` in `/proc/stat`): "
              "while the whole virtual machine waits, requests fall due that nobody sends or answers, which the load "
-             "generator counts and the server's histogram cannot see.")
+             "generator counts and the server's histogram cannot see. "
+             "The longest stall is the most a thread of the load generator that asks to run every millisecond ran "
+             "late in the interval: no stop of the whole machine lasted longer, and a long one is a stop of the machine "
+             "or a wait for a CPU.")
     L.append("")
-    L.append("| t s | req/s | p50 ms | p99 ms | server p99 ms | generator p99 ms | " + " | ".join(f"store {k}" for k in kinds)
-             + " | RSS MB | data dir MB | server CPU µs/req | stolen % | non-200 | backlog |")
-    L.append("|" + "---|" * (12 + len(kinds)))
+    L.append("| t s | req/s | p50 ms | p99 ms | server p99 ms | server slowest ≤ ms | generator p99 ms | " + " | ".join(f"store {k}" for k in kinds)
+             + " | RSS MB | data dir MB | server CPU µs/req | stolen % | longest stall ms | non-200 | backlog |")
+    L.append("|" + "---|" * (14 + len(kinds)))
     for p in soak["intervals"]:
         L.append(f"| {p['t_s']:.0f} | {p['rate']:,.0f} | {p['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} | "
-                 f"{f(p.get('server_p99_ms'), 2)} | {f(p.get('pickup_p99_ms'), 2)} | "
+                 f"{f(p.get('server_p99_ms'), 2)} | {f(p.get('server_slowest_ms'), 1)} | {f(p.get('pickup_p99_ms'), 2)} | "
                  + " | ".join(f"{p['store_entries'].get(k, 0):,}" for k in kinds)
                  + f" | {f(p.get('rss_mb'), 1)} | {f(p.get('data_dir_mb'), 1)} | {f(p.get('cpu_us_per_request'), 0)} | "
-                 f"{f(p.get('machine_steal_percent'), 1)} | {p['non_200'] + p['transport_errors']} | {p['backlog']} |")
+                 f"{f(p.get('machine_steal_percent'), 1)} | {f(p.get('longest_stall_ms'), 1)} | "
+                 f"{p['non_200'] + p['transport_errors']} | {p['backlog']} |")
     L.append("")
 soak_table(f"### Soak (dpop at {env('P_SOAK_RATE')}/s for {env('P_SOAK')}, {env('P_CONNECTIONS')} connections, data on disk)", soak)
 if env("P_SOAK_TMPFS"):

@@ -13,7 +13,8 @@
 //! By concern: `scenario` (what is measured), `site` (the authority under test and its
 //! credentials), `server` (starting it), `plan` (keys, proofs and tokens prepared before the
 //! clock starts), `load` (the connections driving requests), `run` (one closed-loop run),
-//! `soak` (a steady rate, interval by interval), `floor` (the crypto floors), `procfs` and
+//! `soak` (a steady rate, interval by interval), `stall_meter` (how long the machine stood
+//! still), `floor` (the crypto floors), `procfs` and
 //! `stats` (CPU, memory, percentiles), `report` (the figures).
 
 mod floor;
@@ -26,6 +27,7 @@ mod scenario;
 mod server;
 mod site;
 mod soak;
+mod stall_meter;
 mod stats;
 
 pub use floor::CryptoFloor;
@@ -38,6 +40,7 @@ pub use scenario::Scenario;
 use site::*;
 pub use site::{Credentials, Target};
 pub use soak::{soak, store_entries, SoakInterval, SoakReport};
+use stall_meter::StallMeter;
 pub use stats::Latency;
 
 use crate::client::https::{basic_auth, Connection, TlsTarget};

@@ -20,6 +20,9 @@ pub struct SoakInterval {
     /// Prometheus's `histogram_quantile` does), to tell a stall in the server from one in
     /// the network stack, TLS or the load generator.
     pub server_p99_ms: Option<f64>,
+    /// The upper bound of the histogram bucket of the interval's slowest request by the
+    /// same histogram ([`slowest_between`]).
+    pub server_slowest_ms: Option<f64>,
     /// The 99th percentile of the load generator's own lateness in the interval (from a
     /// request's due instant until a connection took it up; `IntervalStats::pickup_us`).
     pub pickup_p99_ms: Option<f64>,
@@ -27,6 +30,9 @@ pub struct SoakInterval {
     pub cpu_us_per_request: Option<f64>,
     /// The machine's stolen time in this interval, in percent (`procfs::steal_percent`).
     pub machine_steal_percent: Option<f64>,
+    /// The longest a thread that asks to run every millisecond ran late in this interval
+    /// ([`StallMeter`]): no stop of the whole machine in the interval lasted longer.
+    pub longest_stall_ms: Option<f64>,
     /// Size of the server's data directory (store files), when the benchmark started it.
     pub data_dir_mb: Option<f64>,
     /// Requests due but not yet sent when the interval ended.
@@ -88,17 +94,41 @@ pub fn duration_buckets(metrics: &str, endpoint: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
+/// The cumulative bucket counts of the observations made between two scrapes.
+fn counts_between(before: &[(f64, u64)], after: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    after
+        .iter()
+        .map(|&(le, n)| {
+            let earlier = before.iter().find(|(b, _)| *b == le).map_or(0, |&(_, n)| n);
+            // Saturating: a server restarted between the scrapes resets its counts.
+            (le, n.saturating_sub(earlier))
+        })
+        .collect()
+}
+
+/// The upper bound in milliseconds of the bucket of the slowest observation made between
+/// two scrapes; `None` without observations or when it is in the `+Inf` bucket.
+/// With a fixed number of connections only that many requests are in the server at once,
+/// so a stall of the server touches too few of them to move its p99; its slowest request
+/// still shows it.
+pub fn slowest_between(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<f64> {
+    let counts = counts_between(before, after);
+    let total = counts.last()?.1;
+    if total == 0 {
+        return None;
+    }
+    counts
+        .iter()
+        .find(|&&(_, cumulative)| cumulative >= total)
+        .filter(|&&(le, _)| le.is_finite())
+        .map(|&(le, _)| le * 1e3)
+}
+
 /// The `q` quantile in milliseconds of the observations made between two scrapes of the
 /// same buckets, interpolated linearly within its bucket; `None` without observations or
 /// when it falls in the `+Inf` bucket.
 pub fn quantile_between(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
-    let counts: Vec<(f64, u64)> = after
-        .iter()
-        .map(|&(le, n)| {
-            let earlier = before.iter().find(|(b, _)| *b == le).map_or(0, |&(_, n)| n);
-            (le, n.saturating_sub(earlier))
-        })
-        .collect();
+    let counts = counts_between(before, after);
     let total = counts.last()?.1;
     if total == 0 {
         return None;
@@ -196,6 +226,13 @@ pub async fn soak(
     });
 
     let ticks = procfs::clock_ticks();
+    let stall_meter = match StallMeter::start() {
+        Ok(meter) => Some(meter),
+        Err(e) => {
+            notes.push(format!("no stall meter (its thread did not start: {e})"));
+            None
+        }
+    };
     let started = Instant::now();
     let until = started + duration;
     let driver = tokio::spawn(load::open_loop(
@@ -233,6 +270,7 @@ pub async fn soak(
         let store = exposition.as_deref().map(store_entries).unwrap_or_default();
         let buckets_now = buckets(exposition.as_deref());
         let server_p99_ms = quantile_between(&buckets_before, &buckets_now, 0.99);
+        let server_slowest_ms = slowest_between(&buckets_before, &buckets_now);
         buckets_before = buckets_now;
         let cpu = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if stats.ok > 0 => {
@@ -244,6 +282,9 @@ pub async fn soak(
         let machine_after = procfs::machine_ticks();
         let machine_steal_percent = procfs::steal_percent(machine_before, machine_after);
         machine_before = machine_after;
+        let longest_stall_ms = stall_meter
+            .as_ref()
+            .map(|meter| meter.take_longest().as_secs_f64() * 1e3);
         let point = SoakInterval {
             t_s: started.elapsed().as_secs_f64(),
             ok: stats.ok,
@@ -255,9 +296,11 @@ pub async fn soak(
                 .then(|| stats::latency(&mut stats.pickup_us).p99_ms),
             store_entries: store,
             server_p99_ms,
+            server_slowest_ms,
             rss_mb: mb(endpoint.pid.and_then(procfs::rss_bytes)),
             cpu_us_per_request: cpu,
             machine_steal_percent,
+            longest_stall_ms,
             data_dir_mb: data_dir
                 .as_deref()
                 .map(|d| server::disk_usage(d) as f64 / (1024.0 * 1024.0)),
@@ -336,5 +379,10 @@ mod tests {
             None,
             "no observations"
         );
+        // The slowest of the interval is a 5 ms one: its bucket ends at 6.4 ms (the 0.5 s
+        // requests before the interval do not count).
+        let slowest = slowest_between(&before, &after).unwrap();
+        assert!((slowest - 6.4).abs() < 1e-9, "slowest {slowest}");
+        assert_eq!(slowest_between(&after, &after), None, "no observations");
     }
 }

@@ -339,11 +339,12 @@ fn print_interval(p: &SoakInterval) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     outln!(
-        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {}, generator {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  non-200 {}  backlog {}",
+        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {}, its slowest ≤ {}, generator {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  longest stall {}  non-200 {}  backlog {}",
         p.t_s,
         p.rate,
         p.latency.p99_ms,
         opt(p.server_p99_ms, 2, " ms"),
+        opt(p.server_slowest_ms, 1, " ms"),
         opt(p.pickup_p99_ms, 2, " ms"),
         p.latency.p50_ms,
         if store.is_empty() { "n/a".into() } else { store.join(" ") },
@@ -351,6 +352,7 @@ fn print_interval(p: &SoakInterval) {
         opt(p.data_dir_mb, 1, " MB"),
         opt(p.cpu_us_per_request, 0, " µs/req"),
         opt(p.machine_steal_percent, 1, "%"),
+        opt(p.longest_stall_ms, 1, " ms"),
         p.non_200 + p.transport_errors,
         p.backlog,
     );
