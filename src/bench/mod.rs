@@ -14,8 +14,8 @@
 //! credentials), `server` (starting it), `plan` (keys, proofs and tokens prepared before the
 //! clock starts), `load` (the connections driving requests), `run` (one closed-loop run),
 //! `soak` (a steady rate, interval by interval), `stall_meter` (how long the machine stood
-//! still), `floor` (the crypto floors), `procfs` and
-//! `stats` (CPU, memory, percentiles), `report` (the figures).
+//! still), `floor` (the crypto floors), `procfs` and `stats` (CPU, memory, percentiles),
+//! `report` (the figures).
 
 mod floor;
 mod load;

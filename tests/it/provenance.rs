@@ -62,6 +62,9 @@ fn version_verbose_names_the_build_and_the_cargo_lock_digest() {
     for name in ["commit", "source date", "SBOM"] {
         assert!(!field(name).is_empty(), "{name} is empty in\n{verbose}");
     }
+    // The glibc build under test copies with the C library's memcpy; the static build's
+    // line ("sealkit's SSE2 copy") is checked by scripts/build-static.sh.
+    assert_eq!(field("memcpy"), "the C library's", "{verbose}");
 
     // --verbose alone is a usage error, not a silent version print.
     let out = sealkit(&["--verbose"]);
