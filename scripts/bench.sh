@@ -394,9 +394,11 @@ def soak_table(title, soak):
              "late in the interval: no stop of the whole machine lasted longer, and a long one is a stop of the machine "
              "or a wait for a CPU.")
     L.append("")
-    L.append("| t s | req/s | p50 ms | p99 ms | server p99 ms | server slowest ≤ ms | generator p99 ms | " + " | ".join(f"store {k}" for k in kinds)
-             + " | RSS MB | data dir MB | server CPU µs/req | stolen % | longest stall ms | non-200 | backlog |")
-    L.append("|" + "---|" * (14 + len(kinds)))
+    headers = (["t s", "req/s", "p50 ms", "p99 ms", "server p99 ms", "server slowest ≤ ms", "generator p99 ms"]
+               + [f"store {k}" for k in kinds]
+               + ["RSS MB", "data dir MB", "server CPU µs/req", "stolen %", "longest stall ms", "non-200", "backlog"])
+    L.append("| " + " | ".join(headers) + " |")
+    L.append("|" + "---|" * len(headers))
     for p in soak["intervals"]:
         L.append(f"| {p['t_s']:.0f} | {p['rate']:,.0f} | {p['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} | "
                  f"{f(p.get('server_p99_ms'), 2)} | {f(p.get('server_slowest_ms'), 1)} | {f(p.get('pickup_p99_ms'), 2)} | "
