@@ -303,10 +303,10 @@ def row(label, value, ok, text):
     verdict = "n/a" if value is None else ("met" if ok(value) else "**missed**")
     L.append(f"| {label} | {text(value) if value is not None else 'n/a'} | {verdict} |")
 repeat = int(env("P_REPEAT"))
-def run_by_run(label, key, limit, unit):
+def run_by_run(label, key, limit, unit, scenario="dpop"):
     """The target in at least two thirds of the runs: judged on the first REPEAT runs the
-    host left alone (extra runs were made for those it disturbed), and shown over all runs."""
-    entries = [(run, r) for run, r in by.get("dpop", []) if measured(r) and key(r) is not None]
+    host left alone (extra runs are made for DPoP runs it disturbed), and shown over all runs."""
+    entries = [(run, r) for run, r in by.get(scenario, []) if measured(r) and key(r) is not None]
     if not entries:
         return
     def listing(chosen):
@@ -327,10 +327,13 @@ run_by_run("the same, run by run (in at least two of three)", lambda r: r.get("c
 row("server CPU per DPoP token ≤ 1.5 × OpenSSL bare floor (issue 19's definition)", mean("dpop", lambda r: r.get("cpu_over_openssl_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
 run_by_run("the same, run by run (issue 19: in at least two of three)", lambda r: r.get("cpu_over_openssl_floor"), 1.5, "×")
-row("guard: CPU per request ≤ 1.5 × its bare floor (one ES256 verification)", mean("guard", lambda r: r.get("cpu_over_bare_floor")),
+row("(DPoP against the josekit floor, for comparison with earlier rounds)", mean("dpop", lambda r: r.get("cpu_over_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
-row("(the same against the josekit floor, for comparison with earlier rounds)", mean("dpop", lambda r: r.get("cpu_over_floor")),
+row("guard: CPU per request ≤ 1.5 × its bare floor (one ES256 verification, the guard's own ES256)", mean("guard", lambda r: r.get("cpu_over_bare_floor")),
     lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
+row("guard: CPU per request ≤ 1.5 × its OpenSSL bare floor (issue 19's definition)", mean("guard", lambda r: r.get("cpu_over_openssl_floor")),
+    lambda v: v <= 1.5, lambda v: f"{v:.2f}×")
+run_by_run("the same, run by run (in at least two of three)", lambda r: r.get("cpu_over_openssl_floor"), 1.5, "×", scenario="guard")
 row("≥ 6,000 DPoP tokens/s at 16 connections", mean("dpop", lambda r: r["per_second"]),
     lambda v: v >= 6000, lambda v: f"{v:,.0f}/s")
 row("DPoP p99 ≤ 5 ms at 16 connections", mean("dpop", lambda r: r["latency"]["p99_ms"]),

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 
 /// The echo's answer to one request.
 pub async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -46,17 +47,17 @@ pub async fn answer(request: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Serves the echo on `listener` (plain HTTP) until the task is dropped.
 pub async fn serve(listener: TcpListener) {
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let service =
-                service_fn(|request| async move { Ok::<_, Infallible>(answer(request).await) });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((tcp, _)) = accepted {
+                    connections.spawn(serve_connection(tcp));
+                }
+            }
+            // Finished connections are reaped so the set does not grow.
+            Some(_) = connections.join_next() => {}
+        }
     }
 }
 
@@ -70,16 +71,28 @@ pub fn bind_unix(path: &std::path::Path) -> std::io::Result<tokio::net::UnixList
 
 /// Serves the echo on a Unix socket until the task is dropped.
 pub async fn serve_unix(listener: tokio::net::UnixListener) {
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let service =
-                service_fn(|request| async move { Ok::<_, Infallible>(answer(request).await) });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    connections.spawn(serve_connection(stream));
+                }
+            }
+            Some(_) = connections.join_next() => {}
+        }
     }
+}
+
+/// One connection's requests. The connections belong to the serving task's `JoinSet`, so
+/// stopping the echo closes them too, as a stopped upstream's would be (the guard keeps
+/// its upstream connections open between requests).
+async fn serve_connection<S>(stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|request| async move { Ok::<_, Infallible>(answer(request).await) });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }

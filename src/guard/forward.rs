@@ -5,6 +5,10 @@
 //! `Client-Cert*` and the hop-by-hop headers (RFC 9110 §7.6.1) are removed, so a client can
 //! never make the upstream believe it is someone else; then the guard's own identity
 //! headers are added. Bodies are streamed both ways, the request body capped.
+//!
+//! Connections to the upstream are kept open and reused, over TCP and over a Unix socket
+//! alike (hyper-util's pool): a connection per request would cost the guard and the
+//! upstream a connect, an accept and a task each time.
 
 use super::config::{GuardSettings, Upstream, IDENTITY_HEADERS};
 use super::enforce::Identity;
@@ -16,6 +20,12 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::net::UnixStream;
 
 pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -106,17 +116,37 @@ pub fn add_identity(headers: &mut HeaderMap, identity: &Identity) {
     set(headers, IDENTITY_CNF, &identity.cnf);
 }
 
-/// Sends requests to the configured upstream, reusing TCP connections.
+/// Sends requests to the configured upstream, reusing connections.
 pub struct Forwarder {
     http: Client<HttpConnector, Body>,
+    unix: Client<UnixConnector, Body>,
+}
+
+/// How long a connection to the upstream may stay idle before the guard closes it. Below
+/// the shortest keep-alive timeout upstreams commonly use (Node.js: 5 s), so the guard
+/// closes an idle connection before the upstream does: a request sent on a connection the
+/// upstream is closing at that moment would be answered 502.
+const UPSTREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+fn pooled_client() -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(UPSTREAM_IDLE_TIMEOUT)
+        .pool_timer(hyper_util::rt::TokioTimer::new());
+    builder
 }
 
 impl Default for Forwarder {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        let mut unix = pooled_client();
+        // The URI's host only names the socket (see `unix_uri`); the upstream gets the Host
+        // header the client sent, as before connections were pooled, and never that name.
+        unix.set_host(false);
         Forwarder {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            http: pooled_client().build(connector),
+            unix: unix.build(UnixConnector),
         }
     }
 }
@@ -134,43 +164,95 @@ impl Forwarder {
         let path = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let send = async {
-            match &settings.upstream {
-                Upstream::Http { authority, .. } => {
-                    parts.uri = format!("http://{authority}{path}").parse().map_err(
-                        |e: http::uri::InvalidUri| UpstreamError::Unreachable(e.to_string()),
-                    )?;
-                    self.http
-                        .request(Request::from_parts(parts, body))
-                        .await
-                        .map_err(|e| UpstreamError::Unreachable(e.to_string()))
-                }
-                Upstream::Unix(socket) => {
-                    parts.uri = path.parse().map_err(|e: http::uri::InvalidUri| {
-                        UpstreamError::Unreachable(e.to_string())
-                    })?;
-                    let stream = tokio::net::UnixStream::connect(socket)
-                        .await
-                        .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-                    let (mut sender, connection) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(|e| UpstreamError::Unreachable(e.to_string()))?;
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
-                    sender
-                        .send_request(Request::from_parts(parts, body))
-                        .await
-                        .map_err(|e| UpstreamError::Unreachable(e.to_string()))
-                }
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let unreachable = |e: http::uri::InvalidUri| UpstreamError::Unreachable(e.to_string());
+        let send = match &settings.upstream {
+            Upstream::Http { authority, .. } => {
+                parts.uri = format!("http://{authority}{path}")
+                    .parse()
+                    .map_err(unreachable)?;
+                self.http.request(Request::from_parts(parts, body))
+            }
+            Upstream::Unix(socket) => {
+                parts.uri = unix_uri(socket, path).map_err(unreachable)?;
+                self.unix.request(Request::from_parts(parts, body))
             }
         };
         tokio::time::timeout(settings.upstream_timeout, send)
             .await
             .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| UpstreamError::Unreachable(upstream_error_text(&e)))
+    }
+}
+
+/// hyper-util's error says only "client error (Connect)"; the cause says which socket and
+/// why.
+fn upstream_error_text(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The URI of `path` on the Unix socket `socket`: the socket's path, hex-encoded, is the
+/// host, so the pool keeps the connections of each socket apart (a reload may name another)
+/// and [`UnixConnector`] knows where to connect.
+fn unix_uri(socket: &Path, path: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let name = socket.as_os_str().as_bytes();
+    let mut uri = String::with_capacity(7 + 2 * name.len() + path.len());
+    uri.push_str("http://");
+    for byte in name {
+        uri.push(char::from(HEX[usize::from(byte >> 4)]));
+        uri.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    uri.push_str(path);
+    uri.parse()
+}
+
+/// The socket path a [`unix_uri`] names.
+fn socket_of(uri: &http::Uri) -> Option<PathBuf> {
+    let host = uri.host()?.as_bytes();
+    if host.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let bytes = host
+        .chunks(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect::<Option<Vec<u8>>>()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
+/// Opens a connection to the Unix socket a [`unix_uri`] names, for the pool.
+#[derive(Clone, Copy)]
+struct UnixConnector;
+
+type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<UnixStream>>> + Send>>;
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(async move {
+            let socket = socket_of(&uri).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a Unix socket URI")
+            })?;
+            let stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+            Ok(TokioIo::new(stream))
+        })
     }
 }
 
@@ -216,5 +298,22 @@ mod tests {
         strip_request_headers(&mut headers, &[HeaderName::from_static("x-custom-user")]);
         let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn a_unix_socket_path_survives_the_trip_through_the_uri() {
+        for socket in ["/run/app/upstream.sock", "/tmp/a b/ü.sock", "relative.sock"] {
+            let uri = unix_uri(Path::new(socket), "/api/echo?x=1&y=%20").unwrap();
+            assert_eq!(
+                uri.path_and_query().unwrap().as_str(),
+                "/api/echo?x=1&y=%20"
+            );
+            assert_eq!(socket_of(&uri).unwrap(), PathBuf::from(socket), "{uri}");
+        }
+        // Another socket is another host, so the pool never lends one socket's connection
+        // for the other's requests.
+        let a = unix_uri(Path::new("/run/a.sock"), "/").unwrap();
+        let b = unix_uri(Path::new("/run/b.sock"), "/").unwrap();
+        assert_ne!(a.host(), b.host());
     }
 }

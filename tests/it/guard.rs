@@ -733,3 +733,69 @@ fn the_guard_refuses_metrics_public() {
         "{said}"
     );
 }
+
+/// The guard keeps its connection to a Unix-socket upstream open from one request to the
+/// next (before, it opened one per request), and opens a new one once the upstream has
+/// closed it, as a restarted upstream does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_reuses_its_upstream_connection_and_reconnects_after_a_restart() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let g = GuardSite::start().await;
+    // In place of the demo's echo: the same answers, counting the connections accepted and
+    // keeping each connection's task so that the "restart" can close them.
+    g._echo.abort();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let listener = sealkit::guard::echo::bind_unix(&g.site.demo.dir.join("echo.sock")).unwrap();
+    let upstream = {
+        let (accepted, connections) = (accepted.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                connections.lock().unwrap().push(tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|request| async move {
+                        Ok::<_, std::convert::Infallible>(
+                            sealkit::guard::echo::answer(request).await,
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }));
+            }
+        })
+    };
+
+    let url = g.resource_url();
+    let key = ProofKey::es256().unwrap();
+    let token = g.dpop_token(&key, None).await;
+    let mut conn = g.target.connect().await.unwrap();
+    for round in 0..5 {
+        let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+        let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+        assert_eq!(reply.status, 200, "request {round}: {:?}", reply.body);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "five requests one after the other took one upstream connection each"
+    );
+
+    // The upstream restarts: every connection it had is closed.
+    for connection in connections.lock().unwrap().drain(..) {
+        connection.abort();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for round in 0..3 {
+        let proof = key.proof("GET", &url, None, Some(&token)).unwrap();
+        let reply = call_dpop(&mut conn, "GET", &url, &token, &proof).await;
+        assert_eq!(
+            reply.status, 200,
+            "request {round} after the restart: {:?}",
+            reply.body
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    upstream.abort();
+}
