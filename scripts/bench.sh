@@ -388,6 +388,8 @@ def soak_table(title, soak):
              "Its slowest is the upper bound of the bucket of the interval's slowest request: with "
              f"{env('P_CONNECTIONS')} connections only {env('P_CONNECTIONS')} requests are in the server at once, so a stall of the server shows there and not in its p99, while every "
              "request that fell due meanwhile waits for a connection (the generator's p99). "
+             "The slowest commit is the same bound for the store's durable commits (`authority_store_commit_seconds`: "
+             "journal write and `fdatasync`), which every token answered waited for: a slow disk shows there. "
              "The generator's p99 is the load generator's own lateness (a request's due instant until a connection took it "
              "up to send it), also part of the latency. "
              "Stolen % is the machine's CPU time the host gave to other guests in the interval (`steal` in `/proc/stat`): "
@@ -397,14 +399,15 @@ def soak_table(title, soak):
              "late in the interval: no stop of the whole machine lasted longer, and a long one is a stop of the machine "
              "or a wait for a CPU.")
     L.append("")
-    headers = (["t s", "req/s", "p50 ms", "p99 ms", "server p99 ms", "server slowest ≤ ms", "generator p99 ms"]
+    headers = (["t s", "req/s", "p50 ms", "p99 ms", "server p99 ms", "server slowest ≤ ms", "slowest commit ≤ ms", "generator p99 ms"]
                + [f"store {k}" for k in kinds]
                + ["RSS MB", "data dir MB", "server CPU µs/req", "stolen %", "longest stall ms", "non-200", "backlog"])
     L.append("| " + " | ".join(headers) + " |")
     L.append("|" + "---|" * len(headers))
     for p in soak["intervals"]:
         L.append(f"| {p['t_s']:.0f} | {p['rate']:,.0f} | {p['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} | "
-                 f"{f(p.get('server_p99_ms'), 2)} | {f(p.get('server_slowest_ms'), 1)} | {f(p.get('pickup_p99_ms'), 2)} | "
+                 f"{f(p.get('server_p99_ms'), 2)} | {f(p.get('server_slowest_ms'), 1)} | {f(p.get('slowest_commit_ms'), 1)} | "
+                 f"{f(p.get('pickup_p99_ms'), 2)} | "
                  + " | ".join(f"{p['store_entries'].get(k, 0):,}" for k in kinds)
                  + f" | {f(p.get('rss_mb'), 1)} | {f(p.get('data_dir_mb'), 1)} | {f(p.get('cpu_us_per_request'), 0)} | "
                  f"{f(p.get('machine_steal_percent'), 1)} | {f(p.get('longest_stall_ms'), 1)} | "

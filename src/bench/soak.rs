@@ -23,6 +23,10 @@ pub struct SoakInterval {
     /// The upper bound of the histogram bucket of the interval's slowest request by the
     /// same histogram ([`slowest_between`]).
     pub server_slowest_ms: Option<f64>,
+    /// The upper bound of the bucket of the interval's slowest durable commit of the store
+    /// (`authority_store_commit_seconds`: journal write and `fdatasync`), when the store
+    /// makes commits: every token answered waited for one, so a slow disk shows here.
+    pub slowest_commit_ms: Option<f64>,
     /// The 99th percentile of the load generator's own lateness in the interval (from a
     /// request's due instant until a connection took it up; `IntervalStats::pickup_us`).
     pub pickup_p99_ms: Option<f64>,
@@ -69,17 +73,33 @@ pub fn store_entries(metrics: &str) -> BTreeMap<String, u64> {
 /// The cumulative buckets `(upper bound in seconds, count)` of
 /// `authority_request_duration_seconds` for `endpoint`, in exposition order (ascending).
 pub fn duration_buckets(metrics: &str, endpoint: &str) -> Vec<(f64, u64)> {
-    let prefix = "authority_request_duration_seconds_bucket{";
+    histogram_buckets(
+        metrics,
+        "authority_request_duration_seconds",
+        Some(endpoint),
+    )
+}
+
+/// The cumulative buckets of `authority_store_commit_seconds` (empty when the store makes
+/// no commits of its own).
+pub fn commit_buckets(metrics: &str) -> Vec<(f64, u64)> {
+    histogram_buckets(metrics, "authority_store_commit_seconds", None)
+}
+
+/// The cumulative buckets of histogram `name`, of the series whose `endpoint` label is
+/// `endpoint` (any series when `None`), in exposition order (ascending).
+fn histogram_buckets(metrics: &str, name: &str, endpoint: Option<&str>) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{");
     metrics
         .lines()
         .filter_map(|line| {
-            let labels = line.strip_prefix(prefix)?;
+            let labels = line.strip_prefix(prefix.as_str())?;
             let (labels, value) = labels.split_once("} ")?;
             let mut le = None;
-            let mut matches = false;
+            let mut matches = endpoint.is_none();
             for label in labels.split(',') {
                 match label.split_once('=')? {
-                    ("endpoint", v) => matches = v.trim_matches('"') == endpoint,
+                    ("endpoint", v) => matches = Some(v.trim_matches('"')) == endpoint,
                     ("le", v) => le = Some(v.trim_matches('"')),
                     _ => {}
                 }
@@ -260,8 +280,10 @@ pub async fn soak(
         (Some(text), Some(label)) => duration_buckets(text, label),
         _ => Vec::new(),
     };
-    // The histogram as of the start: the soak's own requests only, not the plan's.
-    let mut buckets_before = buckets(scrape().await.as_deref());
+    // The histograms as of the start: the soak's own requests only, not the plan's.
+    let first = scrape().await;
+    let mut buckets_before = buckets(first.as_deref());
+    let mut commits_before = first.as_deref().map(commit_buckets).unwrap_or_default();
     while next <= until + Duration::from_millis(500) {
         tokio::time::sleep_until(next.into()).await;
         let mut stats = shared.take();
@@ -272,6 +294,12 @@ pub async fn soak(
         let server_p99_ms = quantile_between(&buckets_before, &buckets_now, 0.99);
         let server_slowest_ms = slowest_between(&buckets_before, &buckets_now);
         buckets_before = buckets_now;
+        let commits_now = exposition
+            .as_deref()
+            .map(commit_buckets)
+            .unwrap_or_default();
+        let slowest_commit_ms = slowest_between(&commits_before, &commits_now);
+        commits_before = commits_now;
         let cpu = match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if stats.ok > 0 => {
                 Some(a.saturating_sub(b) as f64 * 1e6 / ticks.per_second as f64 / stats.ok as f64)
@@ -297,6 +325,7 @@ pub async fn soak(
             store_entries: store,
             server_p99_ms,
             server_slowest_ms,
+            slowest_commit_ms,
             rss_mb: mb(endpoint.pid.and_then(procfs::rss_bytes)),
             cpu_us_per_request: cpu,
             machine_steal_percent,
@@ -336,6 +365,32 @@ pub async fn soak(
 mod tests {
     use super::*;
     use crate::telemetry::metrics::{EndpointLabel, Metrics};
+
+    /// The slowest commit of an interval comes from the store's histogram alone: not from
+    /// commits before the interval, nor from the request durations.
+    #[test]
+    fn the_slowest_commit_is_read_from_the_store_histogram_between_two_scrapes() {
+        let commits = crate::telemetry::metrics::latency_histogram();
+        let metrics = Metrics::with_store_commits(Some(commits.clone()));
+        commits.observe(0.5); // before the interval
+        metrics
+            .request_seconds
+            .get_or_create(&EndpointLabel { endpoint: "token" })
+            .observe(0.9);
+        let before = commit_buckets(&metrics.render());
+        assert!(before.len() >= 16, "buckets: {before:?}");
+        for _ in 0..200 {
+            commits.observe(0.0009);
+        }
+        commits.observe(0.060); // a 60 ms fdatasync: the 51.2–102.4 ms bucket
+        let after = commit_buckets(&metrics.render());
+        let slowest = slowest_between(&before, &after).unwrap();
+        assert!((slowest - 102.4).abs() < 1e-6, "{slowest}");
+        // Without commits in the interval there is no slowest; a store without commits
+        // (Redis) renders no such histogram.
+        assert_eq!(slowest_between(&after, &after), None);
+        assert!(commit_buckets(&Metrics::new().render()).is_empty());
+    }
 
     /// The parser reads what the authority's own registry renders, and the quantile
     /// counts only the observations between the two scrapes.

@@ -339,12 +339,13 @@ fn print_interval(p: &SoakInterval) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     outln!(
-        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {}, its slowest ≤ {}, generator {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  longest stall {}  non-200 {}  backlog {}",
+        "  t={:>5.0}s  {:>6.0}/s  p99 {:>6.2} ms (server {}, its slowest ≤ {}, slowest commit ≤ {}, generator {})  p50 {:>5.2} ms  store {}  RSS {}  data {}  CPU {}  stolen {}  longest stall {}  non-200 {}  backlog {}",
         p.t_s,
         p.rate,
         p.latency.p99_ms,
         opt(p.server_p99_ms, 2, " ms"),
         opt(p.server_slowest_ms, 1, " ms"),
+        opt(p.slowest_commit_ms, 1, " ms"),
         opt(p.pickup_p99_ms, 2, " ms"),
         p.latency.p50_ms,
         if store.is_empty() { "n/a".into() } else { store.join(" ") },

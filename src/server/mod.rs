@@ -151,7 +151,7 @@ pub async fn start(
     let signing_key =
         crate::keyset::KeyRing::load_or_create(&settings.data_dir, options.clock.now())?;
     let store: Arc<dyn SenderStore> = crate::store::open_store(&settings).await?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_store_commits(store.commit_seconds()));
     let authority = Arc::new(
         Authority::start(
             snapshot,

@@ -3,8 +3,10 @@
 //! [`HealthTracker`] and records into it as its calls succeed or fail; nothing here decides
 //! what a request gets (callers fail closed on any store error by themselves).
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The state of the store as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,13 +117,28 @@ struct Outage {
 
 /// Records outcomes of store calls. `ok` is called on every successful call, so it only
 /// takes the lock while an outage is recorded.
-#[derive(Default)]
 pub struct HealthTracker {
     degraded: AtomicBool,
     outage: Mutex<Option<Outage>>,
     claims_lost: AtomicU64,
     reopened: AtomicU64,
     commits: AtomicU64,
+    /// How long each durable commit took (`authority_store_commit_seconds`): the disk's
+    /// `fdatasync` latency as every token answered waits for it.
+    commit_seconds: Histogram,
+}
+
+impl Default for HealthTracker {
+    fn default() -> HealthTracker {
+        HealthTracker {
+            degraded: AtomicBool::default(),
+            outage: Mutex::default(),
+            claims_lost: AtomicU64::default(),
+            reopened: AtomicU64::default(),
+            commits: AtomicU64::default(),
+            commit_seconds: crate::telemetry::metrics::latency_histogram(),
+        }
+    }
 }
 
 impl HealthTracker {
@@ -174,8 +191,15 @@ impl HealthTracker {
         self.reopened.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn committed(&self) {
+    /// A durable commit succeeded after `took` (journal write and `fdatasync`).
+    pub fn committed(&self, took: Duration) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The histogram of commit durations, shared (the metrics registry renders it).
+    pub fn commit_seconds(&self) -> Histogram {
+        self.commit_seconds.clone()
     }
 
     /// The outage's start and reason, for error messages while it lasts.

@@ -184,6 +184,12 @@ pub trait SenderStore: Send + Sync {
     fn health(&self) -> StoreHealth {
         StoreHealth::available()
     }
+    /// How long each durable commit took (`authority_store_commit_seconds`), shared with
+    /// the metrics registry; `None` for a backend that makes no commits of its own (Redis:
+    /// its persistence settings decide what is durable).
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        None
+    }
     /// The signing key set fingerprint every node of the site must have (multi-node
     /// sites, docs/multi-node.md): recorded by the first node that asks (`publish` false)
     /// or replaced by a rotation (`publish` true); returns the recorded one. A store no

@@ -335,10 +335,12 @@ impl CommitLeader {
                 }
                 queue.take_batch()
             };
+            let started = Instant::now();
             let result = open.commit_batch(journal, records);
+            let took = started.elapsed();
             drop(open);
             if let (Ok(()), Some(store)) = (&result, self.store.upgrade()) {
-                store.health.committed();
+                store.health.committed(took);
             }
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
@@ -1363,6 +1365,10 @@ impl SenderStore for SledStore {
     fn health(&self) -> StoreHealth {
         self.inner.health.snapshot()
     }
+
+    fn commit_seconds(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        Some(self.inner.health.commit_seconds())
+    }
 }
 
 #[cfg(test)]
@@ -1817,6 +1823,14 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(store.health().commits, 8, "one commit per lone writer");
+        // Each commit is timed, and `/metrics` renders the durations.
+        let metrics =
+            crate::telemetry::metrics::Metrics::with_store_commits(store.commit_seconds());
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("authority_store_commit_seconds_count 8"),
+            "{rendered}"
+        );
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let s = store.clone();

@@ -121,6 +121,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_store_commits(None)
+    }
+
+    /// The registry, with the store's histogram of commit durations
+    /// (`SenderStore::commit_seconds`) when the store makes commits of its own.
+    pub fn with_store_commits(commit_seconds: Option<Histogram>) -> Metrics {
         let mut registry = Registry::default();
         let metrics = Metrics {
             dpop_nonce_miss: Counter::default(),
@@ -220,6 +226,13 @@ impl Metrics {
             "Durable commits of the embedded store (one fdatasync each, shared by every token record and revocation that joined it): tokens issued over commits is the writers per commit",
             metrics.store_commits.clone(),
         );
+        if let Some(commit_seconds) = commit_seconds {
+            registry.register(
+                "authority_store_commit_seconds",
+                "Time of each durable commit of the embedded store (journal write and fdatasync): every token answered waited for one, so this is the disk's share of /token latency",
+                commit_seconds,
+            );
+        }
         registry.register(
             "authority_dpop_bypass_active",
             "1 while a DPoP bypass drill is active",
