@@ -81,6 +81,10 @@ pub struct Journal {
     file: File,
     generation: u64,
     offset: u64,
+    /// How long the last [`Journal::write`]'s `pwrite` and `fdatasync` took (the store
+    /// logs the parts of a slow commit).
+    pub last_write: std::time::Duration,
+    pub last_sync: std::time::Duration,
 }
 
 /// What [`Journal::write`] did with a batch.
@@ -129,6 +133,8 @@ impl Journal {
                 file,
                 generation: rand::random(),
                 offset: 0,
+                last_write: std::time::Duration::ZERO,
+                last_sync: std::time::Duration::ZERO,
             },
             puts,
         ))
@@ -177,8 +183,11 @@ impl Journal {
             batch[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
             at = end;
         }
+        let started = std::time::Instant::now();
         self.file.write_all_at(batch, self.offset)?;
+        self.last_write = started.elapsed();
         self.file.sync_data()?;
+        self.last_sync = started.elapsed() - self.last_write;
         self.offset += batch.len() as u64;
         Ok(Written::Durable)
     }

@@ -240,12 +240,13 @@ impl Open {
 
     /// Files `records` as batches in sled, then writes them and the other entries of
     /// `journal` to the journal (or checkpoints when they do not fit); once that is
-    /// durable, the index learns where the records are.
+    /// durable, the index learns where the records are. Returns how long each part took.
     fn commit_batch(
         &self,
         mut journal: Vec<u8>,
         mut records: Vec<token_batches::Pending>,
-    ) -> Result<(), sled::Error> {
+    ) -> Result<CommitTimes, sled::Error> {
+        let started = Instant::now();
         let mut filed = Vec::new();
         for chunk in token_batches::split(&mut records) {
             let seq = self.index.next_seq();
@@ -255,16 +256,31 @@ impl Open {
             filed.push((seq, expiry_of(&batch).unwrap_or(i64::MAX), chunk));
             self.batches.insert(key, batch)?;
         }
-        let written = lock(&self.journal).write(&mut journal)?;
+        let filing = started.elapsed();
+        let (written, journal_write, journal_sync) = {
+            let mut file = lock(&self.journal);
+            let written = file.write(&mut journal)?;
+            (written, file.last_write, file.last_sync)
+        };
+        let journaled = started.elapsed();
+        let mut checkpoint = None;
         if written == Written::Full {
             // Every put of the commit went into sled before it was journaled.
             self.checkpoint()?;
+            checkpoint = Some(started.elapsed() - journaled);
         }
         for (seq, max_exp, chunk) in filed {
             self.index
                 .filed(seq, max_exp, chunk.iter().map(|(id, _)| *id));
         }
-        Ok(())
+        Ok(CommitTimes {
+            total: started.elapsed(),
+            filing,
+            journal: journaled - filing,
+            journal_write,
+            journal_sync,
+            checkpoint,
+        })
     }
 
     /// Removes batch `seq` if its last record has expired at `now`; returns how many
@@ -296,6 +312,44 @@ impl Open {
         self.db.flush()?;
         self.log_file.sync_data()?;
         Ok(())
+    }
+}
+
+/// A commit that takes this long is logged with its parts (`authority.store.slowCommit`).
+const SLOW_COMMIT: Duration = Duration::from_millis(20);
+
+/// How long a commit's parts took: which one a slow disk or sled holds up.
+#[derive(Debug, Clone, Copy)]
+struct CommitTimes {
+    total: Duration,
+    /// Filing the records as batches in sled (`Tree::insert`).
+    filing: Duration,
+    /// Writing the journal and its `fdatasync`, of which the `pwrite` and the
+    /// `fdatasync` themselves (the rest is waiting for the journal's lock).
+    journal: Duration,
+    journal_write: Duration,
+    journal_sync: Duration,
+    /// Making sled durable because the journal was full (`Db::flush` and `fdatasync`).
+    checkpoint: Option<Duration>,
+}
+
+impl CommitTimes {
+    fn log_if_slow(&self) {
+        if self.total < SLOW_COMMIT {
+            return;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        tracing::info!(
+            event = crate::telemetry::events::STORE_SLOW_COMMIT,
+            ms = ms(self.total),
+            filing_ms = ms(self.filing),
+            journal_ms = ms(self.journal),
+            journal_write_ms = ms(self.journal_write),
+            journal_sync_ms = ms(self.journal_sync),
+            checkpoint_ms = self.checkpoint.map(ms),
+            "a durable commit took {:.1} ms; every token answer in it waited as long",
+            ms(self.total)
+        );
     }
 }
 
@@ -335,13 +389,13 @@ impl CommitLeader {
                 }
                 queue.take_batch()
             };
-            let started = Instant::now();
             let result = open.commit_batch(journal, records);
-            let took = started.elapsed();
             drop(open);
-            if let (Ok(()), Some(store)) = (&result, self.store.upgrade()) {
-                store.health.committed(took);
+            if let (Ok(times), Some(store)) = (&result, self.store.upgrade()) {
+                store.health.committed(times.total);
+                times.log_if_slow();
             }
+            let result = result.map(|_| ());
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }

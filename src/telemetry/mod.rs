@@ -43,6 +43,9 @@ pub mod events {
     pub const STORE_REOPENED: &str = "authority.store.reopened";
     /// Opening the sled store put back what its journal held (after a crash or power loss).
     pub const STORE_JOURNAL_REPLAYED: &str = "authority.store.journalReplayed";
+    /// A durable commit of the sled store took 20 ms or more (fields: `ms` and its parts
+    /// `filing_ms`, `journal_ms`, `checkpoint_ms`).
+    pub const STORE_SLOW_COMMIT: &str = "authority.store.slowCommit";
     /// The jti claims snapshot of the last clean shutdown could not be read (fence raised).
     pub const STORE_CLAIMS_SNAPSHOT_DAMAGED: &str = "authority.store.claimsSnapshotDamaged";
     /// Log lines were dropped because the log file could not keep up (field `count`).
