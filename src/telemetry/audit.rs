@@ -19,7 +19,7 @@
 //! is only ever appended to, each line with one `write` on a file opened `O_APPEND`, so the
 //! authority and a command may append to the same file.
 
-use super::batch_writer::{batching, BatchGuard, BatchWriter};
+use super::batch_writer::{batching_with_writeback, BatchGuard, BatchWriter, Writeback};
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -246,10 +246,15 @@ impl AuditLayer {
                 path: path.display().to_string(),
                 source,
             })?;
-        let (writer, guard) = batching(file, "sealkit-audit").map_err(|source| AuditError {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let writeback = Writeback {
+            dir: dir.to_path_buf(),
+            prefix: FILE_NAME.into(),
+        };
+        let (writer, guard) = batching_with_writeback(file, "sealkit-audit", Some(writeback))
+            .map_err(|source| AuditError {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok((
             AuditLayer {
                 sink: Sink::Writer(writer),
@@ -461,8 +466,11 @@ mod tests {
     fn the_audit_file_gets_the_log_files_line_or_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("sealkit.log");
-        let (log_writer, log_guard) =
-            batching(std::fs::File::create(&log_path).unwrap(), "test-log").unwrap();
+        let (log_writer, log_guard) = super::super::batch_writer::batching(
+            std::fs::File::create(&log_path).unwrap(),
+            "test-log",
+        )
+        .unwrap();
         let (audit_layer, audit_guard) = AuditLayer::writer(dir.path()).unwrap();
         let subscriber = tracing_subscriber::registry()
             .with(

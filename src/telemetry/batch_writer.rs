@@ -18,8 +18,18 @@
 //! cannot keep up. Dropped lines are counted and reported by a line of their own
 //! (`authority.log.dropped`) in the next batch. Dropping the [`BatchGuard`] writes
 //! everything buffered before it returns.
+//!
+//! # Writeback
+//! The log files are never synced (a lost line is not a lost token). Left alone, Linux
+//! lets their dirty pages gather for 30 s (`vm.dirty_expire_centisecs`) and then writes
+//! them all at once: at 5,000 tokens/s that is some 80 MB in one burst, and the store's
+//! journal `fdatasync`, which every `/token` answer waits for, waits behind it for
+//! 25–50 ms (docs/performance.md, session 14). So every [`WRITEBACK_EVERY`] bytes the
+//! thread asks the kernel to start writing the files out now ([`Writeback`]), without
+//! waiting for it: the same bytes reach the disk in small steady writes instead.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,6 +40,41 @@ pub const GATHER: Duration = Duration::from_millis(5);
 /// Lines beyond this many buffered bytes are dropped (and counted) until the thread has
 /// written the buffer: a stalled disk must not grow the process without bound.
 pub const MAX_BUFFERED: usize = 16 << 20;
+/// After this many bytes written, the thread starts the files' writeback (module doc).
+pub const WRITEBACK_EVERY: usize = 1 << 20;
+
+/// The files whose writeback the writer thread starts: every file in `dir` whose name
+/// begins with `prefix` (the rolling appender's current file, and the one it has just
+/// rotated away from, whatever their dates).
+pub struct Writeback {
+    pub dir: PathBuf,
+    pub prefix: String,
+}
+
+impl Writeback {
+    /// Starts writing the files' dirty pages to disk, without waiting, and drops their
+    /// pages already on disk from the page cache (nothing reads a log back):
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)`, which on Linux begins writeback of the range
+    /// (`WB_SYNC_NONE`) before it drops the clean pages. Errors are ignored: this only
+    /// smooths the disk's load.
+    pub fn start(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(self.prefix.as_bytes())
+            {
+                continue;
+            }
+            if let Ok(file) = std::fs::File::open(entry.path()) {
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -66,6 +111,15 @@ pub fn batching<W: Write + Send + 'static>(
     sink: W,
     name: &str,
 ) -> io::Result<(BatchWriter, BatchGuard)> {
+    batching_with_writeback(sink, name, None)
+}
+
+/// [`batching`], starting the writeback of `writeback`'s files as it writes (module doc).
+pub fn batching_with_writeback<W: Write + Send + 'static>(
+    sink: W,
+    name: &str,
+    writeback: Option<Writeback>,
+) -> io::Result<(BatchWriter, BatchGuard)> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
         wake: Condvar::new(),
@@ -74,7 +128,7 @@ pub fn batching<W: Write + Send + 'static>(
         let shared = shared.clone();
         std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || write_batches(&shared, sink))?
+            .spawn(move || write_batches(&shared, sink, writeback))?
     };
     Ok((
         BatchWriter {
@@ -88,8 +142,9 @@ pub fn batching<W: Write + Send + 'static>(
 }
 
 /// The writer thread: sleeps while the buffer is empty, then gathers and writes.
-fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
+fn write_batches<W: Write>(shared: &Shared, mut sink: W, writeback: Option<Writeback>) {
     let mut spare = Vec::new();
+    let mut since_writeback = 0;
     loop {
         let mut state = shared.lock();
         while state.buffer.is_empty() && state.dropped == 0 && !state.closed {
@@ -116,6 +171,13 @@ fn write_batches<W: Write>(shared: &Shared, mut sink: W) {
             // its lines; logging must never stop the server.
             let _ = sink.write_all(&batch);
             let _ = sink.flush();
+            since_writeback += batch.len();
+            if since_writeback >= WRITEBACK_EVERY {
+                since_writeback = 0;
+                if let Some(writeback) = &writeback {
+                    writeback.start();
+                }
+            }
         }
         batch.clear();
         spare = batch;

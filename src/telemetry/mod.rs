@@ -141,12 +141,17 @@ pub fn init_logging(settings: &LoggingSettings) -> Result<LogGuard, TelemetryErr
             dir: settings.directory.display().to_string(),
             message: e.to_string(),
         })?;
-    let (file_writer, guard) = batch_writer::batching(appender, "sealkit-log").map_err(|e| {
-        TelemetryError::LogDirectory {
-            dir: settings.directory.display().to_string(),
-            message: e.to_string(),
-        }
-    })?;
+    let writeback = batch_writer::Writeback {
+        dir: settings.directory.clone(),
+        prefix: "sealkit.".into(),
+    };
+    let (file_writer, guard) =
+        batch_writer::batching_with_writeback(appender, "sealkit-log", Some(writeback)).map_err(
+            |e| TelemetryError::LogDirectory {
+                dir: settings.directory.display().to_string(),
+                message: e.to_string(),
+            },
+        )?;
     let filter = || parse_filter(&settings.level).unwrap_or_else(|| EnvFilter::new("info"));
     let log_crate_level = log_crate_level(&filter());
     let file_layer = tracing_subscriber::fmt::layer()
