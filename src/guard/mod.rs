@@ -622,9 +622,19 @@ async fn handle(
             http::Response::from_parts(head, forward::streamed(body))
         }
         Err(e) => {
-            let (status, reason) = match &e {
-                UpstreamError::Unreachable(_) => (StatusCode::BAD_GATEWAY, "unreachable"),
-                UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            // The client learns which of the two; the cause (a socket path, an address)
+            // stays in the log line.
+            let (status, reason, description) = match &e {
+                UpstreamError::Unreachable(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "unreachable",
+                    "the upstream is unreachable",
+                ),
+                UpstreamError::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the upstream did not answer in time",
+                ),
             };
             guard
                 .metrics
@@ -635,7 +645,7 @@ async fn handle(
             tracing::warn!(event = events::REQUEST, decision = "allowed", reason = "upstream-error", error = %e, path = %path);
             json_answer(
                 status,
-                json!({"error": "upstream_error", "error_description": e.to_string()}),
+                json!({"error": "upstream_error", "error_description": description}),
             )
         }
     }

@@ -659,6 +659,16 @@ async fn introspected_routes_see_revocations_and_fail_closed() {
     let proof = key.proof("GET", &plain, None, Some(&fresh)).unwrap();
     let reply = call_dpop(&mut conn, "GET", &plain, &fresh, &proof).await;
     assert_eq!(reply.status, 502, "{:?}", reply.body);
+    // The client is told what failed, not where the upstream lives.
+    assert_eq!(
+        reply.json()["error_description"],
+        "the upstream is unreachable"
+    );
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("echo.sock"),
+        "{:?}",
+        reply.body
+    );
     assert_eq!(
         metric(
             &guard.guard.metrics.render(),
